@@ -1,0 +1,50 @@
+/* Error codes and the per-thread last-error message. */
+#include "base/ml_err.h"
+#include "base/ml_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static _Thread_local char err_buf[512];
+
+const char *ml_strerror(int code)
+{
+	switch (code) {
+	case ML_OK: return "success";
+	case ML_ERR_NOMEM: return "out of memory";
+	case ML_ERR_IO: return "I/O error";
+	case ML_ERR_FORMAT: return "malformed input";
+	case ML_ERR_UNSUPPORTED: return "unsupported";
+	case ML_ERR_INVALID: return "invalid argument";
+	case ML_ERR_INCOMPLETE: return "incomplete input";
+	case ML_ERR_RANGE: return "value out of range";
+	case ML_ERR_NOT_FOUND: return "not found";
+	case ML_ERR_BUSY: return "busy";
+	case ML_ERR_CLOSED: return "closed";
+	case ML_ERR_TIMEOUT: return "timed out";
+	case ML_ERR_AUTH: return "authentication failed";
+	case ML_ERR_PROTO: return "protocol error";
+	case ML_ERR_CANCELLED: return "cancelled";
+	}
+	return "unknown error";
+}
+
+int ml_error(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+	va_end(ap);
+	ml_log(ML_LOG_DEBUG, "error: %s", err_buf);
+	return code;
+}
+
+const char *ml_last_error(void)
+{
+	return err_buf;
+}
+
+void ml_error_clear(void)
+{
+	err_buf[0] = '\0';
+}

@@ -1,0 +1,104 @@
+/* A transformer model (llama, qwen2, qwen3) over a range of its layers.
+ *
+ * model_load() maps from the GGUF only the tensors of layers [layer_begin,
+ * layer_end), plus token_embd on the first stage (layer_begin == 0) and
+ * output_norm/output (or tied token_embd) on the last (layer_end ==
+ * n_layer). Weights are views into the file; nothing is copied.
+ *
+ * A model_ctx holds the KV cache of those layers for n_seq sequences of up
+ * to n_ctx positions each, plus all scratch for batches of up to n_batch
+ * tokens, all allocated once: model_forward() does not allocate. */
+#ifndef MODEL_H
+#define MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct gguf_file;
+struct ml_pool;
+
+enum model_arch {
+	MODEL_ARCH_LLAMA,
+	MODEL_ARCH_QWEN2,
+	MODEL_ARCH_QWEN3,
+};
+
+enum model_rope {
+	MODEL_ROPE_NORMAL, /* rotate adjacent pairs (x[2i], x[2i+1]) */
+	MODEL_ROPE_NEOX,   /* rotate (x[i], x[i + n_rot/2]) */
+};
+
+struct model_hparams {
+	enum model_arch arch;
+	char arch_name[32];
+	int n_layer;
+	int n_embd;
+	int n_ff;
+	int n_head;
+	int n_head_kv;
+	int head_dim;    /* n_embd / n_head unless the metadata says otherwise */
+	int n_rot;       /* rope dimension count */
+	int n_vocab;
+	int n_ctx_train;
+	float norm_eps;
+	float rope_freq_base;
+	float rope_freq_scale; /* 1 / linear scaling factor */
+	enum model_rope rope_type;
+	bool tied_output;      /* no output.weight: token_embd is the output head */
+};
+
+struct model_params {
+	const char *path;
+	int layer_begin; /* first layer to run (0 for the first stage) */
+	int layer_end;   /* one past the last layer; -1 means n_layer */
+};
+
+struct model;
+struct model_ctx;
+
+/* Loads and checks the model at p->path. Unsupported architectures and
+ * weight types are refused with a message naming them (and, for
+ * architectures, listing the supported ones). */
+int model_load(struct model **out, const struct model_params *p);
+void model_free(struct model *m); /* accepts NULL */
+
+const struct model_hparams *model_hparams(const struct model *m);
+const struct gguf_file *model_gguf(const struct model *m);
+int model_layer_begin(const struct model *m);
+int model_layer_end(const struct model *m);
+bool model_is_first(const struct model *m); /* layer_begin == 0 */
+bool model_is_last(const struct model *m);  /* layer_end == n_layer */
+/* Bytes of weights this model maps (its layers plus embedding/output where held). */
+uint64_t model_weight_bytes(const struct model *m);
+
+/* One batch: n_tokens entries, each (token or hidden state, position,
+ * sequence). Entries of one sequence appear in increasing position order and
+ * attend to that sequence's cached positions <= their own. */
+struct model_batch {
+	int n_tokens;
+	const int32_t *tokens; /* [n_tokens], first stage only */
+	const float *embd;     /* [n_tokens][n_embd], input hidden states on later stages */
+	const int32_t *pos;    /* [n_tokens] */
+	const int32_t *seq;    /* [n_tokens], each in [0, n_seq) */
+	const int8_t *logits;  /* [n_tokens], last stage: nonzero = compute logits for it */
+};
+
+/* KV cache for |n_seq| sequences of |n_ctx| positions and scratch for up to
+ * |n_batch| tokens per forward call, computing on |pool| (borrowed; must
+ * outlive the ctx). */
+int model_ctx_init(struct model_ctx **out, struct model *m, struct ml_pool *pool, int n_seq,
+		   int n_ctx, int n_batch);
+void model_ctx_free(struct model_ctx *ctx); /* accepts NULL */
+
+/* Forgets positions >= |pos| of sequence |seq| (pos = 0 clears it). */
+void model_kv_truncate(struct model_ctx *ctx, int seq, int pos);
+
+/* Runs this model's layers over |b|.
+ * Last stage: writes one row of n_vocab logits to |out| for each entry with
+ * logits[i] != 0, in batch order. Other stages: writes the hidden states
+ * after layer_end - 1, [n_tokens][n_embd], to |out|.
+ * Returns ML_ERR_RANGE for a position >= n_ctx or more than n_batch tokens,
+ * ML_ERR_INVALID for a bad token id or sequence id. */
+int model_forward(struct model_ctx *ctx, const struct model_batch *b, float *out);
+
+#endif
