@@ -73,14 +73,18 @@ uint64_t model_weight_bytes(const struct model *m);
 
 /* One batch: n_tokens entries, each (token or hidden state, position,
  * sequence). Entries of one sequence appear in increasing position order and
- * attend to that sequence's cached positions <= their own. */
+ * attend to that sequence's cached positions <= their own. They continue the
+ * sequence without gaps: the first at a position <= the number the cache
+ * holds (a lower one drops the cached positions from there on), the others
+ * one after another; otherwise model_forward() returns ML_ERR_INVALID. */
 struct model_batch {
 	int n_tokens;
 	const int32_t *tokens; /* [n_tokens], first stage only */
 	const float *embd;     /* [n_tokens][n_embd], input hidden states on later stages */
 	const int32_t *pos;    /* [n_tokens] */
 	const int32_t *seq;    /* [n_tokens], each in [0, n_seq) */
-	const int8_t *logits;  /* [n_tokens], last stage: nonzero = compute logits for it */
+	const int8_t *logits;  /* [n_tokens], last stage: nonzero = compute logits for it
+	                        * (NULL: for the last entry only) */
 };
 
 /* KV cache for |n_seq| sequences of |n_ctx| positions and scratch for up to
@@ -100,5 +104,15 @@ void model_kv_truncate(struct model_ctx *ctx, int seq, int pos);
  * Returns ML_ERR_RANGE for a position >= n_ctx or more than n_batch tokens,
  * ML_ERR_INVALID for a bad token id or sequence id. */
 int model_forward(struct model_ctx *ctx, const struct model_batch *b, float *out);
+
+/* After a successful model_forward(), valid until the next one on |ctx|:
+ * the residual stream after this model's last layer for every entry of the
+ * batch, [n_tokens][n_embd] (what a non-last stage writes to |out|; llama.cpp
+ * calls it l_out-<layer>). */
+const float *model_ctx_hidden(const struct model_ctx *ctx);
+/* Last stage only (NULL otherwise): the final RMS-normed rows times
+ * output_norm (llama.cpp's result_norm) of the entries that asked for
+ * logits, in batch order, [n_out][n_embd]. */
+const float *model_ctx_result_norm(const struct model_ctx *ctx);
 
 #endif

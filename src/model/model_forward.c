@@ -1,0 +1,442 @@
+/* The forward pass over a layer range for a batch of tokens from several
+ * sequences, and the context it runs in (KV cache plus scratch, all sized
+ * once in model_ctx_init()).
+ *
+ * Per layer, as llama.cpp's llama/qwen2/qwen3 graphs:
+ *   xn = rmsnorm(x) * attn_norm
+ *   q, k, v = Wq xn (+bq), Wk xn (+bk), Wv xn (+bv)
+ *   qwen3: q, k = rmsnorm per head * q_norm / k_norm
+ *   q, k = rope(q, pos), rope(k, pos); k, v -> cache[layer][seq][pos]
+ *   x += Wo attention(q, cache)
+ *   xn = rmsnorm(x) * ffn_norm
+ *   x += Wdown (silu(Wgate xn) * Wup xn)
+ * and on the last stage logits = Woutput (rmsnorm(x) * output_norm) for the
+ * entries that ask for them.
+ *
+ * Matrix products convert the activations once per vec-dot type
+ * (kern_quantize_rows) and share them between q/k/v and between gate/up;
+ * every product and the attention are split over the pool's threads. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/ml_err.h"
+#include "base/ml_log.h"
+#include "base/ml_pool.h"
+#include "kernels/kern.h"
+#include "kernels/kern_ops.h"
+#include "model/model_impl.h"
+
+struct model_ctx {
+	struct model *m;
+	struct ml_pool *pool;  /* borrowed; NULL: compute on the calling thread */
+	int nth;               /* threads of the pool */
+	int n_seq;
+	int n_ctx;
+	int n_batch;
+	int n_layer;           /* layers held: layer_end - layer_begin */
+	int64_t n_q;           /* n_head * head_dim */
+	int64_t n_kv;          /* n_head_kv * head_dim */
+
+	float *k_cache;        /* (n_layer, n_seq, n_ctx, n_kv) */
+	float *v_cache;        /* (n_layer, n_seq, n_ctx, n_kv) */
+	int32_t *seq_len;      /* (n_seq) positions held per sequence */
+	int32_t *seq_next;     /* (n_seq) scratch: next position while checking a batch */
+
+	float *x;              /* (n_batch, n_embd) residual stream */
+	float *xn;             /* (n_batch, n_embd) normed block input, then block output */
+	float *q;              /* (n_batch, n_q) */
+	float *k;              /* (n_batch, n_kv) */
+	float *v;              /* (n_batch, n_kv) */
+	float *att;            /* (n_batch, n_q) attention output */
+	float *gate;           /* (n_batch, n_ff) */
+	float *up;             /* (n_batch, n_ff) */
+	float *rope_cs;        /* (n_batch, n_rot) cos/sin per entry */
+	float *out_norm;       /* (n_batch, n_embd) last stage: normed rows that want logits */
+	void *xq;              /* (n_batch, row bytes of the widest input in any vec-dot type) */
+	size_t xq_row_cap;     /* bytes per xq row available */
+	const float **att_k;   /* (n_batch) K cache rows of each entry's sequence */
+	const float **att_v;   /* (n_batch) V cache rows */
+	int32_t *att_n;        /* (n_batch) positions each entry may see */
+	float *att_scratch;    /* (nth, n_ctx) softmax rows */
+
+	int n_last;            /* entries in the last batch */
+	int n_out;             /* rows of out_norm filled by the last batch */
+};
+
+/* ---- threaded jobs ----------------------------------------------------- */
+
+static void pool_run(struct model_ctx *c, ml_pool_fn fn, void *arg)
+{
+	if (c->pool)
+		ml_pool_run(c->pool, fn, arg);
+	else
+		fn(arg, 0, 1);
+}
+
+struct quant_job {
+	enum ml_dtype vdt;
+	const float *x;
+	void *xq;
+	int64_t n_rows, n_cols;
+};
+
+static void quant_fn(void *arg, int ith, int nth)
+{
+	const struct quant_job *j = arg;
+	kern_quantize_rows(j->vdt, j->x, j->n_cols, j->xq, j->n_rows, j->n_cols, ith, nth);
+}
+
+/* y (n_tok, w->n_rows) = x (n_tok, w->n_cols) W^T */
+struct mm {
+	const struct model_weight *w;
+	float *y;
+	int64_t y_stride;
+};
+
+struct mm_job {
+	const struct mm *list;
+	int n;
+	const void *xq;
+	int64_t n_tok;
+};
+
+static void mm_fn(void *arg, int ith, int nth)
+{
+	const struct mm_job *j = arg;
+	for (int i = 0; i < j->n; i++) {
+		const struct model_weight *w = j->list[i].w;
+		kern_matmul(w->type, w->data, w->n_rows, w->n_cols, j->xq, j->n_tok, j->list[i].y,
+			    j->list[i].y_stride, ith, nth);
+	}
+}
+
+/* Runs the products in |list| (all with inputs of x's width) on the rows of
+ * |x| (n_tok, n_cols, packed), converting x once per distinct vec-dot type. */
+static void matmuls(struct model_ctx *c, const float *x, int64_t n_tok, const struct mm *list, int n)
+{
+	bool done[4] = {false, false, false, false};
+	for (int i = 0; i < n; i++) {
+		if (done[i])
+			continue;
+		const enum ml_dtype vdt = kern_type_traits(list[i].w->type)->vec_dot_type;
+		struct mm group[4];
+		int ng = 0;
+		for (int k = i; k < n; k++) {
+			if (!done[k] && kern_type_traits(list[k].w->type)->vec_dot_type == vdt) {
+				group[ng++] = list[k];
+				done[k] = true;
+			}
+		}
+		const int64_t n_cols = list[i].w->n_cols;
+		const void *xq = x;
+		if (vdt != ML_DTYPE_F32) {
+			struct quant_job qj = {vdt, x, c->xq, n_tok, n_cols};
+			pool_run(c, quant_fn, &qj);
+			xq = c->xq;
+		}
+		struct mm_job mj = {group, ng, xq, n_tok};
+		pool_run(c, mm_fn, &mj);
+	}
+}
+
+static void attn_fn(void *arg, int ith, int nth)
+{
+	kern_attn(arg, ith, nth);
+}
+
+/* ---- context ----------------------------------------------------------- */
+
+static size_t max_row_bytes(const struct model *m, int64_t n_cols_max)
+{
+	size_t best = (size_t)n_cols_max * sizeof(float);
+	for (uint32_t t = 0; t < ML_DTYPE_COUNT; t++) {
+		const struct kern_type_traits *tr = kern_type_traits(t);
+		if (tr == NULL || !tr->supported)
+			continue;
+		size_t r = ml_dtype_row_size(tr->vec_dot_type, n_cols_max);
+		/* Widths below the maximum may round up differently per block. */
+		const struct ml_dtype_info *di = ml_dtype_get(tr->vec_dot_type);
+		if (di && di->block_size > 1)
+			r = (size_t)((n_cols_max + di->block_size - 1) / di->block_size) * di->type_size;
+		if (r > best)
+			best = r;
+	}
+	(void)m;
+	return best;
+}
+
+int model_ctx_init(struct model_ctx **out, struct model *m, struct ml_pool *pool, int n_seq, int n_ctx,
+		   int n_batch)
+{
+	const struct model_hparams *hp = &m->hp;
+	struct model_ctx *c;
+
+	*out = NULL;
+	if (n_seq < 1 || n_seq > 4096 || n_ctx < 1 || n_ctx > (1 << 24) || n_batch < 1 || n_batch > (1 << 20))
+		return ml_error(ML_ERR_INVALID, "model_ctx_init: n_seq %d, n_ctx %d, n_batch %d out of range",
+				n_seq, n_ctx, n_batch);
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return ML_ERR_NOMEM;
+	c->m = m;
+	c->pool = pool;
+	c->nth = pool ? ml_pool_size(pool) : 1;
+	c->n_seq = n_seq;
+	c->n_ctx = n_ctx;
+	c->n_batch = n_batch;
+	c->n_layer = m->layer_end - m->layer_begin;
+	c->n_q = (int64_t)hp->n_head * hp->head_dim;
+	c->n_kv = (int64_t)hp->n_head_kv * hp->head_dim;
+
+	const size_t nb = (size_t)n_batch;
+	const size_t kv_floats = (size_t)c->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)c->n_kv;
+	int64_t widest = hp->n_embd;
+	if (hp->n_ff > widest)
+		widest = hp->n_ff;
+	if (c->n_q > widest)
+		widest = c->n_q;
+	c->xq_row_cap = max_row_bytes(m, widest);
+
+	c->k_cache = calloc(kv_floats, sizeof(float));
+	c->v_cache = calloc(kv_floats, sizeof(float));
+	c->seq_len = calloc((size_t)n_seq, sizeof(int32_t));
+	c->seq_next = calloc((size_t)n_seq, sizeof(int32_t));
+	c->x = malloc(nb * (size_t)hp->n_embd * sizeof(float));
+	c->xn = malloc(nb * (size_t)hp->n_embd * sizeof(float));
+	c->q = malloc(nb * (size_t)c->n_q * sizeof(float));
+	c->k = malloc(nb * (size_t)c->n_kv * sizeof(float));
+	c->v = malloc(nb * (size_t)c->n_kv * sizeof(float));
+	c->att = malloc(nb * (size_t)c->n_q * sizeof(float));
+	c->gate = malloc(nb * (size_t)hp->n_ff * sizeof(float));
+	c->up = malloc(nb * (size_t)hp->n_ff * sizeof(float));
+	c->rope_cs = malloc(nb * (size_t)hp->n_rot * sizeof(float) + sizeof(float));
+	c->out_norm = malloc(nb * (size_t)hp->n_embd * sizeof(float));
+	c->xq = malloc(nb * c->xq_row_cap);
+	c->att_k = malloc(nb * sizeof(*c->att_k));
+	c->att_v = malloc(nb * sizeof(*c->att_v));
+	c->att_n = malloc(nb * sizeof(*c->att_n));
+	c->att_scratch = malloc((size_t)c->nth * (size_t)n_ctx * sizeof(float));
+	if (!c->k_cache || !c->v_cache || !c->seq_len || !c->seq_next || !c->x || !c->xn || !c->q || !c->k ||
+	    !c->v || !c->att || !c->gate || !c->up || !c->rope_cs || !c->out_norm || !c->xq || !c->att_k ||
+	    !c->att_v || !c->att_n || !c->att_scratch) {
+		model_ctx_free(c);
+		return ml_error(ML_ERR_NOMEM, "model_ctx_init: out of memory for a KV cache of %.1f MB",
+				(double)kv_floats * 8.0 / 1e6);
+	}
+	if (n_ctx > hp->n_ctx_train)
+		ML_WARN("context of %d positions is longer than the %d the model was trained with", n_ctx,
+			hp->n_ctx_train);
+	ML_DEBUG("model context: %d sequence(s) of %d positions, batches of up to %d, KV cache %.1f MB (f32)",
+		 n_seq, n_ctx, n_batch, (double)kv_floats * 8.0 / 1e6);
+	*out = c;
+	return 0;
+}
+
+void model_ctx_free(struct model_ctx *c)
+{
+	if (c == NULL)
+		return;
+	free(c->k_cache);
+	free(c->v_cache);
+	free(c->seq_len);
+	free(c->seq_next);
+	free(c->x);
+	free(c->xn);
+	free(c->q);
+	free(c->k);
+	free(c->v);
+	free(c->att);
+	free(c->gate);
+	free(c->up);
+	free(c->rope_cs);
+	free(c->out_norm);
+	free(c->xq);
+	free(c->att_k);
+	free(c->att_v);
+	free(c->att_n);
+	free(c->att_scratch);
+	free(c);
+}
+
+void model_kv_truncate(struct model_ctx *c, int seq, int pos)
+{
+	if (seq < 0 || seq >= c->n_seq || pos < 0)
+		return;
+	if (pos < c->seq_len[seq])
+		c->seq_len[seq] = pos;
+}
+
+const float *model_ctx_hidden(const struct model_ctx *c)
+{
+	return c->x;
+}
+
+const float *model_ctx_result_norm(const struct model_ctx *c)
+{
+	return model_is_last(c->m) ? c->out_norm : NULL;
+}
+
+/* ---- forward ----------------------------------------------------------- */
+
+static float *cache_row(const struct model_ctx *c, float *cache, int il, int seq, int pos)
+{
+	size_t i = (((size_t)il * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx + (size_t)pos);
+	return cache + i * (size_t)c->n_kv;
+}
+
+/* Checks every entry before anything is written, so a bad batch leaves the
+ * cache as it was. Each sequence's entries must continue its cached
+ * positions without gaps (the first at a position <= what the cache holds,
+ * which drops the positions after it; the rest one after another). */
+static int check_batch(struct model_ctx *c, const struct model_batch *b)
+{
+	const struct model *m = c->m;
+	if (b->n_tokens < 0 || b->n_tokens > c->n_batch)
+		return ml_error(ML_ERR_RANGE, "model_forward: batch of %d entries, at most %d", b->n_tokens,
+				c->n_batch);
+	if (b->pos == NULL || b->seq == NULL)
+		return ml_error(ML_ERR_INVALID, "model_forward: batch without positions or sequence ids");
+	if (model_is_first(m) ? b->tokens == NULL : b->embd == NULL)
+		return ml_error(ML_ERR_INVALID, "model_forward: batch without %s",
+				model_is_first(m) ? "token ids" : "input hidden states");
+	memcpy(c->seq_next, c->seq_len, (size_t)c->n_seq * sizeof(int32_t));
+	for (int i = 0; i < c->n_seq; i++)
+		c->seq_next[i] = -1 - c->seq_next[i]; /* negative: not yet seen in this batch */
+	for (int i = 0; i < b->n_tokens; i++) {
+		const int s = b->seq[i], p = b->pos[i];
+		if (s < 0 || s >= c->n_seq)
+			return ml_error(ML_ERR_INVALID, "model_forward: entry %d: sequence id %d outside [0, %d)", i, s,
+					c->n_seq);
+		if (p < 0 || p >= c->n_ctx)
+			return ml_error(ML_ERR_RANGE, "model_forward: entry %d: position %d outside the context of %d",
+					i, p, c->n_ctx);
+		if (model_is_first(m) && (b->tokens[i] < 0 || b->tokens[i] >= m->hp.n_vocab))
+			return ml_error(ML_ERR_INVALID, "model_forward: entry %d: token id %d outside [0, %d)", i,
+					b->tokens[i], m->hp.n_vocab);
+		const int next = c->seq_next[s];
+		if (next < 0 ? p > -1 - next : p != next)
+			return ml_error(ML_ERR_INVALID,
+					"model_forward: entry %d: position %d of sequence %d does not continue it (expected %s%d)",
+					i, p, s, next < 0 ? "at most " : "", next < 0 ? -1 - next : next);
+		c->seq_next[s] = p + 1;
+	}
+	return 0;
+}
+
+int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
+{
+	const struct model *m = c->m;
+	const struct model_hparams *hp = &m->hp;
+	const int n = b->n_tokens;
+	const int64_t E = hp->n_embd, F = hp->n_ff, HD = hp->head_dim;
+	int rc;
+
+	if ((rc = check_batch(c, b)) < 0)
+		return rc;
+	if (n == 0)
+		return 0;
+
+	/* Input rows. */
+	if (model_is_first(m)) {
+		const struct kern_type_traits *tr = kern_type_traits(m->tok_embd.type);
+		const size_t row = ml_dtype_row_size(m->tok_embd.type, E);
+		for (int i = 0; i < n; i++)
+			tr->to_f32((const char *)m->tok_embd.data + (size_t)b->tokens[i] * row, c->x + i * E, E);
+	} else {
+		memcpy(c->x, b->embd, (size_t)n * (size_t)E * sizeof(float));
+	}
+
+	for (int i = 0; i < n; i++)
+		kern_rope_cache(c->rope_cs + (size_t)i * hp->n_rot, hp->n_rot, b->pos[i], hp->rope_freq_base,
+				hp->rope_freq_scale);
+	const bool neox = hp->rope_type == MODEL_ROPE_NEOX;
+	const float kq_scale = 1.0f / sqrtf((float)HD);
+
+	for (int il = 0; il < c->n_layer; il++) {
+		const struct model_layer *L = &m->layers[il];
+
+		/* Attention block. */
+		for (int i = 0; i < n; i++)
+			kern_rmsnorm(c->xn + i * E, c->x + i * E, L->attn_norm, E, hp->norm_eps);
+		struct mm qkv[3] = {{&L->wq, c->q, c->n_q}, {&L->wk, c->k, c->n_kv}, {&L->wv, c->v, c->n_kv}};
+		matmuls(c, c->xn, n, qkv, 3);
+		if (L->bq) {
+			kern_add_rows(c->q, c->n_q, L->bq, c->n_q, n);
+			kern_add_rows(c->k, c->n_kv, L->bk, c->n_kv, n);
+			kern_add_rows(c->v, c->n_kv, L->bv, c->n_kv, n);
+		}
+		for (int i = 0; i < n; i++) {
+			float *qi = c->q + i * c->n_q, *ki = c->k + i * c->n_kv;
+			if (L->q_norm) {
+				for (int h = 0; h < hp->n_head; h++)
+					kern_rmsnorm(qi + h * HD, qi + h * HD, L->q_norm, HD, hp->norm_eps);
+				for (int h = 0; h < hp->n_head_kv; h++)
+					kern_rmsnorm(ki + h * HD, ki + h * HD, L->k_norm, HD, hp->norm_eps);
+			}
+			const float *cs = c->rope_cs + (size_t)i * hp->n_rot;
+			kern_rope(qi, hp->n_head, (int)HD, hp->n_rot, cs, neox);
+			kern_rope(ki, hp->n_head_kv, (int)HD, hp->n_rot, cs, neox);
+			memcpy(cache_row(c, c->k_cache, il, b->seq[i], b->pos[i]), ki, (size_t)c->n_kv * sizeof(float));
+			memcpy(cache_row(c, c->v_cache, il, b->seq[i], b->pos[i]), c->v + i * c->n_kv,
+			       (size_t)c->n_kv * sizeof(float));
+			c->att_k[i] = cache_row(c, c->k_cache, il, b->seq[i], 0);
+			c->att_v[i] = cache_row(c, c->v_cache, il, b->seq[i], 0);
+			c->att_n[i] = b->pos[i] + 1;
+		}
+		struct kern_attn_args aa = {
+			.n_tok = n,
+			.n_head = hp->n_head,
+			.n_head_kv = hp->n_head_kv,
+			.head_dim = (int)HD,
+			.q = c->q,
+			.q_stride = c->n_q,
+			.out = c->att,
+			.out_stride = c->n_q,
+			.k = c->att_k,
+			.v = c->att_v,
+			.kv_stride = c->n_kv,
+			.n_kv = c->att_n,
+			.scale = kq_scale,
+			.scratch = c->att_scratch,
+			.scratch_stride = c->n_ctx,
+		};
+		pool_run(c, attn_fn, &aa);
+		struct mm o = {&L->wo, c->xn, E};
+		matmuls(c, c->att, n, &o, 1);
+		kern_add(c->x, c->x, c->xn, (int64_t)n * E);
+
+		/* Feed-forward block. */
+		for (int i = 0; i < n; i++)
+			kern_rmsnorm(c->xn + i * E, c->x + i * E, L->ffn_norm, E, hp->norm_eps);
+		struct mm gu[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
+		matmuls(c, c->xn, n, gu, 2);
+		kern_swiglu(c->gate, c->gate, c->up, (int64_t)n * F);
+		struct mm d = {&L->w_down, c->xn, E};
+		matmuls(c, c->gate, n, &d, 1);
+		kern_add(c->x, c->x, c->xn, (int64_t)n * E);
+	}
+
+	for (int i = 0; i < n; i++)
+		c->seq_len[b->seq[i]] = b->pos[i] + 1;
+	c->n_last = n;
+
+	if (!model_is_last(m)) {
+		memcpy(out, c->x, (size_t)n * (size_t)E * sizeof(float));
+		return 0;
+	}
+	/* Logits for the entries that ask for them (the last one if none says). */
+	int n_out = 0;
+	for (int i = 0; i < n; i++) {
+		if (b->logits ? b->logits[i] != 0 : i == n - 1) {
+			kern_rmsnorm(c->out_norm + (size_t)n_out * E, c->x + i * E, m->output_norm, E, hp->norm_eps);
+			n_out++;
+		}
+	}
+	c->n_out = n_out;
+	if (n_out > 0) {
+		struct mm lo = {&m->output, out, hp->n_vocab};
+		matmuls(c, c->out_norm, n_out, &lo, 1);
+	}
+	return 0;
+}
