@@ -1,0 +1,607 @@
+/* Tests for src/engine: the engine thread on real models.
+ *
+ * Golden data: llama.cpp's greedy continuations in ../shared/refdata. The
+ * engine must reproduce them, produce the same tokens for a request whether
+ * it runs alone or among others, cut stop strings (also ones spanning
+ * tokens) without ever emitting them, and handle max_tokens, a full wait
+ * queue, a prompt that does not fit, cancellation and shutdown. Run from the
+ * repository root. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/ml_err.h"
+#include "engine/eng.h"
+#include "model/model.h"
+#include "tokenizer/tok.h"
+
+#define STORIES "models/stories260K.gguf"
+#define STORIES_REF "../shared/refdata/stories260K.gguf.json"
+#define SYN_LLAMA "../shared/refdata/models/syn-llama-F32.gguf"
+#define SYN_LLAMA_REF "../shared/refdata/syn-llama-F32.gguf.json"
+
+#define MAX_TOK 1024
+#define MAX_TEXT 16384
+
+/* ---- collecting a request's events --------------------------------- */
+
+struct coll {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t id;
+	int32_t tokens[MAX_TOK];
+	int n_tokens;
+	char text[MAX_TEXT];
+	size_t n_text;
+	int n_events;
+	bool done;
+	bool bad;             /* an event broke the contract */
+	enum eng_finish finish;
+	int n_prompt;
+	int n_completion;
+	int err;
+	/* gate: the first token event blocks the engine thread until opened */
+	bool gated;
+	bool started;
+	bool open;
+};
+
+static void coll_init(struct coll *c)
+{
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+}
+
+static void coll_destroy(struct coll *c)
+{
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+}
+
+static void on_event(const struct eng_event *ev, void *user)
+{
+	struct coll *c = user;
+	pthread_mutex_lock(&c->mu);
+	if (c->done || !ev->text || (c->id && ev->id != c->id))
+		c->bad = true;
+	c->n_events++;
+	if (c->n_text + ev->len < MAX_TEXT) {
+		memcpy(c->text + c->n_text, ev->text, ev->len);
+		c->n_text += ev->len;
+		c->text[c->n_text] = '\0';
+	} else {
+		c->bad = true;
+	}
+	if (ev->finish == ENG_FINISH_NONE) {
+		if (ev->token < 0 || c->n_tokens >= MAX_TOK)
+			c->bad = true;
+		else
+			c->tokens[c->n_tokens++] = ev->token;
+	} else {
+		if (ev->token != -1)
+			c->bad = true;
+		c->done = true;
+		c->finish = ev->finish;
+		c->n_prompt = ev->n_prompt;
+		c->n_completion = ev->n_completion;
+		c->err = ev->err;
+	}
+	pthread_cond_broadcast(&c->cv);
+	if (c->gated && ev->finish == ENG_FINISH_NONE) {
+		c->started = true;
+		pthread_cond_broadcast(&c->cv);
+		while (!c->open)
+			pthread_cond_wait(&c->cv, &c->mu);
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Waits (at most 60 s) until |c| has its final event, or until it has
+ * started when |started_only|. */
+static bool coll_wait(struct coll *c, bool started_only)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 60;
+	pthread_mutex_lock(&c->mu);
+	int rc = 0;
+	while (!(started_only ? (c->started || c->done) : c->done) && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+	bool ok = started_only ? (c->started || c->done) : c->done;
+	pthread_mutex_unlock(&c->mu);
+	return ok;
+}
+
+static void coll_open(struct coll *c)
+{
+	pthread_mutex_lock(&c->mu);
+	c->open = true;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static struct eng_request greedy_req(const int32_t *prompt, int n, int max_tokens)
+{
+	struct eng_request r;
+	memset(&r, 0, sizeof(r));
+	r.prompt = prompt;
+	r.n_prompt = n;
+	r.max_tokens = max_tokens;
+	r.sampling = smp_default_params();
+	r.sampling.temp = 0.0f;
+	r.ignore_eos = true;
+	return r;
+}
+
+static int submit(struct eng *e, const struct eng_request *r, struct coll *c)
+{
+	uint64_t id = 0;
+	pthread_mutex_lock(&c->mu);
+	int rc = eng_submit(e, r, on_event, c, &id);
+	if (rc == 0)
+		c->id = id;
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+/* Runs one request to its end. */
+static void run_one(struct eng *e, const struct eng_request *r, struct coll *c)
+{
+	coll_init(c);
+	assert_int_equal(submit(e, r, c), 0);
+	assert_true(coll_wait(c, false));
+	assert_false(c->bad);
+}
+
+static struct eng *open_engine(const char *path, int n_parallel, int n_ctx, int n_batch,
+			       int n_queue)
+{
+	struct eng_params p = eng_default_params();
+	p.model_path = path;
+	p.n_parallel = n_parallel;
+	p.n_ctx = n_ctx;
+	p.n_batch = n_batch;
+	p.n_queue = n_queue;
+	p.n_threads = 2;
+	struct eng *e = NULL;
+	int rc = eng_init(&e, &p);
+	if (rc != 0)
+		fprintf(stderr, "eng_init(%s): %s: %s\n", path, ml_strerror(rc), ml_last_error());
+	assert_int_equal(rc, 0);
+	return e;
+}
+
+/* ---- reference data ------------------------------------------------- */
+
+struct ref_prompt {
+	int32_t ids[128];
+	int n_ids;
+	int32_t greedy[128];
+	double margin[128];
+	int n_greedy;
+	char text[4096]; /* greedy_text, text prompts only */
+};
+
+static int json_ids(json_t *arr, int32_t *out, int cap)
+{
+	size_t n = json_array_size(arr);
+	assert_true(n > 0 && n <= (size_t)cap);
+	for (size_t i = 0; i < n; i++)
+		out[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+	return (int)n;
+}
+
+/* Loads entry |idx| of "prompts" (or of "text_prompts" when |text|). */
+static void ref_load(const char *path, bool text, size_t idx, struct ref_prompt *rp)
+{
+	json_error_t jerr;
+	json_t *root = json_load_file(path, 0, &jerr);
+	if (!root)
+		fprintf(stderr, "%s:%d: %s\n", path, jerr.line, jerr.text);
+	assert_non_null(root);
+	json_t *p = json_array_get(json_object_get(root, text ? "text_prompts" : "prompts"), idx);
+	assert_non_null(p);
+	memset(rp, 0, sizeof(*rp));
+	rp->n_ids = json_ids(json_object_get(p, "ids"), rp->ids, 128);
+	rp->n_greedy = json_ids(json_object_get(p, "greedy_ids"), rp->greedy, 128);
+	json_t *m = json_object_get(p, "greedy_top2_margin");
+	for (int i = 0; i < rp->n_greedy; i++)
+		rp->margin[i] = json_number_value(json_array_get(m, (size_t)i));
+	json_t *t = json_object_get(p, "greedy_text");
+	if (t)
+		snprintf(rp->text, sizeof(rp->text), "%s", json_string_value(t));
+	json_decref(root);
+}
+
+/* ---- tests ---------------------------------------------------------- */
+
+static void test_eng_accessors(void **state)
+{
+	(void)state;
+	struct eng *e = open_engine(STORIES, 2, 128, 64, 4);
+	assert_string_equal(eng_model_name(e), "stories260K");
+	assert_int_equal(eng_n_ctx(e), 128);
+	assert_non_null(eng_vocab(e));
+	assert_int_equal(eng_hparams(e)->n_vocab, 512);
+	assert_int_equal(tok_n_vocab(eng_vocab(e)), 512);
+	eng_free(e);
+	eng_free(NULL);
+
+	struct eng_params p = eng_default_params();
+	p.model_path = "models/no-such-model.gguf";
+	e = (struct eng *)&p;
+	assert_true(eng_init(&e, &p) < 0);
+	assert_null(e);
+}
+
+/* "Once upon a time" + 64 greedy tokens: ids and text as llama.cpp. */
+static void test_eng_greedy_matches_reference(void **state)
+{
+	(void)state;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	assert_int_equal(rp.n_greedy, 64);
+	struct eng *e = open_engine(STORIES, 4, 512, 512, 16);
+	struct eng_request r = greedy_req(rp.ids, rp.n_ids, 64);
+	struct coll c;
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	assert_int_equal(c.n_prompt, rp.n_ids);
+	assert_int_equal(c.n_completion, 64);
+	assert_int_equal(c.n_tokens, 64);
+	assert_memory_equal(c.tokens, rp.greedy, 64 * sizeof(int32_t));
+	assert_string_equal(c.text, rp.text);
+	coll_destroy(&c);
+
+	/* The id prompts, all three at once. */
+	struct ref_prompt ids[3];
+	struct coll cs[3];
+	for (int i = 0; i < 3; i++) {
+		ref_load(STORIES_REF, false, (size_t)i, &ids[i]);
+		coll_init(&cs[i]);
+		r = greedy_req(ids[i].ids, ids[i].n_ids, ids[i].n_greedy);
+		assert_int_equal(submit(e, &r, &cs[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		assert_true(coll_wait(&cs[i], false));
+		assert_false(cs[i].bad);
+		assert_int_equal(cs[i].n_tokens, ids[i].n_greedy);
+		assert_memory_equal(cs[i].tokens, ids[i].greedy,
+				    (size_t)ids[i].n_greedy * sizeof(int32_t));
+		coll_destroy(&cs[i]);
+	}
+	eng_free(e);
+}
+
+/* A refdata synthetic model: greedy tokens agree while the reference's
+ * top-2 margin is clear of float rounding. */
+static void test_eng_greedy_syn_llama(void **state)
+{
+	(void)state;
+	struct eng *e = open_engine(SYN_LLAMA, 3, 512, 512, 16);
+	struct ref_prompt rp[3];
+	struct coll cs[3];
+	for (int i = 0; i < 3; i++) {
+		ref_load(SYN_LLAMA_REF, false, (size_t)i, &rp[i]);
+		coll_init(&cs[i]);
+		struct eng_request r = greedy_req(rp[i].ids, rp[i].n_ids, rp[i].n_greedy);
+		assert_int_equal(submit(e, &r, &cs[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		assert_true(coll_wait(&cs[i], false));
+		assert_false(cs[i].bad);
+		assert_int_equal(cs[i].finish, ENG_FINISH_LENGTH);
+		assert_int_equal(cs[i].n_tokens, rp[i].n_greedy);
+		int same = 0;
+		while (same < rp[i].n_greedy && cs[i].tokens[same] == rp[i].greedy[same])
+			same++;
+		int clear = 0;
+		while (clear < rp[i].n_greedy && rp[i].margin[clear] > 1e-3)
+			clear++;
+		if (same < clear)
+			fprintf(stderr, "prompt %d: first difference at step %d (margins clear to %d)\n",
+				i, same, clear);
+		assert_true(same >= clear);
+		coll_destroy(&cs[i]);
+	}
+	eng_free(e);
+}
+
+/* Eight requests, four slots, a small batch (so prompts are chunked and
+ * share steps with decoding slots): every request gets exactly the tokens
+ * it gets alone. One of them samples with temperature and a seed. */
+static void test_eng_concurrent_equals_alone(void **state)
+{
+	(void)state;
+	enum { N = 8, GEN = 40 };
+	static int32_t prompts[N][160];
+	int n_prompt[N] = {5, 64, 1, 5, 100, 150, 37, 9};
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	memcpy(prompts[0], rp.ids, 5 * sizeof(int32_t));
+	for (int i = 1; i < N; i++) {
+		prompts[i][0] = 1;
+		for (int j = 1; j < n_prompt[i]; j++)
+			prompts[i][j] = 3 + (j * 97 + 13 * i) % 447;
+	}
+	struct eng *e = open_engine(STORIES, 4, 256, 16, 8);
+	struct eng_request reqs[N];
+	for (int i = 0; i < N; i++) {
+		reqs[i] = greedy_req(prompts[i], n_prompt[i], GEN - i);
+		if (i == 3) {
+			reqs[i].sampling.temp = 0.9f;
+			reqs[i].sampling.seed = 1234;
+		}
+	}
+	static struct coll alone[N], together[N];
+	for (int i = 0; i < N; i++)
+		run_one(e, &reqs[i], &alone[i]);
+	for (int i = 0; i < N; i++) {
+		coll_init(&together[i]);
+		assert_int_equal(submit(e, &reqs[i], &together[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		assert_true(coll_wait(&together[i], false));
+		assert_false(together[i].bad);
+		assert_int_equal(alone[i].finish, ENG_FINISH_LENGTH);
+		assert_int_equal(together[i].finish, ENG_FINISH_LENGTH);
+		assert_int_equal(together[i].n_tokens, GEN - i);
+		assert_int_equal(alone[i].n_tokens, GEN - i);
+		assert_memory_equal(together[i].tokens, alone[i].tokens,
+				    (size_t)(GEN - i) * sizeof(int32_t));
+		assert_string_equal(together[i].text, alone[i].text);
+		coll_destroy(&alone[i]);
+		coll_destroy(&together[i]);
+	}
+	/* the first one is the reference continuation */
+	eng_free(e);
+}
+
+static void test_eng_stop_strings(void **state)
+{
+	(void)state;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	struct eng *e = open_engine(STORIES, 2, 256, 64, 4);
+	struct coll c;
+
+	/* Spans tokens ("little" / " girl"): text ends just before it. */
+	struct eng_request r = greedy_req(rp.ids, rp.n_ids, 64);
+	r.stop[0] = "tle gir";
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_STOP);
+	assert_string_equal(c.text, ", there was a lit");
+	assert_true(c.n_completion < 64);
+	coll_destroy(&c);
+
+	/* Earliest of several; the stop string is a whole later sentence. */
+	r.stop[0] = "She loved";
+	r.stop[1] = "Lily";
+	r.stop[2] = NULL;
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_STOP);
+	assert_string_equal(c.text, ", there was a little girl named ");
+	coll_destroy(&c);
+
+	/* Partial matches ("Lily" then "." not "!") are held back and then
+	 * released: the whole continuation comes out. */
+	r.stop[0] = "Lily!";
+	r.stop[1] = "park,";
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	assert_string_equal(c.text, rp.text);
+	assert_int_equal(c.n_tokens, 64);
+	coll_destroy(&c);
+
+	/* Stop at the very first character. */
+	r.stop[0] = ",";
+	r.stop[1] = NULL;
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_STOP);
+	assert_int_equal(c.n_text, 0);
+	assert_int_equal(c.n_completion, 1);
+	coll_destroy(&c);
+
+	/* Held text at max_tokens is released with the final event: after 2
+	 * tokens the text is ", there"; "there is" may still come. */
+	r = greedy_req(rp.ids, rp.n_ids, 2);
+	r.stop[0] = "there is";
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	assert_int_equal(c.n_completion, 2);
+	assert_true(c.n_text > 0);
+	assert_memory_equal(c.text, rp.text, c.n_text);
+	coll_destroy(&c);
+	eng_free(e);
+}
+
+static void test_eng_max_tokens_and_eos(void **state)
+{
+	(void)state;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	struct eng *e = open_engine(STORIES, 1, 512, 512, 4);
+	struct coll c;
+	struct eng_request r = greedy_req(rp.ids, rp.n_ids, 5);
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	assert_int_equal(c.n_tokens, 5);
+	assert_int_equal(c.n_completion, 5);
+	assert_memory_equal(c.tokens, rp.greedy, 5 * sizeof(int32_t));
+	coll_destroy(&c);
+
+	/* Without ignore_eos a story ends with EOS (STOP) or runs to the limit. */
+	r = greedy_req(rp.ids, rp.n_ids, 400);
+	r.ignore_eos = false;
+	run_one(e, &r, &c);
+	assert_true(c.finish == ENG_FINISH_STOP || c.finish == ENG_FINISH_LENGTH);
+	if (c.finish == ENG_FINISH_STOP) {
+		/* the EOS token is counted but not part of the text events */
+		assert_int_equal(c.n_completion, c.n_tokens + 1);
+		for (int i = 0; i < c.n_tokens; i++)
+			assert_false(tok_is_eog(eng_vocab(e), c.tokens[i]));
+	}
+	coll_destroy(&c);
+	eng_free(e);
+}
+
+/* Context full -> LENGTH; prompt + 1 over the context -> ML_ERR_RANGE. */
+static void test_eng_context_limits(void **state)
+{
+	(void)state;
+	int32_t prompt[64];
+	prompt[0] = 1;
+	for (int i = 1; i < 64; i++)
+		prompt[i] = 3 + (i * 31) % 400;
+	struct eng *e = open_engine(STORIES, 2, 64, 32, 4);
+	struct coll c;
+	coll_init(&c);
+	struct eng_request r = greedy_req(prompt, 64, 10);
+	assert_int_equal(submit(e, &r, &c), ML_ERR_RANGE);
+	assert_non_null(strstr(ml_last_error(), "64"));
+	r.n_prompt = 0;
+	assert_int_equal(submit(e, &r, &c), ML_ERR_INVALID);
+	r.n_prompt = 3;
+	prompt[1] = 512;
+	assert_int_equal(submit(e, &r, &c), ML_ERR_INVALID);
+	prompt[1] = -1;
+	assert_int_equal(submit(e, &r, &c), ML_ERR_INVALID);
+	prompt[1] = 34;
+	coll_destroy(&c);
+
+	r = greedy_req(prompt, 63, 10);
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	assert_int_equal(c.n_completion, 1);
+	coll_destroy(&c);
+
+	r = greedy_req(prompt, 50, 0);
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	assert_int_equal(c.n_completion, 14);
+	coll_destroy(&c);
+	eng_free(e);
+}
+
+/* One slot, one waiting place: the third request is refused. */
+static void test_eng_busy(void **state)
+{
+	(void)state;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	struct eng *e = open_engine(STORIES, 1, 256, 64, 1);
+	struct coll a, b, c;
+	coll_init(&a);
+	coll_init(&b);
+	coll_init(&c);
+	a.gated = true;
+	struct eng_request r = greedy_req(rp.ids, rp.n_ids, 16);
+	assert_int_equal(submit(e, &r, &a), 0);
+	assert_true(coll_wait(&a, true)); /* a holds the slot */
+	assert_int_equal(submit(e, &r, &b), 0);
+	assert_int_equal(submit(e, &r, &c), ML_ERR_BUSY);
+	coll_open(&a);
+	assert_true(coll_wait(&a, false));
+	assert_true(coll_wait(&b, false));
+	assert_int_equal(a.finish, ENG_FINISH_LENGTH);
+	assert_int_equal(b.finish, ENG_FINISH_LENGTH);
+	assert_memory_equal(a.tokens, b.tokens, 16 * sizeof(int32_t));
+	/* room again */
+	coll_destroy(&c);
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	coll_destroy(&a);
+	coll_destroy(&b);
+	coll_destroy(&c);
+	eng_free(e);
+}
+
+/* Cancelling a running request frees its slot at once (the next request
+ * gets the same tokens as on a fresh engine); a waiting one is dropped. */
+static void test_eng_cancel(void **state)
+{
+	(void)state;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	struct eng *e = open_engine(STORIES, 1, 512, 64, 4);
+	struct coll a, b, c;
+	coll_init(&a);
+	coll_init(&b);
+	a.gated = true;
+	struct eng_request r = greedy_req(rp.ids, rp.n_ids, 0);
+	assert_int_equal(submit(e, &r, &a), 0);
+	assert_true(coll_wait(&a, true));
+	assert_int_equal(submit(e, &r, &b), 0);
+	eng_cancel(e, b.id);
+	eng_cancel(e, a.id);
+	eng_cancel(e, 999999); /* unknown: ignored */
+	coll_open(&a);
+	assert_true(coll_wait(&a, false));
+	assert_true(coll_wait(&b, false));
+	assert_false(a.bad);
+	assert_false(b.bad);
+	assert_int_equal(a.finish, ENG_FINISH_CANCELLED);
+	assert_int_equal(b.finish, ENG_FINISH_CANCELLED);
+	assert_true(a.n_tokens < 100);
+	assert_int_equal(b.n_tokens, 0);
+
+	r = greedy_req(rp.ids, rp.n_ids, 32);
+	run_one(e, &r, &c);
+	assert_int_equal(c.finish, ENG_FINISH_LENGTH);
+	assert_memory_equal(c.tokens, rp.greedy, 32 * sizeof(int32_t));
+	coll_destroy(&a);
+	coll_destroy(&b);
+	coll_destroy(&c);
+	eng_free(e);
+}
+
+/* eng_free() with requests running and waiting: all end CANCELLED. */
+static void test_eng_free_cancels(void **state)
+{
+	(void)state;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	struct eng *e = open_engine(STORIES, 2, 512, 64, 4);
+	struct coll cs[4];
+	struct eng_request r = greedy_req(rp.ids, rp.n_ids, 0);
+	for (int i = 0; i < 4; i++) {
+		coll_init(&cs[i]);
+		assert_int_equal(submit(e, &r, &cs[i]), 0);
+	}
+	eng_free(e);
+	for (int i = 0; i < 4; i++) {
+		assert_true(cs[i].done);
+		assert_false(cs[i].bad);
+		assert_true(cs[i].finish == ENG_FINISH_CANCELLED ||
+			    cs[i].finish == ENG_FINISH_LENGTH);
+		coll_destroy(&cs[i]);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_eng_accessors),
+		cmocka_unit_test(test_eng_greedy_matches_reference),
+		cmocka_unit_test(test_eng_greedy_syn_llama),
+		cmocka_unit_test(test_eng_concurrent_equals_alone),
+		cmocka_unit_test(test_eng_stop_strings),
+		cmocka_unit_test(test_eng_max_tokens_and_eos),
+		cmocka_unit_test(test_eng_context_limits),
+		cmocka_unit_test(test_eng_busy),
+		cmocka_unit_test(test_eng_cancel),
+		cmocka_unit_test(test_eng_free_cancels),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
