@@ -19,12 +19,13 @@
 struct tok_vocab;
 struct model_hparams;
 
+/* Fields <= 0 take the default (n_queue: < 0; 0 means no request waits). */
 struct eng_params {
 	const char *model_path;
 	int n_parallel; /* slots (default 4) */
 	int n_ctx;      /* context per slot (default min(4096, n_ctx_train)) */
 	int n_threads;  /* compute threads (default: cores) */
-	int n_batch;    /* max tokens per forward pass (default 512) */
+	int n_batch;    /* max tokens per forward pass (default 512; raised to n_parallel) */
 	int n_queue;    /* requests allowed to wait for a slot (default 16); beyond: ML_ERR_BUSY */
 };
 struct eng_params eng_default_params(void);
@@ -62,6 +63,11 @@ struct eng_event {
 	const char *message; /* ENG_FINISH_ERROR: what went wrong */
 };
 
+/* Events of one request: one per generated token (finish NONE, |token| set,
+ * |text| possibly empty), then one final event (token -1, finish set, the
+ * last released text if any). An end-of-generation token that stops the
+ * request gets no token event but is counted in n_completion. Sampling
+ * penalties see the prompt and the generated tokens (as llama.cpp). */
 typedef void (*eng_event_fn)(const struct eng_event *ev, void *user);
 
 struct eng;
