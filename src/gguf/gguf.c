@@ -603,9 +603,12 @@ static int add_tensor_slot(struct gguf_file *gf, uint64_t extra)
 	return 0;
 }
 
+static int check_split_part(const struct gguf_part *p, uint32_t pi, uint64_t count);
+
 /* Parses part |pi| of |gf| from |path|: header, metadata and tensor table;
- * appends its tensors to gf->tensors. */
-static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path)
+ * appends its tensors to gf->tensors. Parts after the first must carry
+ * split.no = |pi| and split.count = |count|. */
+static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path, uint64_t count)
 {
 	struct gguf_part *p = &gf->parts[pi];
 	struct hmap keys = {0};
@@ -629,7 +632,8 @@ static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path)
 	p->size = (uint64_t)st.st_size;
 	r.fd = p->fd;
 	r.size = p->size;
-	r.buf = malloc(GGUF_WINDOW);
+	/* the window never exceeds the file, so small files cost little */
+	r.buf = malloc(p->size == 0 ? 1 : p->size < GGUF_WINDOW ? (size_t)p->size : GGUF_WINDOW);
 	if (r.buf == NULL)
 		return ML_ERR_NOMEM;
 
@@ -737,6 +741,8 @@ static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path)
 			p->alignment = a;
 		}
 	}
+	if (pi > 0 && (rc = check_split_part(p, pi, count)) != 0)
+		goto out;
 	if (pi == 0) {
 		gf->kv_index = keys;
 		keys.slots = NULL;
@@ -846,6 +852,20 @@ static int split_value(const struct gguf_part *p, const char *key, uint64_t *out
 	return 0;
 }
 
+static int check_split_part(const struct gguf_part *p, uint32_t pi, uint64_t count)
+{
+	uint64_t pno, pcount;
+	int rc = split_value(p, "split.no", &pno, true);
+	if (rc == 0)
+		rc = split_value(p, "split.count", &pcount, true);
+	if (rc == 0 && (pno != pi || pcount != count))
+		rc = ml_error(ML_ERR_FORMAT,
+			      "gguf_open: %s: split.no %" PRIu64 " / split.count %" PRIu64
+			      " (expected %u / %" PRIu64 ")",
+			      p->path, pno, pcount, pi, count);
+	return rc;
+}
+
 static int open_splits(struct gguf_file *gf, const char *path)
 {
 	uint64_t count;
@@ -883,19 +903,7 @@ static int open_splits(struct gguf_file *gf, const char *path)
 			snprintf(name, plen + 32, "%.*s-%05u-of-%05u.gguf", (int)plen, path, i + 1,
 				 fcount);
 			gf->n_parts = i + 1;
-			rc = parse_part(gf, i, name);
-			if (rc == 0) {
-				uint64_t pno, pcount;
-				if ((rc = split_value(&gf->parts[i], "split.no", &pno, true)) == 0 &&
-				    (rc = split_value(&gf->parts[i], "split.count", &pcount, true)) ==
-					    0 &&
-				    (pno != i || pcount != count))
-					rc = ml_error(ML_ERR_FORMAT,
-						      "gguf_open: %s: split.no %" PRIu64
-						      " / split.count %" PRIu64
-						      " (expected %u / %" PRIu64 ")",
-						      name, pno, pcount, i, count);
-			}
+			rc = parse_part(gf, i, name, count);
 			if (rc != 0)
 				break;
 		}
@@ -935,7 +943,7 @@ int gguf_open(struct gguf_file **out, const char *path)
 	if ((rc = hmap_init(&gf->tensor_index, 64)) != 0)
 		goto fail;
 	gf->n_parts = 1;
-	if ((rc = parse_part(gf, 0, path)) != 0)
+	if ((rc = parse_part(gf, 0, path, 0)) != 0)
 		goto fail;
 	if ((rc = open_splits(gf, path)) != 0)
 		goto fail;
