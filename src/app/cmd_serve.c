@@ -1,11 +1,314 @@
-/* Placeholder until this subcommand lands. */
-#include "app/app.h"
-
+/* `mesh-llm [OPTIONS]`: serve a model through the OpenAI-compatible API.
+ *
+ * Start-up order: parse flags, bind the HTTP port (so a busy port fails
+ * fast and /health answers "loading" at once), load the model on a loader
+ * thread, then attach it to the API and print the ready banner with the
+ * launch commands for agents. SIGINT/SIGTERM stop the loop; shutdown
+ * cancels running requests, frees the engine, then the API. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "app/app.h"
+#include "base/ml_err.h"
+#include "base/ml_log.h"
+#include "engine/eng.h"
+
+#define DEFAULT_MODEL "stories260K.gguf"
+
+struct serve {
+	struct event_base *base;
+	struct api_server *api;
+	struct eng_params ep;
+	char model_path[PATH_MAX];
+	char model_id[256];
+	bool listen_all;
+	const char *api_key;
+
+	pthread_t loader;
+	bool loader_started;
+	struct event *loaded_ev;
+	struct eng *eng; /* set by the loader thread before it wakes the loop */
+	int load_rc;
+	char load_msg[512];
+	struct api_eng_backend *backend;
+	int exit_code;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: mesh-llm [OPTIONS]\n"
+		"       mesh-llm COMMAND [ARGS]\n"
+		"\n"
+		"Serves a GGUF model through an OpenAI-compatible API on localhost.\n"
+		"\n"
+		"options:\n"
+		"  --model PATH      GGUF model file (default: models/" DEFAULT_MODEL
+		" next to the binary's\n"
+		"                    ../ or the current directory, when present)\n"
+		"  --port PORT       API port (default: 9337; 0 picks a free one)\n"
+		"  --ctx-size N      context tokens per request slot (default: min(4096, trained))\n"
+		"  --parallel N      requests generated at once (default: 4)\n"
+		"  --threads N       compute threads (default: all cores)\n"
+		"  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
+		"  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
+		"  -h, --help        show this help\n"
+		"\n"
+		"commands:\n"
+		"  gguf-info FILE    print a GGUF file's metadata and tensor table\n"
+		"  tokenize          print the token ids of a text\n"
+		"  generate          generate text from a prompt\n"
+		"  bench             measure prompt and generation speed\n"
+		"\n"
+		"`mesh-llm COMMAND --help` describes each command.\n"
+		"\n"
+		"endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,\n"
+		"           GET /health\n");
+}
+
+static int usage_error(const char *fmt, const char *a, const char *b)
+{
+	fprintf(stderr, "mesh-llm: ");
+	fprintf(stderr, fmt, a, b);
+	fprintf(stderr, "\nTry 'mesh-llm --help'.\n");
+	return 2;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return false;
+	*out = (int)v;
+	return true;
+}
+
+static bool file_exists(const char *p)
+{
+	return access(p, R_OK) == 0;
+}
+
+/* models/stories260K.gguf next to the binary (../models from build/), or
+ * in the current directory. */
+static bool default_model(char *out, size_t cap)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash) {
+			*slash = '\0';
+			snprintf(out, cap, "%s/../models/%s", exe, DEFAULT_MODEL);
+			if (file_exists(out))
+				return true;
+			snprintf(out, cap, "%s/models/%s", exe, DEFAULT_MODEL);
+			if (file_exists(out))
+				return true;
+		}
+	}
+	snprintf(out, cap, "models/%s", DEFAULT_MODEL);
+	return file_exists(out);
+}
+
+static void *loader_main(void *arg)
+{
+	struct serve *sv = arg;
+	struct eng *e = NULL;
+	int rc = eng_init(&e, &sv->ep);
+	sv->load_rc = rc;
+	if (rc) {
+		snprintf(sv->load_msg, sizeof(sv->load_msg), "%s",
+			 ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		e = NULL;
+	}
+	sv->eng = e;
+	event_active(sv->loaded_ev, EV_READ, 0);
+	return NULL;
+}
+
+static void print_banner(struct serve *sv)
+{
+	int port = api_server_port(sv->api);
+	const char *key = sv->api_key ? sv->api_key : "mesh";
+	printf("mesh-llm ready: %s\n", sv->model_id);
+	printf("  API:   http://localhost:%d/v1%s\n", port,
+	       sv->listen_all ? "  (listening on all interfaces)" : "");
+	printf("  pi:    pi --provider mesh --model %s\n", sv->model_id);
+	printf("  goose: GOOSE_PROVIDER=openai OPENAI_HOST=http://localhost:%d OPENAI_API_KEY=%s "
+	       "GOOSE_MODEL=%s goose session\n",
+	       port, key, sv->model_id);
+	fflush(stdout);
+}
+
+static void on_loaded(evutil_socket_t fd, short what, void *arg)
+{
+	struct serve *sv = arg;
+	(void)fd, (void)what;
+	pthread_join(sv->loader, NULL);
+	sv->loader_started = false;
+	if (sv->load_rc) {
+		fprintf(stderr, "mesh-llm: cannot load %s: %s\n", sv->model_path, sv->load_msg);
+		sv->exit_code = 1;
+		event_base_loopbreak(sv->base);
+		return;
+	}
+	int rc = api_eng_backend_init(&sv->backend, sv->eng);
+	if (rc) {
+		fprintf(stderr, "mesh-llm: cannot set up the chat template: %s\n",
+			ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		sv->exit_code = 1;
+		event_base_loopbreak(sv->base);
+		return;
+	}
+	api_server_set_backend(sv->api, api_eng_backend_get(sv->backend));
+	ML_INFO("serve: model %s loaded (context %d per slot, %d slots)", sv->model_id,
+		eng_n_ctx(sv->eng), sv->ep.n_parallel);
+	print_banner(sv);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct serve *sv = arg;
+	(void)what;
+	ML_INFO("serve: %s received; shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	event_base_loopbreak(sv->base);
+}
 
 int app_cmd_serve(int argc, char **argv)
 {
-	(void)argc;
-	fprintf(stderr, "mesh-llm: '%s' is not built yet\n", argv[0]);
-	return 1;
+	struct serve sv;
+	memset(&sv, 0, sizeof(sv));
+	sv.ep = eng_default_params();
+	int port = 9337;
+	const char *model = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		int *target = NULL;
+		long lo = 0, hi = 0;
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(a, "--listen-all") == 0) {
+			sv.listen_all = true;
+			continue;
+		} else if (strcmp(a, "--model") == 0 || strcmp(a, "--api-key") == 0) {
+			if (!val)
+				return usage_error("option '%s' needs a value%s", a, "");
+			if (a[2] == 'm')
+				model = val;
+			else if (!*val)
+				return usage_error("option '%s' needs a non-empty value%s", a, "");
+			else
+				sv.api_key = val;
+			i++;
+			continue;
+		} else if (strcmp(a, "--port") == 0) {
+			target = &port, lo = 0, hi = 65535;
+		} else if (strcmp(a, "--ctx-size") == 0) {
+			target = &sv.ep.n_ctx, lo = 16, hi = 1 << 24;
+		} else if (strcmp(a, "--parallel") == 0) {
+			target = &sv.ep.n_parallel, lo = 1, hi = 256;
+		} else if (strcmp(a, "--threads") == 0) {
+			target = &sv.ep.n_threads, lo = 1, hi = 1024;
+		} else {
+			return usage_error("unknown option '%s'%s", a, "");
+		}
+		if (!val)
+			return usage_error("option '%s' needs a value%s", a, "");
+		if (!parse_int(val, lo, hi, target)) {
+			char range[64];
+			snprintf(range, sizeof(range), " (expected an integer in %ld..%ld)", lo, hi);
+			fprintf(stderr, "mesh-llm: invalid value '%s' for option '%s'%s\n", val, a,
+				range);
+			fprintf(stderr, "Try 'mesh-llm --help'.\n");
+			return 2;
+		}
+		i++;
+	}
+
+	if (model) {
+		snprintf(sv.model_path, sizeof(sv.model_path), "%s", model);
+	} else if (!default_model(sv.model_path, sizeof(sv.model_path))) {
+		fprintf(stderr, "mesh-llm: no model given and models/" DEFAULT_MODEL
+				" not found; pass --model PATH\nTry 'mesh-llm --help'.\n");
+		return 2;
+	}
+	if (!file_exists(sv.model_path)) {
+		fprintf(stderr, "mesh-llm: cannot read model '%s': %s\n", sv.model_path,
+			strerror(errno));
+		return 1;
+	}
+	sv.ep.model_path = sv.model_path;
+	api_model_id_from_path(sv.model_path, sv.model_id, sizeof(sv.model_id));
+
+	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads();
+	sv.base = event_base_new();
+	if (!sv.base) {
+		fprintf(stderr, "mesh-llm: cannot create the event loop\n");
+		return 1;
+	}
+	struct api_params ap = api_default_params();
+	ap.host = sv.listen_all ? "0.0.0.0" : "127.0.0.1";
+	ap.port = port;
+	ap.api_key = sv.api_key;
+	ap.model_id = sv.model_id;
+	int rc = api_server_init(&sv.api, sv.base, &ap);
+	struct event *sigint = NULL, *sigterm = NULL;
+	if (rc) {
+		fprintf(stderr, "mesh-llm: %s\n", ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		sv.exit_code = 1;
+		goto out;
+	}
+	sigint = evsignal_new(sv.base, SIGINT, on_signal, &sv);
+	sigterm = evsignal_new(sv.base, SIGTERM, on_signal, &sv);
+	sv.loaded_ev = event_new(sv.base, -1, 0, on_loaded, &sv);
+	if (!sigint || !sigterm || !sv.loaded_ev) {
+		fprintf(stderr, "mesh-llm: cannot set up events\n");
+		sv.exit_code = 1;
+		goto out;
+	}
+	event_add(sigint, NULL);
+	event_add(sigterm, NULL);
+	ML_INFO("serve: loading %s", sv.model_path);
+	if (pthread_create(&sv.loader, NULL, loader_main, &sv) != 0) {
+		fprintf(stderr, "mesh-llm: cannot start the loader thread\n");
+		sv.exit_code = 1;
+		goto out;
+	}
+	sv.loader_started = true;
+
+	event_base_dispatch(sv.base);
+
+out:
+	if (sv.loader_started) /* interrupted while loading */
+		pthread_join(sv.loader, NULL);
+	if (sv.api)
+		api_server_cancel_all(sv.api);
+	eng_free(sv.eng);
+	api_server_free(sv.api);
+	api_eng_backend_free(sv.backend);
+	if (sigint)
+		event_free(sigint);
+	if (sigterm)
+		event_free(sigterm);
+	if (sv.loaded_ev)
+		event_free(sv.loaded_ev);
+	event_base_free(sv.base);
+	return sv.exit_code;
 }
