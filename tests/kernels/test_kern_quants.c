@@ -258,6 +258,59 @@ static void test_vec_dot_simd_vs_generic(void **state)
 	}
 }
 
+/* Plain types take any length: SIMD body plus scalar tail. */
+static void test_vec_dot_plain_tails(void **state)
+{
+	(void)state;
+	struct ml_rng rng;
+	ml_rng_seed(&rng, 77);
+	const enum ml_dtype plain[] = {ML_DTYPE_F32, ML_DTYPE_F16, ML_DTYPE_BF16};
+	for (size_t ti = 0; ti < 3; ti++) {
+		const struct kern_type_traits *g = kern_type_traits_generic(plain[ti]);
+		const struct kern_type_traits *d = kern_type_traits(plain[ti]);
+		for (int64_t n = 1; n <= 300; n += (n < 70 ? 1 : 37)) {
+			float w[300], x[300], wd[300], xd[300];
+			uint32_t wq[300], xq[300];
+			fill_normal(&rng, w, n, 1.0);
+			fill_normal(&rng, x, n, 1.0);
+			g->from_f32(w, wq, n);
+			g->from_f32(x, xq, n);
+			/* dispatched converters are bit-identical */
+			uint32_t wq2[300];
+			memset(wq2, 0, sizeof(wq2));
+			d->from_f32(w, wq2, n);
+			assert_memory_equal(wq, wq2, ml_dtype_row_size(plain[ti], n));
+			d->to_f32(wq, wd, n);
+			g->to_f32(xq, xd, n);
+			double mag = 0;
+			for (int64_t j = 0; j < n; j++)
+				mag += fabs((double)wd[j] * xd[j]);
+			float sg, sd;
+			g->vec_dot(n, &sg, wq, xq);
+			d->vec_dot(n, &sd, wq, xq);
+			if (!(fabs((double)sg - sd) <= VEC_DOT_REL_TOL * mag + 1e-30))
+				fail_msg("%s n=%lld: simd %.9g generic %.9g", ml_dtype_name(plain[ti]),
+					 (long long)n, sd, sg);
+		}
+	}
+}
+
+/* On a machine with AVX2 the table must really point at SIMD kernels. */
+static void test_dispatch_uses_simd(void **state)
+{
+	(void)state;
+	if (strstr(kern_isa_names(), "avx2") == NULL) {
+		print_message("no avx2 here; dispatch check skipped\n");
+		return;
+	}
+	for (size_t ti = 0; ti < sizeof(WEIGHT_TYPES) / sizeof(WEIGHT_TYPES[0]); ti++)
+		if (kern_type_traits(WEIGHT_TYPES[ti])->vec_dot ==
+		    kern_type_traits_generic(WEIGHT_TYPES[ti])->vec_dot)
+			fail_msg("%s: vec_dot not dispatched", ml_dtype_name(WEIGHT_TYPES[ti]));
+	assert_true(kern_act_from_f32(ML_DTYPE_Q8_0) != kern_act_from_f32_generic(ML_DTYPE_Q8_0));
+	assert_true(kern_act_from_f32(ML_DTYPE_Q8_K) != kern_act_from_f32_generic(ML_DTYPE_Q8_K));
+}
+
 static void test_unsupported_types(void **state)
 {
 	(void)state;
@@ -369,6 +422,8 @@ int main(void)
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_act_quant_exact),
 		cmocka_unit_test(test_vec_dot_simd_vs_generic),
+		cmocka_unit_test(test_vec_dot_plain_tails),
+		cmocka_unit_test(test_dispatch_uses_simd),
 		cmocka_unit_test(test_unsupported_types),
 		cmocka_unit_test(test_dequant_vs_llama_cpp),
 	};
