@@ -97,7 +97,6 @@ struct eng {
 	int32_t *b_seq;
 	int8_t *b_logits;
 	float *logits; /* [n_parallel][n_vocab] */
-	char piece[ENG_PIECE_MAX];
 	char errmsg[512];
 
 	pthread_t thread;
