@@ -31,7 +31,7 @@
 
 #define GGUF_MAGIC "GGUF"
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_WINDOW (1u << 20)              /* pread window over the file front */
+#define GGUF_WINDOW (128u << 10)            /* pread window over the file front */
 #define GGUF_MAX_STRING (64ull << 20)       /* longest metadata string value */
 #define GGUF_MAX_KEY 65535ull               /* longest key */
 #define GGUF_MAX_NAME 4096ull               /* longest tensor name */
