@@ -43,6 +43,19 @@ static void print_str(const struct gguf_str *s)
 		printf("... (%" PRIu64 " bytes)", s->len);
 }
 
+/* |s| (|len| bytes) made safe for a terminal: control bytes become '?',
+ * cut at |cap| - 1 bytes. */
+static const char *safe(const char *s, uint64_t len, char *buf, size_t cap)
+{
+	size_t n = len < cap - 1 ? (size_t)len : cap - 1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		buf[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
 static void print_elem(enum gguf_type t, const void *raw, uint64_t i)
 {
 	const unsigned char *p = raw;
@@ -129,7 +142,8 @@ int app_cmd_gguf_info(int argc, char **argv)
 	printf("n_tensors: %" PRIu64 "\n\nmetadata:\n", gguf_n_tensors(gf));
 	for (uint64_t i = 0; i < gguf_n_kv(gf); i++) {
 		const struct gguf_kv *kv = gguf_kv_at(gf, i);
-		printf("  %-40.*s %-8s ", (int)(kv->key.len > 200 ? 200 : kv->key.len), kv->key.ptr,
+		char key[201];
+		printf("  %-40s %-8s ", safe(kv->key.ptr, kv->key.len, key, sizeof(key)),
 		       gguf_type_name(kv->value.type));
 		print_value(&kv->value);
 		putchar('\n');
@@ -144,7 +158,9 @@ int app_cmd_gguf_info(int argc, char **argv)
 		for (uint32_t d = 0; d < t->n_dims; d++)
 			n += snprintf(shape + n, sizeof(shape) - (size_t)n, "%s%" PRIu64, d ? " x " : "",
 				      t->ne[d]);
-		printf("  %-5" PRIu64 " %-32s %-7s %-24s ", i, t->name, ml_dtype_name(t->type), shape);
+		char name[201];
+		printf("  %-5" PRIu64 " %-32s %-7s %-24s ", i,
+		       safe(t->name, strlen(t->name), name, sizeof(name)), ml_dtype_name(t->type), shape);
 		if (gguf_n_files(gf) > 1)
 			printf("%u:", t->file);
 		printf("%-12" PRIu64 " %" PRIu64 "\n", t->offset, t->n_bytes);

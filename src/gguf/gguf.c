@@ -605,6 +605,43 @@ static int add_tensor_slot(struct gguf_file *gf, uint64_t extra)
 
 static int check_split_part(const struct gguf_part *p, uint32_t pi, uint64_t count);
 
+struct span {
+	uint64_t off, end, idx;
+};
+
+static int span_cmp(const void *a, const void *b)
+{
+	const struct span *x = a, *y = b;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Refuses tensors [first, n_tensors) whose data overlap (writers lay them out
+ * one after the other; llama.cpp even requires that exact order). */
+static int check_overlap(const struct gguf_file *gf, uint64_t first, const char *path)
+{
+	uint64_t n = gf->n_tensors - first;
+	if (n < 2)
+		return 0;
+	struct span *sp = malloc(n * sizeof(*sp));
+	if (sp == NULL)
+		return ML_ERR_NOMEM;
+	for (uint64_t i = 0; i < n; i++) {
+		const struct gguf_tensor *t = &gf->tensors[first + i];
+		sp[i] = (struct span){t->offset, t->offset + t->n_bytes, first + i};
+	}
+	qsort(sp, n, sizeof(*sp), span_cmp);
+	int rc = 0;
+	for (uint64_t i = 1; i < n && rc == 0; i++)
+		if (sp[i].off < sp[i - 1].end)
+			rc = ml_error(ML_ERR_FORMAT,
+				      "check_overlap: %s: data of tensor '%s' at offset %" PRIu64
+				      " overlaps tensor '%s' (ends at %" PRIu64 ")",
+				      path, gf->tensors[sp[i].idx].name, sp[i].off,
+				      gf->tensors[sp[i - 1].idx].name, sp[i - 1].end);
+	free(sp);
+	return rc;
+}
+
 /* Parses part |pi| of |gf| from |path|: header, metadata and tensor table;
  * appends its tensors to gf->tensors. Parts after the first must carry
  * split.no = |pi| and split.count = |count|. */
@@ -792,6 +829,8 @@ static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path, uint6
 		}
 		t->offset = p->data_offset + rel;
 	}
+	if ((rc = check_overlap(gf, first, path)) != 0)
+		goto out;
 	rc = 0;
 #undef GET
 out:

@@ -1114,6 +1114,13 @@ static void test_malformed(void **state)
 	b_tensor(b, "dup", 1, ne8, ML_DTYPE_F32, 32);
 	b_data(b, 64);
 	expect_msg(b, ML_ERR_FORMAT, "duplicate tensor name", "'dup'");
+	/* overlapping data */
+	uint64_t ne16[1] = {16};
+	b_head(b, 3, 2, 0);
+	b_tensor(b, "first", 1, ne16, ML_DTYPE_F32, 0);
+	b_tensor(b, "second", 1, ne8, ML_DTYPE_F32, 32);
+	b_data(b, 64);
+	expect_msg(b, ML_ERR_FORMAT, "overlaps", "'second'");
 	/* tensor name with a NUL, over-long name */
 	b_head(b, 3, 1, 0);
 	b_u64(b, 3);
