@@ -89,7 +89,12 @@ struct gguf_file;
  * and checks header, metadata and tensor table of all parts. Tensor types
  * are checked to be known ggml type ids whose size the reader knows (even
  * if the engine cannot compute with them), and every tensor's data must lie
- * inside its file. On success *out owns everything; free with gguf_close(). */
+ * inside its file (and not overlap another's). On success *out owns
+ * everything; free with gguf_close(). Returns 0, ML_ERR_FORMAT (malformed),
+ * ML_ERR_UNSUPPORTED (GGUF v1, other versions, big-endian), ML_ERR_NOT_FOUND
+ * (|path| or a split part missing), ML_ERR_INVALID (not a regular file, or a
+ * split part other than the first, or a split file not named as above),
+ * ML_ERR_IO or ML_ERR_NOMEM; *out is NULL on failure. */
 int gguf_open(struct gguf_file **out, const char *path);
 
 /* Releases all mappings and memory. Accepts NULL. */
@@ -98,7 +103,10 @@ void gguf_close(struct gguf_file *gf);
 /* Maps the data of every tensor for which |want(tensor, user)| is true
  * (all tensors if |want| is NULL) and sets their |data|. Can be called
  * again to map more tensors. Mappings cover whole pages around the
- * selected tensors only. */
+ * selected tensors only; selected tensors on the same or adjacent pages
+ * share one mapping. Not thread-safe against other calls on |gf|. Returns
+ * 0, ML_ERR_IO (mmap failed, or the file changed size since gguf_open) or
+ * ML_ERR_NOMEM; tensors mapped before a failure stay mapped. */
 int gguf_map(struct gguf_file *gf, bool (*want)(const struct gguf_tensor *t, void *user),
 	     void *user);
 
