@@ -308,20 +308,50 @@ static void quantize_act_q8_K(const float *x, void *vy, int64_t n)
 
 /* ---------------- 32-element blocks ---------------- */
 
+/* The 32-element formats apply one float scale per block, so the FMA into
+ * the accumulator is a dependency chain of one FMA latency per block; four
+ * accumulators over four blocks per iteration hide it. BLOCK_TERM(i) gives
+ * the block's int32 lanes as __m256 and its combined scale. */
+#define DOT_BLOCKS_4(NB, TERM)                                                             \
+	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;          \
+	int64_t i = 0;                                                                    \
+	for (; i + 4 <= (NB); i += 4) {                                                   \
+		acc0 = TERM(i, acc0);                                                     \
+		acc1 = TERM(i + 1, acc1);                                                 \
+		acc2 = TERM(i + 2, acc2);                                                 \
+		acc3 = TERM(i + 3, acc3);                                                 \
+	}                                                                                 \
+	for (; i < (NB); i++)                                                             \
+		acc0 = TERM(i, acc0);                                                     \
+	const float dot_sum = hsum_f32_8(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)))
+
+static inline __m256 term_q4_0(const struct kern_block_q4_0 *x, const struct kern_block_q8_0 *y,
+			       __m256 acc)
+{
+	const __m256 d = _mm256_set1_ps(f16_load(&x->d) * f16_load(&y->d));
+	const __m256i qx = _mm256_sub_epi8(nibbles_32(x->qs), _mm256_set1_epi8(8));
+	const __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+	return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i32(qx, qy)), acc);
+}
+
 static void vec_dot_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct kern_block_q4_0 *x = vx;
 	const struct kern_block_q8_0 *y = vy;
-	const int64_t nb = n / KERN_QK8_0;
-	__m256 acc = _mm256_setzero_ps();
-	const __m256i off = _mm256_set1_epi8(8);
-	for (int64_t i = 0; i < nb; i++) {
-		const __m256 d = _mm256_set1_ps(f16_load(&x[i].d) * f16_load(&y[i].d));
-		const __m256i qx = _mm256_sub_epi8(nibbles_32(x[i].qs), off);
-		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i32(qx, qy)), acc);
-	}
-	*s = hsum_f32_8(acc);
+#define TERM(k, a) term_q4_0(&x[k], &y[k], a)
+	DOT_BLOCKS_4(n / KERN_QK8_0, TERM);
+#undef TERM
+	*s = dot_sum;
+}
+
+static inline __m256 term_q4_1(const struct kern_block_q4_1 *x, const struct kern_block_q8_1 *y,
+			       __m256 acc)
+{
+	const __m256 d = _mm256_set1_ps(f16_load(&x->d) * f16_load(&y->d));
+	const __m256i qx = nibbles_32(x->qs);
+	const __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+	const __m256i p = _mm256_madd_epi16(dot_u8_i16(qx, qy), _mm256_set1_epi16(1));
+	return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
 }
 
 static void vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
@@ -329,35 +359,45 @@ static void vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *v
 	const struct kern_block_q4_1 *x = vx;
 	const struct kern_block_q8_1 *y = vy;
 	const int64_t nb = n / KERN_QK8_1;
-	__m256 acc = _mm256_setzero_ps();
 	float summs = 0;
-	for (int64_t i = 0; i < nb; i++) {
-		summs += f16_load(&x[i].m) * f16_load(&y[i].s);
-		const __m256 d = _mm256_set1_ps(f16_load(&x[i].d) * f16_load(&y[i].d));
-		const __m256i qx = nibbles_32(x[i].qs);
-		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-		const __m256i p = _mm256_madd_epi16(dot_u8_i16(qx, qy), _mm256_set1_epi16(1));
-		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-	}
-	*s = hsum_f32_8(acc) + summs;
+	for (int64_t k = 0; k < nb; k++)
+		summs += f16_load(&x[k].m) * f16_load(&y[k].s);
+#define TERM(k, a) term_q4_1(&x[k], &y[k], a)
+	DOT_BLOCKS_4(nb, TERM);
+#undef TERM
+	*s = dot_sum + summs;
+}
+
+static inline __m256 term_q5_0(const struct kern_block_q5_0 *x, const struct kern_block_q8_0 *y,
+			       __m256 acc)
+{
+	const __m256 d = _mm256_set1_ps(f16_load(&x->d) * f16_load(&y->d));
+	/* 5th bit clear: value - 16, i.e. set the top nibble (two's complement) */
+	const __m256i hi = _mm256_andnot_si256(bits_32(x->qh), _mm256_set1_epi8((char)0xF0));
+	const __m256i qx = _mm256_or_si256(nibbles_32(x->qs), hi);
+	const __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+	return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i32(qx, qy)), acc);
 }
 
 static void vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct kern_block_q5_0 *x = vx;
 	const struct kern_block_q8_0 *y = vy;
-	const int64_t nb = n / KERN_QK8_0;
-	__m256 acc = _mm256_setzero_ps();
-	for (int64_t i = 0; i < nb; i++) {
-		const __m256 d = _mm256_set1_ps(f16_load(&x[i].d) * f16_load(&y[i].d));
-		__m256i qx = nibbles_32(x[i].qs);
-		/* 5th bit clear: value - 16, i.e. set the top nibble (two's complement) */
-		const __m256i hi = _mm256_andnot_si256(bits_32(x[i].qh), _mm256_set1_epi8((char)0xF0));
-		qx = _mm256_or_si256(qx, hi);
-		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i32(qx, qy)), acc);
-	}
-	*s = hsum_f32_8(acc);
+#define TERM(k, a) term_q5_0(&x[k], &y[k], a)
+	DOT_BLOCKS_4(n / KERN_QK8_0, TERM);
+#undef TERM
+	*s = dot_sum;
+}
+
+static inline __m256 term_q5_1(const struct kern_block_q5_1 *x, const struct kern_block_q8_1 *y,
+			       __m256 acc)
+{
+	const __m256 d = _mm256_set1_ps(f16_load(&x->d) * f16_load(&y->d));
+	const __m256i qx = _mm256_or_si256(nibbles_32(x->qs),
+					   _mm256_and_si256(bits_32(x->qh), _mm256_set1_epi8(0x10)));
+	const __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+	const __m256i p = _mm256_madd_epi16(dot_u8_i16(qx, qy), _mm256_set1_epi16(1));
+	return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
 }
 
 static void vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy)
@@ -365,33 +405,32 @@ static void vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *v
 	const struct kern_block_q5_1 *x = vx;
 	const struct kern_block_q8_1 *y = vy;
 	const int64_t nb = n / KERN_QK8_1;
-	__m256 acc = _mm256_setzero_ps();
 	float summs = 0;
-	for (int64_t i = 0; i < nb; i++) {
-		summs += f16_load(&x[i].m) * f16_load(&y[i].s);
-		const __m256 d = _mm256_set1_ps(f16_load(&x[i].d) * f16_load(&y[i].d));
-		__m256i qx = nibbles_32(x[i].qs);
-		qx = _mm256_or_si256(qx, _mm256_and_si256(bits_32(x[i].qh), _mm256_set1_epi8(0x10)));
-		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-		const __m256i p = _mm256_madd_epi16(dot_u8_i16(qx, qy), _mm256_set1_epi16(1));
-		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
-	}
-	*s = hsum_f32_8(acc) + summs;
+	for (int64_t k = 0; k < nb; k++)
+		summs += f16_load(&x[k].m) * f16_load(&y[k].s);
+#define TERM(k, a) term_q5_1(&x[k], &y[k], a)
+	DOT_BLOCKS_4(nb, TERM);
+#undef TERM
+	*s = dot_sum + summs;
+}
+
+static inline __m256 term_q8_0(const struct kern_block_q8_0 *x, const struct kern_block_q8_0 *y,
+			       __m256 acc)
+{
+	const __m256 d = _mm256_set1_ps(f16_load(&x->d) * f16_load(&y->d));
+	const __m256i qx = _mm256_loadu_si256((const __m256i *)x->qs);
+	const __m256i qy = _mm256_loadu_si256((const __m256i *)y->qs);
+	return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i32(qx, qy)), acc);
 }
 
 static void vec_dot_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct kern_block_q8_0 *x = vx;
 	const struct kern_block_q8_0 *y = vy;
-	const int64_t nb = n / KERN_QK8_0;
-	__m256 acc = _mm256_setzero_ps();
-	for (int64_t i = 0; i < nb; i++) {
-		const __m256 d = _mm256_set1_ps(f16_load(&x[i].d) * f16_load(&y[i].d));
-		const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
-		const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
-		acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i32(qx, qy)), acc);
-	}
-	*s = hsum_f32_8(acc);
+#define TERM(k, a) term_q8_0(&x[k], &y[k], a)
+	DOT_BLOCKS_4(n / KERN_QK8_0, TERM);
+#undef TERM
+	*s = dot_sum;
 }
 
 /* ---------------- K-quants ---------------- */
