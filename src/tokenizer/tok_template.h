@@ -28,6 +28,12 @@ int tok_template_render(const struct tok_template *t, const struct tok_chat_msg 
 			size_t n_msgs, bool add_generation_prompt, const char *bos_token,
 			const char *eos_token, char **out, size_t *out_len);
 
+/* Fixes the date strftime_now() formats (transformers uses the current
+ * local date, as does a template with no date set). 0, 0, 0 goes back to
+ * the current date. ML_ERR_INVALID for a date that does not exist. Tests
+ * use 2024-07-26, the date the Llama 3.1 template falls back to. */
+int tok_template_set_date(struct tok_template *t, int year, int month, int day);
+
 /* The ChatML template used when a GGUF has none. */
 extern const char tok_template_chatml[];
 
