@@ -193,7 +193,7 @@ struct gguf_part {
 	uint64_t data_offset; /* absolute start of the tensor data section */
 	uint32_t version;
 	uint64_t alignment;
-	struct gguf_kv *kv; /* this part's metadata, in file order (arena) */
+	struct gguf_kv *kv; /* this part's metadata, in file order (malloc) */
 	uint64_t n_kv;
 };
 
@@ -594,7 +594,10 @@ static int add_tensor_slot(struct gguf_file *gf, uint64_t extra)
 {
 	if (gf->n_tensors + extra <= gf->cap_tensors)
 		return 0;
-	uint64_t cap = gf->n_tensors + extra;
+	/* grow by doubling: the count in the file only bounds, never sizes, it */
+	uint64_t cap = gf->cap_tensors ? gf->cap_tensors * 2 : 64;
+	if (cap < gf->n_tensors + extra)
+		cap = gf->n_tensors + extra;
 	struct gguf_tensor *t = realloc(gf->tensors, cap * sizeof(*t));
 	if (t == NULL)
 		return ML_ERR_NOMEM;
@@ -737,14 +740,23 @@ static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path, uint6
 	}
 
 	/* metadata */
-	p->n_kv = n_kv;
-	p->kv = arena_alloc(&gf->arena, n_kv * sizeof(*p->kv) + 1);
-	if (p->kv == NULL || hmap_init(&keys, n_kv) != 0) {
+	/* arrays grow as entries parse, so a lying count cannot reserve memory */
+	uint64_t cap_kv = 0;
+	if (hmap_init(&keys, n_kv < 1024 ? n_kv : 1024) != 0) {
 		rc = ML_ERR_NOMEM;
 		goto out;
 	}
 	p->alignment = GGUF_DEFAULT_ALIGNMENT;
 	for (uint64_t i = 0; i < n_kv; i++) {
+		if (i == cap_kv) {
+			cap_kv = cap_kv ? cap_kv * 2 : 32;
+			struct gguf_kv *nkv = realloc(p->kv, cap_kv * sizeof(*nkv));
+			if (nkv == NULL) {
+				rc = ML_ERR_NOMEM;
+				goto out;
+			}
+			p->kv = nkv;
+		}
 		struct gguf_kv *kv = &p->kv[i];
 		uint64_t koff = r.pos;
 		uint32_t type;
@@ -777,6 +789,7 @@ static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path, uint6
 			}
 			p->alignment = a;
 		}
+		p->n_kv = i + 1;
 	}
 	if (pi > 0 && (rc = check_split_part(p, pi, count)) != 0)
 		goto out;
@@ -786,10 +799,10 @@ static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path, uint6
 	}
 
 	/* tensor table */
-	if ((rc = add_tensor_slot(gf, n_tensors)) != 0)
-		goto out;
 	uint64_t first = gf->n_tensors;
 	for (uint64_t i = 0; i < n_tensors; i++) {
+		if ((rc = add_tensor_slot(gf, 1)) != 0)
+			goto out;
 		struct gguf_tensor *t = &gf->tensors[first + i];
 		uint64_t toff = r.pos;
 		if ((rc = rd_tensor(&r, t)) != 0)
@@ -991,6 +1004,8 @@ int gguf_open(struct gguf_file **out, const char *path)
 	*out = gf;
 	return 0;
 fail:
+	if (rc == ML_ERR_NOMEM)
+		ml_error(rc, "%s: %s: out of memory while reading the file", __func__, path);
 	gguf_close(gf);
 	return rc;
 }
@@ -1007,6 +1022,7 @@ void gguf_close(struct gguf_file *gf)
 			if (gf->parts[i].fd >= 0)
 				close(gf->parts[i].fd);
 			free(gf->parts[i].path);
+			free(gf->parts[i].kv);
 		}
 		free(gf->parts);
 	}
