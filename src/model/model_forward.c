@@ -66,9 +66,13 @@ struct model_ctx {
 
 /* ---- threaded jobs ----------------------------------------------------- */
 
-static void pool_run(struct model_ctx *c, ml_pool_fn fn, void *arg)
+/* Jobs below this many multiply-adds run on the calling thread: waking the
+ * workers costs tens of microseconds, more than small models' products. */
+#define MODEL_MIN_PARALLEL_WORK (256 * 1024)
+
+static void pool_run(struct model_ctx *c, ml_pool_fn fn, void *arg, double work)
 {
-	if (c->pool)
+	if (c->pool && c->nth > 1 && work >= MODEL_MIN_PARALLEL_WORK)
 		ml_pool_run(c->pool, fn, arg);
 	else
 		fn(arg, 0, 1);
@@ -132,11 +136,14 @@ static void matmuls(struct model_ctx *c, const float *x, int64_t n_tok, const st
 		const void *xq = x;
 		if (vdt != ML_DTYPE_F32) {
 			struct quant_job qj = {vdt, x, c->xq, n_tok, n_cols};
-			pool_run(c, quant_fn, &qj);
+			pool_run(c, quant_fn, &qj, (double)n_tok * (double)n_cols * 4);
 			xq = c->xq;
 		}
 		struct mm_job mj = {group, ng, xq, n_tok};
-		pool_run(c, mm_fn, &mj);
+		double work = 0;
+		for (int k = 0; k < ng; k++)
+			work += (double)group[k].w->n_rows * (double)n_cols * (double)n_tok;
+		pool_run(c, mm_fn, &mj, work);
 	}
 }
 
@@ -401,7 +408,10 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 			.scratch = c->att_scratch,
 			.scratch_stride = c->n_ctx,
 		};
-		pool_run(c, attn_fn, &aa);
+		double att_work = 0;
+		for (int i = 0; i < n; i++)
+			att_work += (double)c->att_n[i] * (double)c->n_q * 2;
+		pool_run(c, attn_fn, &aa, att_work);
 		struct mm o = {&L->wo, c->xn, E};
 		matmuls(c, c->att, n, &o, 1);
 		kern_add(c->x, c->x, c->xn, (int64_t)n * E);
