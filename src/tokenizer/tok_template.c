@@ -570,7 +570,7 @@ static size_t lex_tag(struct tj_lexer *L, size_t pos, bool block, size_t tag_pos
 			} else {
 				int64_t v = 0;
 				for (size_t k = 0; k < bn; k++) {
-					if (v > (INT64_MAX - 9) / 10)
+					if (v > (INT64_MAX - (buf[k] - '0')) / 10)
 						TJ_SYNTAX(L->c, st, "integer literal too large");
 					v = v * 10 + (buf[k] - '0');
 				}
@@ -3685,9 +3685,10 @@ static void exec_for(struct tj_render *R, struct frame *F, const struct tnode *n
 	struct tlist *items = iter_list(R, n, eval(R, F, n->a));
 	if (n->b) {
 		struct tval kept = v_list(&R->c, 0);
+		struct frame *tf = frame_new(R, F);
 		for (size_t i = 0; i < items->n; i++) {
 			count_iteration(R, n);
-			struct frame *tf = frame_new(R, F);
+			tf->vars.n = 0;
 			bind_targets(R, tf, n, items->v[i]);
 			if (truthy(eval(R, tf, n->b)))
 				list_push(&R->c, kept.u.l, items->v[i]);
@@ -3704,10 +3705,13 @@ static void exec_for(struct tj_render *R, struct frame *F, const struct tnode *n
 	lp->depth = outer.t == TV_LOOP ? outer.u.loop->depth + 1 : 1;
 	struct tval lv = {.t = TV_LOOP};
 	lv.u.loop = lp;
+	/* each iteration starts with fresh variables (as in jinja2); nothing
+	 * can keep a reference to the frame, so it is reused */
+	struct frame *body = frame_new(R, F);
 	for (size_t i = 0; i < items->n; i++) {
 		count_iteration(R, n);
 		lp->idx = i;
-		struct frame *body = frame_new(R, F);
+		body->vars.n = 0;
 		frame_set(R, body, "loop", lv);
 		bind_targets(R, body, n, items->v[i]);
 		if (exec_body(R, body, n->args, n->nargs) == EX_BREAK)
