@@ -60,6 +60,8 @@ static void usage(FILE *f)
 		"  --ctx-size N      context tokens per request slot (default: min(4096, trained))\n"
 		"  --parallel N      requests generated at once (default: 4)\n"
 		"  --threads N       compute threads (default: all cores)\n"
+		"  --queue N         requests that may wait for a slot before the API answers\n"
+		"                    503 busy (default: 16; 0: none wait)\n"
 		"  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
 		"  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
 		"  -h, --help        show this help\n"
@@ -111,11 +113,11 @@ static bool default_model(char *out, size_t cap)
 		char *slash = strrchr(exe, '/');
 		if (slash) {
 			*slash = '\0';
-			snprintf(out, cap, "%s/../models/%s", exe, DEFAULT_MODEL);
-			if (file_exists(out))
+			int w = snprintf(out, cap, "%s/../models/%s", exe, DEFAULT_MODEL);
+			if (w > 0 && (size_t)w < cap && file_exists(out))
 				return true;
-			snprintf(out, cap, "%s/models/%s", exe, DEFAULT_MODEL);
-			if (file_exists(out))
+			w = snprintf(out, cap, "%s/models/%s", exe, DEFAULT_MODEL);
+			if (w > 0 && (size_t)w < cap && file_exists(out))
 				return true;
 		}
 	}
@@ -225,6 +227,8 @@ int app_cmd_serve(int argc, char **argv)
 			target = &sv.ep.n_parallel, lo = 1, hi = 256;
 		} else if (strcmp(a, "--threads") == 0) {
 			target = &sv.ep.n_threads, lo = 1, hi = 1024;
+		} else if (strcmp(a, "--queue") == 0) {
+			target = &sv.ep.n_queue, lo = 0, hi = 4096;
 		} else {
 			return usage_error("unknown option '%s'%s", a, "");
 		}
