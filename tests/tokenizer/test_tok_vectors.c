@@ -258,7 +258,7 @@ static void test_vocab_vectors(void **state)
 	qsort(names, (size_t)nn, sizeof(char *), cmp_str);
 	int failures = 0, with_vectors = 0;
 	for (int i = 0; i < nn; i++) {
-		char path[800], inp[820], out[820];
+		char path[1200], inp[1220], out[1220];
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
 		snprintf(inp, sizeof(inp), "%s.inp", path);
 		snprintf(out, sizeof(out), "%s.out", path);
@@ -339,7 +339,7 @@ static void test_refdata(void **state)
 	while ((e = readdir(d))) {
 		if (!ends_with(e->d_name, ".json"))
 			continue;
-		char jp[800];
+		char jp[1200];
 		snprintf(jp, sizeof(jp), "%s/%s", dir, e->d_name);
 		json_error_t jerr;
 		json_t *root = json_load_file(jp, 0, &jerr);
@@ -351,7 +351,7 @@ static void test_refdata(void **state)
 			json_decref(root);
 			continue;
 		}
-		char mp[800];
+		char mp[1200];
 		struct stat st;
 		snprintf(mp, sizeof(mp), "%s/refdata/models/%s", shared_dir, mf);
 		if (stat(mp, &st) != 0)
@@ -393,7 +393,7 @@ static void test_refdata(void **state)
 
 static struct tok_vocab *vocab_named(const char *name)
 {
-	char p[800];
+	char p[1200];
 	snprintf(p, sizeof(p), "%s/tokenizer/ggml-vocab-%s.gguf", shared_dir, name);
 	return load_vocab(p);
 }
@@ -624,39 +624,49 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* 100 KB of mixed text (and a 100 KB single "word") in well under a second. */
+/* 100 KB inputs (mixed text and pathological runs: one long word, only
+ * spaces, only newlines, digits, CJK, emoji, special-token spellings)
+ * each tokenize in well under a second. */
 static void test_speed(void **state)
 {
 	(void)state;
-	const char *unit = "The quick brown fox jumps over the lazy dog 1234567. "
-			   "Ein Bl\xc3\xbcmchen, \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e <s> \xf0\x9f\xa6\x99\n\t  ";
-	size_t ul = strlen(unit), len = 100 * 1024;
+	const char *units[] = {
+		"The quick brown fox jumps over the lazy dog 1234567. Ein Bl\xc3\xbcmchen, "
+		"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e <s> \xf0\x9f\xa6\x99\n\t  ",
+		"a", " ", "\n", "7", "\xe6\x97\xa5", "\xf0\x9f\xa6\x99", "<|im_start|>", "'s",
+	};
+	const char *what[] = {"mixed", "letters", "spaces", "newlines", "digits", "cjk",
+			      "emoji", "specials", "quotes"};
+	size_t len = 100 * 1024;
 	char *big = malloc(len + 1);
-	for (size_t i = 0; i < len; i++)
-		big[i] = unit[i % ul];
-	big[len] = 0;
-	char *word = malloc(len + 1);
-	memset(word, 'a', len);
-	word[len] = 0;
 	const char *names[] = {"llama-spm", "llama-bpe", "qwen2", "bert-bge", "falcon",
-			       "deepseek-coder"};
+			       "deepseek-coder", "gpt-2"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		struct tok_vocab *v = vocab_named(names[i]);
-		for (int w = 0; w < 2; w++) {
+		double worst = 0;
+		const char *worst_what = "";
+		for (size_t u = 0; u < sizeof(units) / sizeof(units[0]); u++) {
+			size_t ul = strlen(units[u]), n;
+			size_t fill = len - len % ul;
+			for (size_t k = 0; k < fill; k++)
+				big[k] = units[u][k % ul];
 			double t0 = now_s();
-			size_t n;
-			int32_t *ids = encode(v, w ? word : big, len, true, true, &n);
+			int32_t *ids = encode(v, big, fill, true, true, &n);
 			double dt = now_s() - t0;
-			fprintf(stderr, "%-16s %s 100 KB -> %zu tokens in %.1f ms\n", names[i],
-				w ? "one word" : "mixed   ", n, dt * 1e3);
 			assert_true(n > 0);
-			assert_true(dt < 1.0);
+			if (dt >= 1.0)
+				fail_msg("%s: 100 KB of %s took %.2f s", names[i], what[u], dt);
+			if (dt > worst) {
+				worst = dt;
+				worst_what = what[u];
+			}
 			free(ids);
 		}
+		fprintf(stderr, "%-16s 100 KB inputs: slowest %s, %.1f ms\n", names[i], worst_what,
+			worst * 1e3);
 		tok_vocab_free(v);
 	}
 	free(big);
-	free(word);
 }
 
 /* Invalid UTF-8 never fails: BPE sees U+FFFD, SPM keeps the bytes. */
@@ -689,6 +699,97 @@ static void test_invalid_utf8(void **state)
 	tok_vocab_free(v);
 }
 
+/* Random inputs: arbitrary bytes never fail and never crash; random valid
+ * UTF-8 round-trips through byte-level BPE; random id streams always come
+ * out as valid UTF-8 (checked chunk by chunk in stream_all). */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (uint32_t)(rng_state >> 16);
+}
+
+static size_t random_utf8(char *b, size_t max_cps)
+{
+	static const uint32_t pool[] = {' ', '\n', '\t', 'a', 'Z', '0', '\'', '<', '|', '>', 0xE9,
+					0x2581, 0x65E5, 0x1F999, 0x200D, 0xFFFD, 0x0301, 0x3000};
+	size_t k = 0, n = rnd() % max_cps;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t cp = rnd() % 3 ? pool[rnd() % (sizeof(pool) / sizeof(pool[0]))]
+					: 1 + rnd() % 0x10FFFF;
+		if (cp >= 0xD800 && cp <= 0xDFFF)
+			cp = 'x';
+		unsigned char *o = (unsigned char *)b + k;
+		if (cp < 0x80) {
+			o[0] = (unsigned char)cp;
+			k += 1;
+		} else if (cp < 0x800) {
+			o[0] = (unsigned char)(0xC0 | (cp >> 6));
+			o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+			k += 2;
+		} else if (cp < 0x10000) {
+			o[0] = (unsigned char)(0xE0 | (cp >> 12));
+			o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+			o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+			k += 3;
+		} else {
+			o[0] = (unsigned char)(0xF0 | (cp >> 18));
+			o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+			o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+			o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+			k += 4;
+		}
+	}
+	b[k] = 0;
+	return k;
+}
+
+static void test_random(void **state)
+{
+	(void)state;
+	const char *names[] = {"llama-spm", "gpt-2", "qwen2", "bert-bge", "falcon",
+			       "deepseek-coder"};
+	char buf[1024];
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		struct tok_vocab *v = vocab_named(names[i]);
+		/* falcon's vocab has no tokens for some control bytes (0x03, 0x04, ...),
+		 * so only the other byte-level vocabs can round-trip any text */
+		bool bpe = tok_find(v, "\xc4\xa0", 2) >= 0 && tok_find(v, "<0x0A>", 6) < 0 &&
+			   strcmp(names[i], "falcon") != 0;
+		for (int it = 0; it < 300; it++) {
+			size_t n, len;
+			int32_t *ids;
+			/* arbitrary bytes */
+			len = rnd() % 200;
+			for (size_t k = 0; k < len; k++)
+				buf[k] = (char)rnd();
+			ids = encode(v, buf, len, it & 1, it & 2, &n);
+			for (size_t k = 0; k < n; k++)
+				assert_true(ids[k] >= 0 && ids[k] < tok_n_vocab(v));
+			free(ids);
+			/* valid UTF-8 */
+			len = random_utf8(buf, 60);
+			ids = encode(v, buf, len, false, false, &n);
+			if (bpe) {
+				size_t dl;
+				char *d = decode(v, ids, n, &dl);
+				if (dl != len || memcmp(d, buf, len) != 0)
+					fail_msg("%s: round trip of '%s' gave '%s'", names[i], buf, d);
+				free(d);
+			}
+			free(ids);
+			/* random ids through the stream */
+			int32_t rid[16];
+			for (int k = 0; k < 16; k++)
+				rid[k] = (int32_t)(rnd() % (uint32_t)tok_n_vocab(v));
+			stream_all(v, rid, 16, it & 1, true);
+		}
+		tok_vocab_free(v);
+	}
+}
+
 int main(void)
 {
 	find_shared();
@@ -701,6 +802,7 @@ int main(void)
 		cmocka_unit_test(test_capacity),
 		cmocka_unit_test(test_stream),
 		cmocka_unit_test(test_invalid_utf8),
+		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_speed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
