@@ -1,0 +1,176 @@
+#!/bin/bash
+# HTTP error paths of the API against the real server, with curl: every
+# error gets the right status and an OpenAI-shaped JSON error, and a valid
+# request right after it still succeeds. Also: slow/partial requests do not
+# block others, oversized headers and bodies are refused, a client that
+# vanishes mid-request frees its slot at once, a full server says 503 busy,
+# and the API key is enforced.
+set -u
+cd "$(dirname "$0")/../.."
+. tests/e2e/lib_server.sh
+
+tmp=$(mktemp -d)
+trap 'cleanup_servers; rm -rf "$tmp"' EXIT
+fails=0
+pass() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+
+mkdir -p "$BUILD/test-logs"
+logA=$BUILD/test-logs/e2e_errors_A.log
+logB=$BUILD/test-logs/e2e_errors_B.log
+start_server portA "$logA" --ctx-size 128 --parallel 2 || exit 1
+pidA=$LAST_SERVER_PID
+start_server portB "$logB" --parallel 1 --queue 0 --api-key sekret || exit 1
+pidB=$LAST_SERVER_PID
+A=http://127.0.0.1:$portA
+B=http://127.0.0.1:$portB
+AUTH=(-H "Authorization: Bearer sekret")
+
+valid='{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":2}'
+
+# valid_after URL [curl args]: a valid chat request succeeds
+valid_after() {
+	local url=$1
+	shift
+	[ "$(curl -s -o "$tmp/v" -w '%{http_code}' "$@" -d "$valid" "$url/v1/chat/completions")" = 200 ] &&
+		jq -e '.choices[0].message.content | type == "string"' "$tmp/v" >/dev/null
+}
+
+# check NAME WANT_STATUS PATTERN -- curl args...
+# PATTERN is a grep -E pattern over headers + body ("" for none).
+check() {
+	local name=$1 want=$2 pat=$3
+	shift 4
+	local code
+	code=$(curl -s -o "$tmp/body" -D "$tmp/head" -w '%{http_code}' "$@")
+	if [ "$code" != "$want" ]; then
+		fail "$name: status $code, want $want: $(head -c 300 "$tmp/body")"
+		return
+	fi
+	if [ "$want" -ge 400 ] && ! jq -e '.error | (.message | type == "string") and
+			(.type | type == "string") and has("param") and has("code")' \
+			"$tmp/body" >/dev/null 2>&1; then
+		fail "$name: not an OpenAI error body: $(head -c 300 "$tmp/body")"
+		return
+	fi
+	if [ -n "$pat" ] && ! cat "$tmp/head" "$tmp/body" | grep -Eq "$pat"; then
+		fail "$name: no /$pat/ in: $(cat "$tmp/head" "$tmp/body" | head -c 600)"
+		return
+	fi
+	if ! valid_after "$A"; then
+		fail "$name: the next valid request failed"
+		return
+	fi
+	pass "$name -> $want"
+}
+
+C=/v1/chat/completions
+check "malformed JSON" 400 'line 1, column [0-9]+' -- "$A$C" -d '{"messages": ['
+check "empty body" 400 'invalid_json' -- "$A$C" -H 'Content-Type: application/json' -d ''
+check "body not an object" 400 'must be a JSON object' -- "$A$C" -d '[1]'
+check "missing messages" 400 '"param":"messages"' -- "$A$C" -d '{"model":"stories260K"}'
+check "messages wrong type" 400 '"param":"messages".*invalid_type' -- "$A$C" -d '{"messages":"hi"}'
+check "content wrong type" 400 'messages\[0\]\.content' -- "$A$C" \
+	-d '{"messages":[{"role":"user","content":5}]}'
+check "bad role" 400 'messages\[0\]\.role' -- "$A$C" -d '{"messages":[{"role":"x","content":"a"}]}'
+check "temperature wrong type" 400 '"param":"temperature"' -- "$A$C" \
+	-d '{"messages":[{"role":"user","content":"a"}],"temperature":"hot"}'
+check "top_p out of range" 400 '"param":"top_p"' -- "$A$C" \
+	-d '{"messages":[{"role":"user","content":"a"}],"top_p":1.5}'
+check "max_tokens not an integer" 400 '"param":"max_tokens"' -- "$A$C" \
+	-d '{"messages":[{"role":"user","content":"a"}],"max_tokens":"ten"}'
+check "too many stop sequences" 400 '"param":"stop"' -- "$A$C" \
+	-d '{"messages":[{"role":"user","content":"a"}],"stop":["a","b","c","d","e"]}'
+check "stream not a boolean" 400 '"param":"stream"' -- "$A$C" \
+	-d '{"messages":[{"role":"user","content":"a"}],"stream":1}'
+check "unknown model" 404 'model_not_found' -- "$A$C" \
+	-d '{"model":"gpt-4o","messages":[{"role":"user","content":"a"}]}'
+check "completion prompt missing" 400 '"param":"prompt"' -- "$A/v1/completions" -d '{}'
+long=$(printf 'Once upon a time there was a dog. %.0s' $(seq 1 40))
+check "prompt longer than the context" 400 '128 tokens.*[0-9]{3} tokens.*context_length_exceeded' -- \
+	"$A/v1/completions" -d "{\"prompt\":\"$long\"}"
+printf '{"messages":[{"role":"user","content":"bad \xc3\x28 utf8"}]}' >"$tmp/badutf8.json"
+check "invalid UTF-8" 400 'unable to decode byte.*invalid_json' -- "$A$C" --data-binary @"$tmp/badutf8.json"
+check "unknown route" 404 '"code":"not_found"' -- "$A/v2/whatever"
+check "method not allowed" 405 'Allow: POST' -- "$A$C"
+check "method not allowed (DELETE)" 405 'method_not_allowed' -- -X DELETE "$A/v1/models"
+head -c $((5 * 1024 * 1024)) /dev/zero | tr '\0' ' ' >"$tmp/big.json"
+code=$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$tmp/big.json" "$A$C")
+[ "$code" = 413 ] && valid_after "$A" && pass "body over 4 MiB -> 413" || fail "big body: $code"
+bighdr=$(head -c 40000 /dev/zero | tr '\0' x)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $bighdr" "$A/v1/models")
+case $code in 400 | 413 | 431) valid_after "$A" && pass "oversized header -> $code" || fail "after big header" ;;
+*) fail "oversized header: $code" ;; esac
+
+# A partial request (slowloris) must not hold up anyone else.
+exec 3<>/dev/tcp/127.0.0.1/"$portA"
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le' >&3
+exec 4<>/dev/tcp/127.0.0.1/"$portA"
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"mess' >&4
+t0=$(date +%s%N)
+ok=1
+for _ in 1 2 3; do valid_after "$A" || ok=0; done
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $ok = 1 ] && [ $ms -lt 3000 ] && pass "partial requests do not block others (3 requests in $ms ms)" ||
+	fail "slowloris: ok=$ok in $ms ms"
+exec 3>&- 4>&-
+
+# API key (server B).
+check_b() { # name want -- args
+	local name=$1 want=$2
+	shift 3
+	local code
+	code=$(curl -s -o "$tmp/body" -w '%{http_code}' "$@")
+	if [ "$code" = "$want" ]; then pass "$name -> $want"; else fail "$name: $code, want $want: $(head -c 200 "$tmp/body")"; fi
+}
+check_b "no API key" 401 -- "$B/v1/models"
+jq -e '.error.code == "invalid_api_key"' "$tmp/body" >/dev/null || fail "401 body: $(cat "$tmp/body")"
+check_b "wrong API key" 401 -- -H "Authorization: Bearer nope" "$B/v1/models"
+check_b "right API key" 200 -- "${AUTH[@]}" "$B/v1/models"
+check_b "health needs no key" 200 -- "$B/health"
+
+# Server B has one slot and no queue: a second request while one runs is 503.
+stream_body='{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":2000,"temperature":1,"seed":7,"stream":true}'
+curl -s -N "${AUTH[@]}" -d "$stream_body" "$B$C" >"$tmp/s1" &
+c1=$!
+for _ in $(seq 1 100); do [ -s "$tmp/s1" ] && break; sleep 0.02; done
+code=$(curl -s -o "$tmp/body" -D "$tmp/head" -w '%{http_code}' "${AUTH[@]}" -d "$valid" "$B$C")
+if [ "$code" = 503 ] && grep -qi '^Retry-After:' "$tmp/head" && jq -e '.error.code == "server_busy"' "$tmp/body" >/dev/null; then
+	pass "busy -> 503 with Retry-After"
+else
+	fail "busy: $code $(cat "$tmp/body")"
+fi
+
+# The streaming client vanishes: its slot must be free at once (the
+# 2000-token generation would otherwise hold it for a second or more).
+kill -KILL $c1 2>/dev/null
+wait $c1 2>/dev/null
+t0=$(date +%s%N)
+ok=0
+for _ in $(seq 1 20); do
+	if [ "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" -d "$valid" "$B$C")" = 200 ]; then ok=1; break; fi
+	sleep 0.05
+done
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $ok = 1 ] && grep -q 'client closed' "$logB" && pass "streaming client killed -> slot free after $ms ms" ||
+	fail "slot not freed after the client vanished (ok=$ok, $ms ms)"
+
+# Same for a non-streaming client that gives up.
+curl -s -m 0.3 "${AUTH[@]}" -d '{"messages":[{"role":"user","content":"Once"}],"max_tokens":2000,"temperature":1}' \
+	"$B$C" >/dev/null
+t0=$(date +%s%N)
+ok=0
+for _ in $(seq 1 20); do
+	if [ "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" -d "$valid" "$B$C")" = 200 ]; then ok=1; break; fi
+	sleep 0.05
+done
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $ok = 1 ] && [ "$(grep -c 'client closed' "$logB")" -ge 2 ] &&
+	pass "non-streaming client gone -> slot free after $ms ms" || fail "non-streaming vanish (ok=$ok, $ms ms)"
+
+# Both servers shut down cleanly on SIGTERM.
+stop_server "$pidA" && pass "server A clean shutdown" || fail "server A shutdown"
+stop_server "$pidB" && pass "server B clean shutdown" || fail "server B shutdown"
+
+echo "$fails failed"
+[ $fails -eq 0 ]
