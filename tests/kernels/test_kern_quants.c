@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/ml_cpu.h"
 #include "base/ml_dtype.h"
 #include "base/ml_rng.h"
 #include "gguf/gguf.h"
@@ -202,16 +203,39 @@ static const enum ml_dtype WEIGHT_TYPES[] = {
 	ML_DTYPE_Q4_K, ML_DTYPE_Q5_K, ML_DTYPE_Q6_K,
 };
 
+/* The tables to check against generic: the dispatched one, plus the AVX2
+ * layer alone (the dispatched table may override it with AVX-512). */
+static struct kern_dispatch g_avx2_only;
+static int n_tables(void)
+{
+#if defined(__x86_64__)
+	const struct ml_cpu_features *f = ml_cpu_features();
+	if (f->avx2 && f->fma && f->f16c && strcmp(kern_isa_names(), "generic") != 0) {
+		kern_dispatch_generic(&g_avx2_only);
+		kern_dispatch_avx2(&g_avx2_only);
+		return 2;
+	}
+#endif
+	return 1;
+}
+
+static const struct kern_type_traits *table_traits(int table, enum ml_dtype t)
+{
+	return table == 0 ? kern_type_traits(t) : &g_avx2_only.traits[t];
+}
+
 static void test_vec_dot_simd_vs_generic(void **state)
 {
 	(void)state;
+	const int nt = n_tables();
+	for (int table = 0; table < nt; table++) {
 	struct ml_rng rng;
 	ml_rng_seed(&rng, 4242);
 	const int64_t ns[] = {256, 512, 768, 1024 + 256, 4096, 256 * 13};
 	for (size_t ti = 0; ti < sizeof(WEIGHT_TYPES) / sizeof(WEIGHT_TYPES[0]); ti++) {
 		const enum ml_dtype t = WEIGHT_TYPES[ti];
 		const struct kern_type_traits *g = kern_type_traits_generic(t);
-		const struct kern_type_traits *d = kern_type_traits(t);
+		const struct kern_type_traits *d = table_traits(table, t);
 		assert_true(g->supported && d->supported);
 		assert_int_equal(g->vec_dot_type, d->vec_dot_type);
 		for (size_t k = 0; k < sizeof(ns) / sizeof(ns[0]); k++) {
@@ -234,8 +258,8 @@ static void test_vec_dot_simd_vs_generic(void **state)
 				g->vec_dot(n, &sg, wq, xq);
 				d->vec_dot(n, &sd, wq, xq);
 				if (!(fabs((double)sg - sd) <= VEC_DOT_REL_TOL * mag + 1e-30))
-					fail_msg("%s n=%lld: simd %.9g generic %.9g (mag %.3g)",
-						 ml_dtype_name(t), (long long)n, sd, sg, mag);
+					fail_msg("%s n=%lld table %d: simd %.9g generic %.9g (mag %.3g)",
+						 ml_dtype_name(t), (long long)n, table, sd, sg, mag);
 				/* and the generic dot is the dot of the dequantized rows
 				 * (Q8_K's float scale makes this approximate) */
 				double ref = 0;
@@ -256,6 +280,7 @@ static void test_vec_dot_simd_vs_generic(void **state)
 			}
 		}
 	}
+	}
 }
 
 /* Plain types take any length: SIMD body plus scalar tail. */
@@ -265,9 +290,10 @@ static void test_vec_dot_plain_tails(void **state)
 	struct ml_rng rng;
 	ml_rng_seed(&rng, 77);
 	const enum ml_dtype plain[] = {ML_DTYPE_F32, ML_DTYPE_F16, ML_DTYPE_BF16};
-	for (size_t ti = 0; ti < 3; ti++) {
-		const struct kern_type_traits *g = kern_type_traits_generic(plain[ti]);
-		const struct kern_type_traits *d = kern_type_traits(plain[ti]);
+	const int nt = n_tables();
+	for (size_t ti = 0; ti < 3 * (size_t)nt; ti++) {
+		const struct kern_type_traits *g = kern_type_traits_generic(plain[ti % 3]);
+		const struct kern_type_traits *d = table_traits((int)(ti / 3), plain[ti % 3]);
 		for (int64_t n = 1; n <= 300; n += (n < 70 ? 1 : 37)) {
 			float w[300], x[300], wd[300], xd[300];
 			uint32_t wq[300], xq[300];
@@ -279,7 +305,7 @@ static void test_vec_dot_plain_tails(void **state)
 			uint32_t wq2[300];
 			memset(wq2, 0, sizeof(wq2));
 			d->from_f32(w, wq2, n);
-			assert_memory_equal(wq, wq2, ml_dtype_row_size(plain[ti], n));
+			assert_memory_equal(wq, wq2, ml_dtype_row_size(plain[ti % 3], n));
 			d->to_f32(wq, wd, n);
 			g->to_f32(xq, xd, n);
 			double mag = 0;
@@ -289,7 +315,7 @@ static void test_vec_dot_plain_tails(void **state)
 			g->vec_dot(n, &sg, wq, xq);
 			d->vec_dot(n, &sd, wq, xq);
 			if (!(fabs((double)sg - sd) <= VEC_DOT_REL_TOL * mag + 1e-30))
-				fail_msg("%s n=%lld: simd %.9g generic %.9g", ml_dtype_name(plain[ti]),
+				fail_msg("%s n=%lld: simd %.9g generic %.9g", ml_dtype_name(plain[ti % 3]),
 					 (long long)n, sd, sg);
 		}
 	}
