@@ -322,6 +322,7 @@ static void check_hidden(struct model *full, const char *path, const char *fname
 		char key[32];
 		snprintf(key, sizeof(key), "l_out-%d", il);
 		d = max_diff_rows(buf, json_object_get(hs, key), n, E);
+		note(st, "  (hidden) %s max diff %.3g", key, d);
 		upd(&st->hidden, d);
 		if (d > tol) {
 			st->failures++;
@@ -462,6 +463,17 @@ static void pipeline_case(const char *name)
 		assert_true(model_is_first(a) && !model_is_last(a));
 		assert_true(!model_is_first(b) && model_is_last(b));
 		assert_true(model_weight_bytes(a) + model_weight_bytes(b) >= model_weight_bytes(full));
+		/* each stage mapped only its own tensors */
+		char tn[64];
+		snprintf(tn, sizeof(tn), "blk.%d.attn_q.weight", k);
+		assert_null(gguf_find_tensor(model_gguf(a), tn)->data);
+		assert_null(gguf_find_tensor(model_gguf(a), "output_norm.weight")->data);
+		assert_non_null(gguf_find_tensor(model_gguf(b), tn)->data);
+		snprintf(tn, sizeof(tn), "blk.%d.attn_q.weight", k - 1);
+		assert_null(gguf_find_tensor(model_gguf(b), tn)->data);
+		assert_non_null(gguf_find_tensor(model_gguf(a), tn)->data);
+		if (!model_hparams(b)->tied_output)
+			assert_null(gguf_find_tensor(model_gguf(b), "token_embd.weight")->data);
 		struct model_ctx *ca, *cb;
 		assert_int_equal(model_ctx_init(&ca, a, pool, 1, N_CTX, 64), 0);
 		assert_int_equal(model_ctx_init(&cb, b, pool, 1, N_CTX, 64), 0);
