@@ -41,7 +41,7 @@ BENCH_BINS:= $(patsubst bench/%.c,$(BUILD)/bench-%,$(BENCH_SRC))
 ALL_LIBS := $(call reverse,$(foreach m,$(MODULES),$(call lib_of,$(m))))
 
 .SECONDARY:
-.PHONY: all deps test check asan fuzz fuzz-bins bench clean run tests-bin
+.PHONY: all deps test check asan fuzz fuzz-bins bench clean run tests-bin bench-serve
 all: $(BUILD)/mesh-llm $(TOOL_BINS)
 
 deps:
@@ -97,6 +97,10 @@ asan: deps
 
 bench: all $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do $$b || exit 1; done
+
+# OpenAI API serving benchmark (1/2/4/8 concurrent streams vs mesh-llm generate).
+bench-serve: all
+	@BUILD=$(BUILD) bench/serve.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all

@@ -451,6 +451,8 @@ static int parse_fields(struct api_req *r, const json_t *root, struct api_err *e
 		return rc;
 	if ((rc = opt_bool(root, "stream", &r->stream, e)))
 		return rc;
+	if ((rc = opt_bool(root, "ignore_eos", &r->ignore_eos, e)))
+		return rc;
 	const json_t *so = json_object_get(root, "stream_options");
 	if (so && !json_is_null(so)) {
 		if (!json_is_object(so))

@@ -54,6 +54,7 @@ struct api_req {
 	int n_stop;
 	bool stream;
 	bool include_usage;
+	bool ignore_eos; /* extension (as llama-server): generate past end-of-generation */
 };
 
 /* Parses |len| bytes of JSON as a request of |kind| into |r| (which the

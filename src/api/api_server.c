@@ -531,6 +531,7 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	er.n_prompt = n_ids;
 	er.max_tokens = r.max_tokens;
 	er.sampling = r.sampling;
+	er.ignore_eos = r.ignore_eos;
 	for (int i = 0; i < r.n_stop && i < ENG_MAX_STOP - 1; i++)
 		er.stop[i] = r.stop[i];
 	ml_error_clear();
