@@ -1,10 +1,11 @@
 /* Token -> bytes (tok_piece) and the streaming detokenizer (tok_stream_*).
  *
- * Pieces follow llama.cpp's token_to_piece: CONTROL tokens are empty
- * unless |special|; CONTROL and USER_DEFINED tokens give their text as
- * stored; NORMAL tokens are unescaped (SPM/WordPiece: "▁" -> " "; BPE:
- * GPT-2 byte-to-unicode characters back to bytes); SPM BYTE tokens
- * <0xNN> give that byte; UNKNOWN, UNUSED and UNDEFINED tokens are empty.
+ * Pieces follow llama.cpp's token_to_piece: CONTROL and UNKNOWN tokens
+ * are empty unless |special|, then they give their text as stored, as
+ * USER_DEFINED tokens always do; NORMAL tokens are unescaped
+ * (SPM/WordPiece: "▁" -> " "; BPE: GPT-2 byte-to-unicode characters back
+ * to bytes); SPM BYTE tokens <0xNN> give that byte; UNUSED and UNDEFINED
+ * tokens are empty.
  *
  * The stream assembles UTF-8 across pieces: it holds back an incomplete
  * character (at most 3 bytes) until the bytes that finish it arrive, and
@@ -59,6 +60,7 @@ static void piece_to(const struct tok_vocab *v, int32_t id, bool special, struct
 	size_t n = v->len[id];
 	switch (v->type[id]) {
 	case TOK_TYPE_CONTROL:
+	case TOK_TYPE_UNKNOWN:
 		if (special)
 			put(s, t, n);
 		return;

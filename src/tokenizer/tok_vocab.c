@@ -213,6 +213,13 @@ static const char *const fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pa
 static const char *const fim_rep_names[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
 					    "<REPO>", "<reponame>", NULL};
 static const char *const fim_sep_names[] = {"<|file_sep|>", NULL};
+/* FIM prefix/suffix/middle: forced to CONTROL, not end-of-generation */
+static const char *const fim_other_names[] = {
+	"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|fim_suffix|>", "<fim-suffix>",
+	"<fim_suffix>", "<SUF>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>",
+	"<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>", /* DeepSeek <｜fim▁begin｜> */
+	"<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>",
+	"<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", NULL};
 
 static void force_control(struct tok_vocab *v, int32_t id)
 {
@@ -247,6 +254,8 @@ static void find_eog(struct tok_vocab *v)
 			fim_sep = id;
 			force_control(v, id);
 		}
+		if (text_in(v, id, fim_other_names))
+			force_control(v, id);
 	}
 	for (int32_t id = 0; id < v->n; id++) {
 		if (text_in(v, id, eog_names)) {
