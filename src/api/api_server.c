@@ -303,7 +303,7 @@ static void stream_end(struct api_job *j, enum eng_finish fin, int n_prompt, int
 	if (fin == ENG_FINISH_ERROR || fin == ENG_FINISH_CANCELLED) {
 		struct api_err e;
 		api_err_set(&e, 500, "server_error", NULL, NULL, "%s",
-			    fin == ENG_FINISH_CANCELLED ? "The request was cancelled."
+			    fin == ENG_FINISH_CANCELLED ? "The server is shutting down; the request was cancelled."
 			    : j->errmsg[0]		    ? j->errmsg
 							    : "Generation failed.");
 		char *body = api_err_json(&e);

@@ -21,6 +21,7 @@
 #include "app/app.h"
 #include "base/ml_err.h"
 #include "base/ml_log.h"
+#include "base/ml_time.h"
 #include "engine/eng.h"
 
 #define DEFAULT_MODEL "stories260K.gguf"
@@ -42,6 +43,8 @@ struct serve {
 	char load_msg[512];
 	struct api_eng_backend *backend;
 	int exit_code;
+	struct event *drain_ev; /* after SIGINT/SIGTERM: waits for cancelled requests */
+	double stop_at;
 };
 
 static void usage(FILE *f)
@@ -181,12 +184,37 @@ static void on_loaded(evutil_socket_t fd, short what, void *arg)
 	print_banner(sv);
 }
 
+/* Polls until the cancelled requests have sent their last bytes (at most
+ * 2 s), so streaming clients see a final event rather than a cut. */
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct serve *sv = arg;
+	(void)fd, (void)what;
+	if (api_server_n_active(sv->api) == 0 || ml_time_s() > sv->stop_at) {
+		event_base_loopbreak(sv->base);
+		return;
+	}
+	struct timeval tv = {0, 10000};
+	event_add(sv->drain_ev, &tv);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct serve *sv = arg;
 	(void)what;
+	if (sv->drain_ev) { /* second signal: stop now */
+		event_base_loopbreak(sv->base);
+		return;
+	}
 	ML_INFO("serve: %s received; shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
-	event_base_loopbreak(sv->base);
+	api_server_cancel_all(sv->api);
+	sv->stop_at = ml_time_s() + 2.0;
+	sv->drain_ev = evtimer_new(sv->base, on_drain, sv);
+	if (!sv->drain_ev) {
+		event_base_loopbreak(sv->base);
+		return;
+	}
+	on_drain(-1, 0, sv);
 }
 
 int app_cmd_serve(int argc, char **argv)
@@ -313,6 +341,8 @@ out:
 		event_free(sigterm);
 	if (sv.loaded_ev)
 		event_free(sv.loaded_ev);
+	if (sv.drain_ev)
+		event_free(sv.drain_ev);
 	event_base_free(sv.base);
 	return sv.exit_code;
 }
