@@ -28,13 +28,13 @@ struct api_backend_ops {
 	 * frees) with *n_ids entries, and |text| (if not NULL) receives the
 	 * rendered prompt, malloc'd. ML_ERR_INVALID: the template refused the
 	 * messages (ml_last_error() says why). */
-	int (*chat_prompt)(void *ctx, const struct tok_chat_msg *msgs, size_t n_msgs,
-			   int32_t **ids, int *n_ids, char **text);
+	int (*chat_prompt)(void *ctx, const struct tok_chat_msg *msgs, size_t n_msgs, int32_t **ids,
+	                   int *n_ids, char **text);
 	/* Tokenizes a raw completion prompt (BOS per the model's rule). */
 	int (*text_prompt)(void *ctx, const char *text, size_t len, int32_t **ids, int *n_ids);
 	/* eng_submit() semantics: ML_ERR_BUSY, ML_ERR_RANGE, ... */
 	int (*submit)(void *ctx, const struct eng_request *r, eng_event_fn cb, void *user,
-		      uint64_t *id);
+	              uint64_t *id);
 	/* eng_cancel() semantics: the final CANCELLED event still follows. */
 	void (*cancel)(void *ctx, uint64_t id);
 	int (*n_ctx)(void *ctx); /* tokens per sequence */

@@ -21,7 +21,7 @@ struct api_eng_backend {
  * prepends BOS when the model wants one and the text (e.g. a template that
  * writes {{ bos_token }}) did not already start with it. */
 static int tokenize(struct api_eng_backend *b, const char *text, size_t len, int32_t **ids_out,
-		    int *n_out)
+                    int *n_out)
 {
 	const struct tok_vocab *v = eng_vocab(b->e);
 	size_t cap = len + 8, n = 0;
@@ -61,8 +61,8 @@ static int tokenize(struct api_eng_backend *b, const char *text, size_t len, int
 	return 0;
 }
 
-static int be_chat_prompt(void *ctx, const struct tok_chat_msg *msgs, size_t n_msgs,
-			  int32_t **ids, int *n_ids, char **text_out)
+static int be_chat_prompt(void *ctx, const struct tok_chat_msg *msgs, size_t n_msgs, int32_t **ids,
+                          int *n_ids, char **text_out)
 {
 	struct api_eng_backend *b = ctx;
 	const struct tok_vocab *v = eng_vocab(b->e);
@@ -72,7 +72,7 @@ static int be_chat_prompt(void *ctx, const struct tok_chat_msg *msgs, size_t n_m
 	char *text = NULL;
 	size_t len = 0;
 	int rc = tok_template_render(b->tmpl, msgs, n_msgs, true, bos_text ? bos_text : "",
-				     eos_text ? eos_text : "", &text, &len);
+	                             eos_text ? eos_text : "", &text, &len);
 	if (rc)
 		return rc;
 	rc = tokenize(b, text, len, ids, n_ids);
@@ -89,7 +89,7 @@ static int be_text_prompt(void *ctx, const char *text, size_t len, int32_t **ids
 }
 
 static int be_submit(void *ctx, const struct eng_request *r, eng_event_fn cb, void *user,
-		     uint64_t *id)
+                     uint64_t *id)
 {
 	struct api_eng_backend *b = ctx;
 	return eng_submit(b->e, r, cb, user, id);
@@ -108,11 +108,11 @@ static int be_n_ctx(void *ctx)
 }
 
 static const struct api_backend_ops eng_ops = {
-	.chat_prompt = be_chat_prompt,
-	.text_prompt = be_text_prompt,
-	.submit = be_submit,
-	.cancel = be_cancel,
-	.n_ctx = be_n_ctx,
+    .chat_prompt = be_chat_prompt,
+    .text_prompt = be_text_prompt,
+    .submit = be_submit,
+    .cancel = be_cancel,
+    .n_ctx = be_n_ctx,
 };
 
 int api_eng_backend_init(struct api_eng_backend **out, struct eng *e)
@@ -127,7 +127,7 @@ int api_eng_backend_init(struct api_eng_backend **out, struct eng *e)
 		rc = tok_template_parse(&b->tmpl, src);
 		if (rc)
 			ML_WARN("api: the model's chat template cannot be used (%s); using ChatML",
-				ml_last_error());
+			        ml_last_error());
 	} else {
 		ML_INFO("api: the model has no chat template; chat requests use ChatML");
 	}

@@ -13,7 +13,7 @@
 #include "base/ml_err.h"
 
 int api_err_set(struct api_err *e, int status, const char *type, const char *param,
-		const char *code, const char *fmt, ...)
+                const char *code, const char *fmt, ...)
 {
 	va_list ap;
 	e->status = status;
@@ -144,14 +144,21 @@ void api_buf_free(struct api_buf *b)
 static const char *json_type_name(const json_t *v)
 {
 	switch (json_typeof(v)) {
-	case JSON_OBJECT: return "an object";
-	case JSON_ARRAY: return "an array";
-	case JSON_STRING: return "a string";
-	case JSON_INTEGER: return "an integer";
-	case JSON_REAL: return "a number";
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a number";
 	case JSON_TRUE:
-	case JSON_FALSE: return "a boolean";
-	case JSON_NULL: return "null";
+	case JSON_FALSE:
+		return "a boolean";
+	case JSON_NULL:
+		return "null";
 	}
 	return "unknown";
 }
@@ -159,13 +166,13 @@ static const char *json_type_name(const json_t *v)
 static int bad_type(struct api_err *e, const char *param, const char *want, const json_t *v)
 {
 	return api_err_set(e, 400, NULL, param, "invalid_type",
-			   "Invalid type for '%s': expected %s, but got %s instead.", param, want,
-			   json_type_name(v));
+	                   "Invalid type for '%s': expected %s, but got %s instead.", param, want,
+	                   json_type_name(v));
 }
 
 /* Optional number in [lo, hi]. Absent or null: *out untouched. */
 static int opt_number(const json_t *o, const char *key, double lo, double hi, double *out,
-		      struct api_err *e)
+                      struct api_err *e)
 {
 	const json_t *v = json_object_get(o, key);
 	if (!v || json_is_null(v))
@@ -175,16 +182,16 @@ static int opt_number(const json_t *o, const char *key, double lo, double hi, do
 	double d = json_number_value(v);
 	if (!isfinite(d) || d < lo || d > hi)
 		return api_err_set(e, 400, NULL, key, "invalid_value",
-				   "Invalid value for '%s': expected a number between %g and %g, "
-				   "got %g.",
-				   key, lo, hi, d);
+		                   "Invalid value for '%s': expected a number between %g and %g, "
+		                   "got %g.",
+		                   key, lo, hi, d);
 	*out = d;
 	return 0;
 }
 
 /* Optional integer in [lo, hi]. */
-static int opt_int(const json_t *o, const char *key, long long lo, long long hi,
-		   long long *out, bool *present, struct api_err *e)
+static int opt_int(const json_t *o, const char *key, long long lo, long long hi, long long *out,
+                   bool *present, struct api_err *e)
 {
 	const json_t *v = json_object_get(o, key);
 	if (!v || json_is_null(v))
@@ -194,9 +201,9 @@ static int opt_int(const json_t *o, const char *key, long long lo, long long hi,
 	long long x = (long long)json_integer_value(v);
 	if (x < lo || x > hi)
 		return api_err_set(e, 400, NULL, key, "invalid_value",
-				   "Invalid value for '%s': expected an integer between %lld and "
-				   "%lld, got %lld.",
-				   key, lo, hi, x);
+		                   "Invalid value for '%s': expected an integer between %lld and "
+		                   "%lld, got %lld.",
+		                   key, lo, hi, x);
 	*out = x;
 	if (present)
 		*present = true;
@@ -255,14 +262,15 @@ static int parse_content(const json_t *v, size_t idx, char **out, struct api_err
 		const json_t *text = json_object_get(part, "text");
 		if (!json_is_string(type) || strcmp(json_string_value(type), "text") != 0) {
 			rc = api_err_set(e, 400, NULL, pp, "unsupported_content",
-					 "Only content parts of type 'text' are supported (%s).", pp);
+			                 "Only content parts of type 'text' are supported (%s).",
+			                 pp);
 			break;
 		}
 		if (!json_is_string(text)) {
 			snprintf(pp + strlen(pp), sizeof(pp) - strlen(pp), ".text");
 			rc = text ? bad_type(e, pp, "a string", text)
-				  : api_err_set(e, 400, NULL, pp, "missing_required_parameter",
-						"Missing required parameter: '%s'.", pp);
+			          : api_err_set(e, 400, NULL, pp, "missing_required_parameter",
+			                        "Missing required parameter: '%s'.", pp);
 			break;
 		}
 		rc = api_buf_append(&b, json_string_value(text), json_string_length(text));
@@ -280,17 +288,18 @@ static int parse_messages(struct api_req *r, const json_t *root, struct api_err 
 	const json_t *msgs = json_object_get(root, "messages");
 	if (!msgs)
 		return api_err_set(e, 400, NULL, "messages", "missing_required_parameter",
-				   "Missing required parameter: 'messages'.");
+		                   "Missing required parameter: 'messages'.");
 	if (!json_is_array(msgs))
 		return bad_type(e, "messages", "an array", msgs);
 	size_t n = json_array_size(msgs);
 	if (n == 0)
-		return api_err_set(e, 400, NULL, "messages", "invalid_value",
-				   "Invalid 'messages': empty array. Expected at least one message.");
+		return api_err_set(
+		    e, 400, NULL, "messages", "invalid_value",
+		    "Invalid 'messages': empty array. Expected at least one message.");
 	if (n > API_MAX_MESSAGES)
 		return api_err_set(e, 400, NULL, "messages", "invalid_value",
-				   "Invalid 'messages': %zu messages, at most %d are allowed.", n,
-				   API_MAX_MESSAGES);
+		                   "Invalid 'messages': %zu messages, at most %d are allowed.", n,
+		                   API_MAX_MESSAGES);
 	r->msgs = calloc(n, sizeof(*r->msgs));
 	if (!r->msgs)
 		return ML_ERR_NOMEM;
@@ -304,7 +313,7 @@ static int parse_messages(struct api_req *r, const json_t *root, struct api_err 
 		snprintf(param, sizeof(param), "messages[%zu].role", i);
 		if (!role)
 			return api_err_set(e, 400, NULL, param, "missing_required_parameter",
-					   "Missing required parameter: '%s'.", param);
+			                   "Missing required parameter: '%s'.", param);
 		if (!json_is_string(role))
 			return bad_type(e, param, "a string", role);
 		const char *rs = json_string_value(role);
@@ -313,9 +322,9 @@ static int parse_messages(struct api_req *r, const json_t *root, struct api_err 
 		if (strcmp(rs, "system") != 0 && strcmp(rs, "user") != 0 &&
 		    strcmp(rs, "assistant") != 0 && strcmp(rs, "tool") != 0)
 			return api_err_set(e, 400, NULL, param, "invalid_value",
-					   "Invalid value for '%s': expected one of 'system', "
-					   "'developer', 'user', 'assistant', 'tool'.",
-					   param);
+			                   "Invalid value for '%s': expected one of 'system', "
+			                   "'developer', 'user', 'assistant', 'tool'.",
+			                   param);
 		r->msgs[i].role = strdup(rs);
 		r->n_msgs = i + 1;
 		if (!r->msgs[i].role)
@@ -324,7 +333,7 @@ static int parse_messages(struct api_req *r, const json_t *root, struct api_err 
 		if (!content && strcmp(rs, "assistant") != 0) {
 			snprintf(param, sizeof(param), "messages[%zu].content", i);
 			return api_err_set(e, 400, NULL, param, "missing_required_parameter",
-					   "Missing required parameter: '%s'.", param);
+			                   "Missing required parameter: '%s'.", param);
 		}
 		int rc = parse_content(content, i, &r->msgs[i].content, e);
 		if (rc)
@@ -344,8 +353,8 @@ static int parse_stop(struct api_req *r, const json_t *root, struct api_err *e)
 		n = json_array_size(v);
 		if (n > API_MAX_STOP)
 			return api_err_set(e, 400, NULL, "stop", "invalid_value",
-					   "Invalid 'stop': %zu sequences, at most %d are allowed.",
-					   n, API_MAX_STOP);
+			                   "Invalid 'stop': %zu sequences, at most %d are allowed.",
+			                   n, API_MAX_STOP);
 	} else if (!json_is_string(v)) {
 		return bad_type(e, "stop", "a string or an array of strings", v);
 	}
@@ -357,10 +366,11 @@ static int parse_stop(struct api_req *r, const json_t *root, struct api_err *e)
 		if (len == 0)
 			continue; /* an empty stop string would end every request at once */
 		if (len > API_MAX_STOP_LEN)
-			return api_err_set(e, 400, NULL, "stop", "invalid_value",
-					   "Invalid 'stop': a sequence of %zu bytes, at most %d are "
-					   "allowed.",
-					   len, API_MAX_STOP_LEN);
+			return api_err_set(
+			    e, 400, NULL, "stop", "invalid_value",
+			    "Invalid 'stop': a sequence of %zu bytes, at most %d are "
+			    "allowed.",
+			    len, API_MAX_STOP_LEN);
 		r->stop[r->n_stop] = dup_str(s, NULL);
 		if (!r->stop[r->n_stop])
 			return ML_ERR_NOMEM;
@@ -374,7 +384,7 @@ static int parse_prompt(struct api_req *r, const json_t *root, struct api_err *e
 	const json_t *v = json_object_get(root, "prompt");
 	if (!v)
 		return api_err_set(e, 400, NULL, "prompt", "missing_required_parameter",
-				   "Missing required parameter: 'prompt'.");
+		                   "Missing required parameter: 'prompt'.");
 	if (json_is_array(v) && json_array_size(v) == 1 && json_is_string(json_array_get(v, 0)))
 		v = json_array_get(v, 0);
 	if (!json_is_string(v))
@@ -466,25 +476,25 @@ static int parse_fields(struct api_req *r, const json_t *root, struct api_err *e
 }
 
 int api_req_parse(struct api_req *r, enum api_kind kind, const char *body, size_t len,
-		  struct api_err *err)
+                  struct api_err *err)
 {
 	memset(r, 0, sizeof(*r));
 	r->kind = kind;
 	r->sampling = smp_default_params();
 	if (len == 0)
 		return api_err_set(err, 400, NULL, NULL, "invalid_json",
-				   "The request body is empty; expected a JSON object.");
+		                   "The request body is empty; expected a JSON object.");
 	json_error_t jerr;
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return api_err_set(err, 400, NULL, NULL, "invalid_json",
-				   "Invalid JSON in the request body at line %d, column %d: %s",
-				   jerr.line, jerr.column, jerr.text);
+		                   "Invalid JSON in the request body at line %d, column %d: %s",
+		                   jerr.line, jerr.column, jerr.text);
 	int rc;
 	if (!json_is_object(root))
 		rc = api_err_set(err, 400, NULL, NULL, "invalid_json",
-				 "The request body must be a JSON object, got %s.",
-				 json_type_name(root));
+		                 "The request body must be a JSON object, got %s.",
+		                 json_type_name(root));
 	else
 		rc = parse_fields(r, root, err);
 	if (rc == ML_ERR_NOMEM)
@@ -510,21 +520,21 @@ void api_req_clear(struct api_req *r)
 /* ---- routes and auth ------------------------------------------------------ */
 
 enum api_route api_route_match(const char *path, enum api_method method, bool *method_ok,
-			       const char **allow, const char **arg)
+                               const char **allow, const char **arg)
 {
 	static const struct {
 		const char *path;
 		enum api_route route;
 		bool post; /* POST route (else GET/HEAD) */
 	} routes[] = {
-		{"/health", API_ROUTE_HEALTH, false},
-		{"/v1/models", API_ROUTE_MODELS, false},
-		{"/models", API_ROUTE_MODELS, false},
-		{"/v1/chat/completions", API_ROUTE_CHAT, true},
-		{"/chat/completions", API_ROUTE_CHAT, true},
-		{"/v1/completions", API_ROUTE_COMPLETION, true},
-		{"/completions", API_ROUTE_COMPLETION, true},
-		{"/apply-template", API_ROUTE_TEMPLATE, true},
+	    {"/health", API_ROUTE_HEALTH, false},
+	    {"/v1/models", API_ROUTE_MODELS, false},
+	    {"/models", API_ROUTE_MODELS, false},
+	    {"/v1/chat/completions", API_ROUTE_CHAT, true},
+	    {"/chat/completions", API_ROUTE_CHAT, true},
+	    {"/v1/completions", API_ROUTE_COMPLETION, true},
+	    {"/completions", API_ROUTE_COMPLETION, true},
+	    {"/apply-template", API_ROUTE_TEMPLATE, true},
 	};
 	*method_ok = true;
 	*allow = NULL;
@@ -541,8 +551,8 @@ enum api_route api_route_match(const char *path, enum api_method method, bool *m
 		*allow = routes[i].post ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
 		if (method == API_OPTIONS)
 			return routes[i].route;
-		*method_ok = routes[i].post ? method == API_POST
-					    : (method == API_GET || method == API_HEAD);
+		*method_ok =
+		    routes[i].post ? method == API_POST : (method == API_GET || method == API_HEAD);
 		return routes[i].route;
 	}
 	static const char pre[] = "/v1/models/";

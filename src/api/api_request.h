@@ -13,21 +13,21 @@
 #include "engine/eng.h"
 #include "sampler/smp.h"
 
-#define API_MAX_STOP 4         /* OpenAI allows up to 4 stop sequences */
-#define API_MAX_MESSAGES 4096  /* messages per chat request */
-#define API_MAX_STOP_LEN 256   /* bytes per stop sequence */
+#define API_MAX_STOP 4        /* OpenAI allows up to 4 stop sequences */
+#define API_MAX_MESSAGES 4096 /* messages per chat request */
+#define API_MAX_STOP_LEN 256  /* bytes per stop sequence */
 
 struct api_err {
-	int status;        /* HTTP status */
-	char type[32];     /* "invalid_request_error", "authentication_error", ... */
-	char param[64];    /* offending parameter or "" (rendered as null) */
-	char code[40];     /* machine code or "" (rendered as null) */
+	int status;     /* HTTP status */
+	char type[32];  /* "invalid_request_error", "authentication_error", ... */
+	char param[64]; /* offending parameter or "" (rendered as null) */
+	char code[40];  /* machine code or "" (rendered as null) */
 	char message[512];
 };
 
 /* Fills |e| and returns ML_ERR_INVALID (for `return api_err_set(...)`). */
 int api_err_set(struct api_err *e, int status, const char *type, const char *param,
-		const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+                const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* The error as an OpenAI JSON body, malloc'd (NULL on allocation failure). */
 char *api_err_json(const struct api_err *e);
 
@@ -43,12 +43,12 @@ struct api_msg {
 
 struct api_req {
 	enum api_kind kind;
-	char *model;           /* NULL when absent */
-	struct api_msg *msgs;  /* chat: [n_msgs] */
+	char *model;          /* NULL when absent */
+	struct api_msg *msgs; /* chat: [n_msgs] */
 	size_t n_msgs;
-	char *prompt;          /* completion */
+	char *prompt; /* completion */
 	size_t prompt_len;
-	int max_tokens;        /* <= 0: not given (until EOS or context end) */
+	int max_tokens; /* <= 0: not given (until EOS or context end) */
 	struct smp_params sampling;
 	char *stop[API_MAX_STOP];
 	int n_stop;
@@ -63,7 +63,7 @@ struct api_req {
  * malformed JSON (400, with jansson's line and column), wrong types or
  * values out of range (400, param named), ML_ERR_NOMEM (500). */
 int api_req_parse(struct api_req *r, enum api_kind kind, const char *body, size_t len,
-		  struct api_err *err);
+                  struct api_err *err);
 void api_req_clear(struct api_req *r);
 
 /* Routes. */
@@ -84,7 +84,7 @@ enum api_method { API_GET, API_HEAD, API_POST, API_OPTIONS, API_OTHER };
  * this method (405); *allow then names the methods that are. *arg points
  * into |path| for API_ROUTE_MODEL (the id). */
 enum api_route api_route_match(const char *path, enum api_method method, bool *method_ok,
-			       const char **allow, const char **arg);
+                               const char **allow, const char **arg);
 /* True when the route needs the API key (everything except /health). */
 bool api_route_needs_auth(enum api_route r);
 

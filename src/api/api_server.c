@@ -43,7 +43,7 @@ struct api_server {
 	int port;
 	char *api_key;
 	char *model_id;
-	struct api_buf model_json; /* model id as a JSON string literal */
+	struct api_buf model_json;    /* model id as a JSON string literal */
 	const struct api_backend *be; /* NULL while loading */
 	struct api_job *jobs;         /* running requests */
 	int n_active;
@@ -88,8 +88,8 @@ static void add_common_headers(struct evhttp_request *req, const char *ctype)
 	evhttp_add_header(h, "Access-Control-Allow-Origin", "*");
 }
 
-static void send_body(struct evhttp_request *req, int status, const char *reason,
-		      const char *body, size_t len)
+static void send_body(struct evhttp_request *req, int status, const char *reason, const char *body,
+                      size_t len)
 {
 	struct evbuffer *b = evbuffer_new();
 	if (b)
@@ -103,33 +103,41 @@ static void send_body(struct evhttp_request *req, int status, const char *reason
 static const char *reason_of(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 413: return "Payload Too Large";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
+	case 200:
+		return "OK";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Payload Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 503:
+		return "Service Unavailable";
 	}
 	return "Error";
 }
 
-static void send_error(struct evhttp_request *req, const struct api_err *e,
-		       const char *retry_after)
+static void send_error(struct evhttp_request *req, const struct api_err *e, const char *retry_after)
 {
 	char *body = api_err_json(e);
 	if (retry_after)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-				  retry_after);
+		                  retry_after);
 	ML_DEBUG("api: %d %s", e->status, e->message);
 	if (body) {
 		send_body(req, e->status, reason_of(e->status), body, strlen(body));
 		free(body);
 	} else {
 		static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":"
-					  "\"server_error\",\"param\":null,\"code\":null}}";
+		                          "\"server_error\",\"param\":null,\"code\":null}}";
 		send_body(req, 500, reason_of(500), oom, sizeof(oom) - 1);
 	}
 }
@@ -259,8 +267,9 @@ static const char *finish_name(enum eng_finish f)
 static int chunk_head(struct api_job *j, struct api_buf *b)
 {
 	const char *obj = j->kind == API_KIND_CHAT ? "chat.completion.chunk" : "text_completion";
-	int rc = api_buf_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
-				j->cmpl_id, obj, j->created);
+	int rc = api_buf_printf(
+	    b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->cmpl_id,
+	    obj, j->created);
 	return rc ? rc : api_buf_append(b, j->srv->model_json.data, j->srv->model_json.len);
 }
 
@@ -281,15 +290,17 @@ static void stream_piece(struct api_job *j, const char *text, size_t len, bool r
 	int rc = chunk_head(j, &b);
 	if (j->kind == API_KIND_CHAT) {
 		rc = rc ? rc
-			: api_buf_printf(&b, ",\"choices\":[{\"index\":0,\"delta\":{%s\"content\":",
-					 role ? "\"role\":\"assistant\"," : "");
+		        : api_buf_printf(&b, ",\"choices\":[{\"index\":0,\"delta\":{%s\"content\":",
+		                         role ? "\"role\":\"assistant\"," : "");
 		rc = rc ? rc : api_buf_json_str(&b, text, len);
-		rc = rc ? rc : api_buf_printf(&b, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+		rc = rc ? rc
+		        : api_buf_printf(&b, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
 	} else {
 		rc = rc ? rc : api_buf_printf(&b, ",\"choices\":[{\"text\":");
 		rc = rc ? rc : api_buf_json_str(&b, text, len);
 		rc = rc ? rc
-			: api_buf_printf(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+		        : api_buf_printf(
+		              &b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n");
 	}
 	if (!rc)
 		send_sse(j, &b);
@@ -303,9 +314,10 @@ static void stream_end(struct api_job *j, enum eng_finish fin, int n_prompt, int
 	if (fin == ENG_FINISH_ERROR || fin == ENG_FINISH_CANCELLED) {
 		struct api_err e;
 		api_err_set(&e, 500, "server_error", NULL, NULL, "%s",
-			    fin == ENG_FINISH_CANCELLED ? "The server is shutting down; the request was cancelled."
-			    : j->errmsg[0]		    ? j->errmsg
-							    : "Generation failed.");
+		            fin == ENG_FINISH_CANCELLED
+		                ? "The server is shutting down; the request was cancelled."
+		            : j->errmsg[0] ? j->errmsg
+		                           : "Generation failed.");
 		char *body = api_err_json(&e);
 		rc = body ? api_buf_printf(&b, "data: %s\n\n", body) : ML_ERR_NOMEM;
 		free(body);
@@ -313,23 +325,26 @@ static void stream_end(struct api_job *j, enum eng_finish fin, int n_prompt, int
 		rc = chunk_head(j, &b);
 		if (j->kind == API_KIND_CHAT)
 			rc = rc ? rc
-				: api_buf_printf(&b,
-						 ",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
-						 "\"finish_reason\":\"%s\"}]}\n\n",
-						 finish_name(fin));
+			        : api_buf_printf(
+			              &b,
+			              ",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,"
+			              "\"finish_reason\":\"%s\"}]}\n\n",
+			              finish_name(fin));
 		else
 			rc = rc ? rc
-				: api_buf_printf(&b,
-						 ",\"choices\":[{\"text\":\"\",\"index\":0,\"logprobs\":null,"
-						 "\"finish_reason\":\"%s\"}]}\n\n",
-						 finish_name(fin));
+			        : api_buf_printf(
+			              &b,
+			              ",\"choices\":[{\"text\":\"\",\"index\":0,\"logprobs\":null,"
+			              "\"finish_reason\":\"%s\"}]}\n\n",
+			              finish_name(fin));
 		if (j->include_usage) {
 			rc = rc ? rc : chunk_head(j, &b);
 			rc = rc ? rc
-				: api_buf_printf(&b,
-						 ",\"choices\":[],\"usage\":{\"prompt_tokens\":%d,"
-						 "\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n",
-						 n_prompt, n_completion, n_prompt + n_completion);
+			        : api_buf_printf(
+			              &b,
+			              ",\"choices\":[],\"usage\":{\"prompt_tokens\":%d,"
+			              "\"completion_tokens\":%d,\"total_tokens\":%d}}\n\n",
+			              n_prompt, n_completion, n_prompt + n_completion);
 		}
 	}
 	rc = rc ? rc : api_buf_printf(&b, "data: [DONE]\n\n");
@@ -349,41 +364,41 @@ static void reply_full(struct api_job *j, enum eng_finish fin, int n_prompt, int
 		struct api_err e;
 		if (fin == ENG_FINISH_CANCELLED)
 			api_err_set(&e, 503, "server_error", NULL, NULL,
-				    "The request was cancelled (the server is shutting down).");
+			            "The request was cancelled (the server is shutting down).");
 		else
 			api_err_set(&e, 500, "server_error", NULL, NULL, "Generation failed: %s",
-				    j->errmsg[0] ? j->errmsg : ml_strerror(j->err));
+			            j->errmsg[0] ? j->errmsg : ml_strerror(j->err));
 		send_error(req, &e, NULL);
 		return;
 	}
 	struct api_buf b = {0};
 	const char *text = j->text.data ? j->text.data : "";
 	size_t len = j->text.len;
-	int rc = api_buf_printf(&b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":",
-				j->cmpl_id,
-				j->kind == API_KIND_CHAT ? "chat.completion" : "text_completion",
-				j->created);
+	int rc = api_buf_printf(
+	    &b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", j->cmpl_id,
+	    j->kind == API_KIND_CHAT ? "chat.completion" : "text_completion", j->created);
 	rc = rc ? rc : api_buf_append(&b, j->srv->model_json.data, j->srv->model_json.len);
 	if (j->kind == API_KIND_CHAT) {
 		rc = rc ? rc
-			: api_buf_printf(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-					     "\"assistant\",\"content\":");
+		        : api_buf_printf(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+		                             "\"assistant\",\"content\":");
 		rc = rc ? rc : api_buf_json_str(&b, text, len);
 		rc = rc ? rc
-			: api_buf_printf(&b, "},\"logprobs\":null,\"finish_reason\":\"%s\"}]",
-					 finish_name(fin));
+		        : api_buf_printf(&b, "},\"logprobs\":null,\"finish_reason\":\"%s\"}]",
+		                         finish_name(fin));
 	} else {
 		rc = rc ? rc : api_buf_printf(&b, ",\"choices\":[{\"text\":");
 		rc = rc ? rc : api_buf_json_str(&b, text, len);
 		rc = rc ? rc
-			: api_buf_printf(&b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":\"%s\"}]",
-					 finish_name(fin));
+		        : api_buf_printf(
+		              &b, ",\"index\":0,\"logprobs\":null,\"finish_reason\":\"%s\"}]",
+		              finish_name(fin));
 	}
 	rc = rc ? rc
-		: api_buf_printf(&b,
-				 ",\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
-				 "\"total_tokens\":%d}}",
-				 n_prompt, n_completion, n_prompt + n_completion);
+	        : api_buf_printf(&b,
+	                         ",\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+	                         "\"total_tokens\":%d}}",
+	                         n_prompt, n_completion, n_prompt + n_completion);
 	if (rc)
 		api_buf_free(&b);
 	send_buf(req, &b);
@@ -439,7 +454,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 static void make_id(struct api_server *s, const char *prefix, char *out, size_t cap)
 {
-	static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	static const char alnum[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 	size_t n = (size_t)snprintf(out, cap, "%s", prefix);
 	while (n + 1 < cap && n < strlen(prefix) + 24)
 		out[n++] = alnum[ml_rng_next(&s->rng) % (sizeof(alnum) - 1)];
@@ -447,7 +463,7 @@ static void make_id(struct api_server *s, const char *prefix, char *out, size_t 
 }
 
 static void handle_generate(struct api_server *s, struct evhttp_request *req, enum api_kind kind,
-			    const char *body, size_t len)
+                            const char *body, size_t len)
 {
 	struct api_err e;
 	struct api_req r;
@@ -462,14 +478,14 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	}
 	if (r.model && strcmp(r.model, s->model_id) != 0) {
 		api_err_set(&e, 404, NULL, "model", "model_not_found",
-			    "The model '%.200s' does not exist. This server serves '%.200s'.",
-			    r.model, s->model_id);
+		            "The model '%.200s' does not exist. This server serves '%.200s'.",
+		            r.model, s->model_id);
 		send_error(req, &e, NULL);
 		goto out;
 	}
 	if (!s->be) {
 		api_err_set(&e, 503, "server_error", NULL, "model_loading",
-			    "The model is still loading; retry shortly.");
+		            "The model is still loading; retry shortly.");
 		send_error(req, &e, "5");
 		goto out;
 	}
@@ -491,22 +507,22 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	if (rc) {
 		if (rc == ML_ERR_INVALID || rc == ML_ERR_FORMAT)
 			api_err_set(&e, 400, NULL, kind == API_KIND_CHAT ? "messages" : "prompt",
-				    NULL, "The prompt could not be built: %s",
-				    ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+			            NULL, "The prompt could not be built: %s",
+			            ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		else
 			api_err_set(&e, 500, "server_error", NULL, NULL,
-				    "The prompt could not be built: %s",
-				    ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+			            "The prompt could not be built: %s",
+			            ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		send_error(req, &e, NULL);
 		goto out;
 	}
 	int n_ctx = be->ops->n_ctx(be->ctx);
 	if (n_ids + 1 > n_ctx) {
 		api_err_set(&e, 400, NULL, kind == API_KIND_CHAT ? "messages" : "prompt",
-			    "context_length_exceeded",
-			    "This model's maximum context length is %d tokens, but the prompt has "
-			    "%d tokens (and at least 1 more is needed to generate).",
-			    n_ctx, n_ids);
+		            "context_length_exceeded",
+		            "This model's maximum context length is %d tokens, but the prompt has "
+		            "%d tokens (and at least 1 more is needed to generate).",
+		            n_ctx, n_ids);
 		send_error(req, &e, NULL);
 		goto out;
 	}
@@ -538,16 +554,17 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	rc = be->ops->submit(be->ctx, &er, on_eng_event, j, &j->id);
 	if (rc) {
 		if (rc == ML_ERR_BUSY)
-			api_err_set(&e, 503, "server_error", NULL, "server_busy",
-				    "All slots are busy and the wait queue is full; retry shortly.");
+			api_err_set(
+			    &e, 503, "server_error", NULL, "server_busy",
+			    "All slots are busy and the wait queue is full; retry shortly.");
 		else if (rc == ML_ERR_RANGE)
 			api_err_set(&e, 400, NULL, kind == API_KIND_CHAT ? "messages" : "prompt",
-				    "context_length_exceeded", "%s",
-				    ml_last_error()[0] ? ml_last_error()
-						       : "The prompt does not fit in the context.");
+			            "context_length_exceeded", "%s",
+			            ml_last_error()[0] ? ml_last_error()
+			                               : "The prompt does not fit in the context.");
 		else
 			api_err_set(&e, 500, "server_error", NULL, NULL, "Submitting failed: %s",
-				    ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+			            ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		send_error(req, &e, rc == ML_ERR_BUSY ? "1" : NULL);
 		job_free(j);
 		j = NULL;
@@ -562,7 +579,7 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	j->req = req;
 	j->evcon = evhttp_request_get_connection(req);
 	ML_DEBUG("api: %s: %d prompt tokens, max_tokens %d, stream %d", j->cmpl_id, n_ids,
-		 r.max_tokens, r.stream);
+	         r.max_tokens, r.stream);
 	if (j->evcon) {
 		evhttp_connection_set_closecb(j->evcon, on_conn_close, j);
 		struct bufferevent *bev = evhttp_connection_get_bufferevent(j->evcon);
@@ -586,7 +603,7 @@ out:
 }
 
 static void handle_template(struct api_server *s, struct evhttp_request *req, const char *body,
-			    size_t len)
+                            size_t len)
 {
 	struct api_err e;
 	struct api_req r;
@@ -597,7 +614,7 @@ static void handle_template(struct api_server *s, struct evhttp_request *req, co
 	}
 	if (!s->be) {
 		api_err_set(&e, 503, "server_error", NULL, "model_loading",
-			    "The model is still loading; retry shortly.");
+		            "The model is still loading; retry shortly.");
 		send_error(req, &e, "5");
 		api_req_clear(&r);
 		return;
@@ -615,8 +632,8 @@ static void handle_template(struct api_server *s, struct evhttp_request *req, co
 	}
 	if (rc) {
 		api_err_set(&e, rc == ML_ERR_NOMEM ? 500 : 400, NULL, "messages", NULL,
-			    "The prompt could not be built: %s",
-			    ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		            "The prompt could not be built: %s",
+		            ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		send_error(req, &e, NULL);
 	} else {
 		struct api_buf b = {0};
@@ -642,17 +659,22 @@ static void model_object(struct api_server *s, struct api_buf *b)
 	api_buf_printf(b, "{\"id\":");
 	api_buf_append(b, s->model_json.data, s->model_json.len);
 	api_buf_printf(b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"mesh-llm\"}",
-		       s->created);
+	               s->created);
 }
 
 static enum api_method method_of(struct evhttp_request *req)
 {
 	switch (evhttp_request_get_command(req)) {
-	case EVHTTP_REQ_GET: return API_GET;
-	case EVHTTP_REQ_HEAD: return API_HEAD;
-	case EVHTTP_REQ_POST: return API_POST;
-	case EVHTTP_REQ_OPTIONS: return API_OPTIONS;
-	default: return API_OTHER;
+	case EVHTTP_REQ_GET:
+		return API_GET;
+	case EVHTTP_REQ_HEAD:
+		return API_HEAD;
+	case EVHTTP_REQ_POST:
+		return API_POST;
+	case EVHTTP_REQ_OPTIONS:
+		return API_OPTIONS;
+	default:
+		return API_OTHER;
 	}
 }
 
@@ -672,14 +694,14 @@ static void on_request(struct evhttp_request *req, void *arg)
 	enum api_route route = api_route_match(path, m, &method_ok, &allow, &arg_id);
 	if (route == API_ROUTE_NONE) {
 		api_err_set(&e, 404, NULL, NULL, "not_found", "Unknown path '%.200s'.",
-			    path ? path : "");
+		            path ? path : "");
 		send_error(req, &e, NULL);
 		return;
 	}
 	if (!method_ok) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
 		api_err_set(&e, 405, NULL, NULL, "method_not_allowed",
-			    "Method not allowed for '%.200s'; allowed: %s.", path, allow);
+		            "Method not allowed for '%.200s'; allowed: %s.", path, allow);
 		send_error(req, &e, NULL);
 		return;
 	}
@@ -688,20 +710,19 @@ static void on_request(struct evhttp_request *req, void *arg)
 		evhttp_add_header(h, "Allow", allow);
 		evhttp_add_header(h, "Access-Control-Allow-Origin", "*");
 		evhttp_add_header(h, "Access-Control-Allow-Methods", allow);
-		evhttp_add_header(h, "Access-Control-Allow-Headers",
-				  "Authorization, Content-Type");
+		evhttp_add_header(h, "Access-Control-Allow-Headers", "Authorization, Content-Type");
 		evhttp_send_reply(req, 204, "No Content", NULL);
 		return;
 	}
 	if (s->api_key && api_route_needs_auth(route)) {
 		const char *auth =
-			evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+		    evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
 		if (!api_auth_ok(auth, s->api_key)) {
 			evhttp_add_header(evhttp_request_get_output_headers(req),
-					  "WWW-Authenticate", "Bearer");
+			                  "WWW-Authenticate", "Bearer");
 			api_err_set(&e, 401, "invalid_request_error", NULL, "invalid_api_key",
-				    auth ? "Incorrect API key provided."
-					 : "Missing API key: send 'Authorization: Bearer <key>'.");
+			            auth ? "Incorrect API key provided."
+			                 : "Missing API key: send 'Authorization: Bearer <key>'.");
 			send_error(req, &e, NULL);
 			return;
 		}
@@ -715,7 +736,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 			send_body(req, 200, "OK", ok, sizeof(ok) - 1);
 		} else {
 			static const char loading[] = "{\"status\":\"loading\"}";
-			evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "5");
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+			                  "5");
 			send_body(req, 503, reason_of(503), loading, sizeof(loading) - 1);
 		}
 		return;
@@ -732,7 +754,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 		free(id);
 		if (!same) {
 			api_err_set(&e, 404, NULL, "model", "model_not_found",
-				    "The model '%.200s' does not exist.", arg_id);
+			            "The model '%.200s' does not exist.", arg_id);
 			send_error(req, &e, NULL);
 			return;
 		}
@@ -756,8 +778,9 @@ static void on_request(struct evhttp_request *req, void *arg)
 	if (route == API_ROUTE_TEMPLATE)
 		handle_template(s, req, body, len);
 	else
-		handle_generate(s, req, route == API_ROUTE_CHAT ? API_KIND_CHAT : API_KIND_COMPLETION,
-				body, len);
+		handle_generate(s, req,
+		                route == API_ROUTE_CHAT ? API_KIND_CHAT : API_KIND_COMPLETION, body,
+		                len);
 }
 
 /* ---- server ------------------------------------------------------------------ */
@@ -765,13 +788,13 @@ static void on_request(struct evhttp_request *req, void *arg)
 struct api_params api_default_params(void)
 {
 	return (struct api_params){
-		.host = "127.0.0.1",
-		.port = 9337,
-		.api_key = NULL,
-		.model_id = "model",
-		.max_body = 4u << 20,
-		.max_headers = 16u << 10,
-		.timeout_s = 60,
+	    .host = "127.0.0.1",
+	    .port = 9337,
+	    .api_key = NULL,
+	    .model_id = "model",
+	    .max_body = 4u << 20,
+	    .max_headers = 16u << 10,
+	    .timeout_s = 60,
 	};
 }
 
@@ -808,18 +831,18 @@ int api_server_init(struct api_server **out, struct event_base *base, const stru
 		goto fail;
 	evhttp_set_max_body_size(s->http, (ev_ssize_t)(p->max_body ? p->max_body : 4u << 20));
 	evhttp_set_max_headers_size(s->http,
-				    (ev_ssize_t)(p->max_headers ? p->max_headers : 16u << 10));
+	                            (ev_ssize_t)(p->max_headers ? p->max_headers : 16u << 10));
 	evhttp_set_timeout(s->http, p->timeout_s > 0 ? p->timeout_s : 60);
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-						    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-						    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-						    EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	                                        EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(s->http, on_request, s);
 	const char *host = p->host ? p->host : "127.0.0.1";
 	s->sock = evhttp_bind_socket_with_handle(s->http, host, (ev_uint16_t)p->port);
 	if (!s->sock) {
 		rc = ml_error(ML_ERR_IO, "api: cannot listen on %s:%d: %s", host, p->port,
-			      strerror(errno));
+		              strerror(errno));
 		goto fail;
 	}
 	struct sockaddr_storage ss;

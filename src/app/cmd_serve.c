@@ -49,36 +49,36 @@ struct serve {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: mesh-llm [OPTIONS]\n"
-		"       mesh-llm COMMAND [ARGS]\n"
-		"\n"
-		"Serves a GGUF model through an OpenAI-compatible API on localhost.\n"
-		"\n"
-		"options:\n"
-		"  --model PATH      GGUF model file (default: models/" DEFAULT_MODEL
-		" next to the binary's\n"
-		"                    ../ or the current directory, when present)\n"
-		"  --port PORT       API port (default: 9337; 0 picks a free one)\n"
-		"  --ctx-size N      context tokens per request slot (default: min(4096, trained))\n"
-		"  --parallel N      requests generated at once (default: 4)\n"
-		"  --threads N       compute threads (default: all cores)\n"
-		"  --queue N         requests that may wait for a slot before the API answers\n"
-		"                    503 busy (default: 16; 0: none wait)\n"
-		"  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
-		"  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
-		"  -h, --help        show this help\n"
-		"\n"
-		"commands:\n"
-		"  gguf-info FILE    print a GGUF file's metadata and tensor table\n"
-		"  tokenize          print the token ids of a text\n"
-		"  generate          generate text from a prompt\n"
-		"  bench             measure prompt and generation speed\n"
-		"\n"
-		"`mesh-llm COMMAND --help` describes each command.\n"
-		"\n"
-		"endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,\n"
-		"           GET /health\n");
+	fprintf(
+	    f, "usage: mesh-llm [OPTIONS]\n"
+	       "       mesh-llm COMMAND [ARGS]\n"
+	       "\n"
+	       "Serves a GGUF model through an OpenAI-compatible API on localhost.\n"
+	       "\n"
+	       "options:\n"
+	       "  --model PATH      GGUF model file (default: models/" DEFAULT_MODEL
+	       " next to the binary's\n"
+	       "                    ../ or the current directory, when present)\n"
+	       "  --port PORT       API port (default: 9337; 0 picks a free one)\n"
+	       "  --ctx-size N      context tokens per request slot (default: min(4096, trained))\n"
+	       "  --parallel N      requests generated at once (default: 4)\n"
+	       "  --threads N       compute threads (default: all cores)\n"
+	       "  --queue N         requests that may wait for a slot before the API answers\n"
+	       "                    503 busy (default: 16; 0: none wait)\n"
+	       "  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
+	       "  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
+	       "  -h, --help        show this help\n"
+	       "\n"
+	       "commands:\n"
+	       "  gguf-info FILE    print a GGUF file's metadata and tensor table\n"
+	       "  tokenize          print the token ids of a text\n"
+	       "  generate          generate text from a prompt\n"
+	       "  bench             measure prompt and generation speed\n"
+	       "\n"
+	       "`mesh-llm COMMAND --help` describes each command.\n"
+	       "\n"
+	       "endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,\n"
+	       "           GET /health\n");
 }
 
 static int usage_error(const char *fmt, const char *a, const char *b)
@@ -136,7 +136,7 @@ static void *loader_main(void *arg)
 	sv->load_rc = rc;
 	if (rc) {
 		snprintf(sv->load_msg, sizeof(sv->load_msg), "%s",
-			 ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		         ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		e = NULL;
 	}
 	sv->eng = e;
@@ -173,14 +173,14 @@ static void on_loaded(evutil_socket_t fd, short what, void *arg)
 	int rc = api_eng_backend_init(&sv->backend, sv->eng);
 	if (rc) {
 		fprintf(stderr, "mesh-llm: cannot set up the chat template: %s\n",
-			ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		        ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		sv->exit_code = 1;
 		event_base_loopbreak(sv->base);
 		return;
 	}
 	api_server_set_backend(sv->api, api_eng_backend_get(sv->backend));
 	ML_INFO("serve: model %s loaded (context %d per slot, %d slots)", sv->model_id,
-		eng_n_ctx(sv->eng), sv->ep.n_parallel);
+	        eng_n_ctx(sv->eng), sv->ep.n_parallel);
 	print_banner(sv);
 }
 
@@ -264,9 +264,10 @@ int app_cmd_serve(int argc, char **argv)
 			return usage_error("option '%s' needs a value%s", a, "");
 		if (!parse_int(val, lo, hi, target)) {
 			char range[64];
-			snprintf(range, sizeof(range), " (expected an integer in %ld..%ld)", lo, hi);
+			snprintf(range, sizeof(range), " (expected an integer in %ld..%ld)", lo,
+			         hi);
 			fprintf(stderr, "mesh-llm: invalid value '%s' for option '%s'%s\n", val, a,
-				range);
+			        range);
 			fprintf(stderr, "Try 'mesh-llm --help'.\n");
 			return 2;
 		}
@@ -277,12 +278,12 @@ int app_cmd_serve(int argc, char **argv)
 		snprintf(sv.model_path, sizeof(sv.model_path), "%s", model);
 	} else if (!default_model(sv.model_path, sizeof(sv.model_path))) {
 		fprintf(stderr, "mesh-llm: no model given and models/" DEFAULT_MODEL
-				" not found; pass --model PATH\nTry 'mesh-llm --help'.\n");
+		                " not found; pass --model PATH\nTry 'mesh-llm --help'.\n");
 		return 2;
 	}
 	if (!file_exists(sv.model_path)) {
 		fprintf(stderr, "mesh-llm: cannot read model '%s': %s\n", sv.model_path,
-			strerror(errno));
+		        strerror(errno));
 		return 1;
 	}
 	sv.ep.model_path = sv.model_path;
@@ -303,7 +304,8 @@ int app_cmd_serve(int argc, char **argv)
 	int rc = api_server_init(&sv.api, sv.base, &ap);
 	struct event *sigint = NULL, *sigterm = NULL;
 	if (rc) {
-		fprintf(stderr, "mesh-llm: %s\n", ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		fprintf(stderr, "mesh-llm: %s\n",
+		        ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		sv.exit_code = 1;
 		goto out;
 	}

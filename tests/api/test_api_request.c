@@ -13,13 +13,13 @@
 #include "base/ml_err.h"
 
 static const char full_chat[] =
-	"{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"be brief\"},"
-	"{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"he\"},{\"type\":\"text\","
-	"\"text\":\"llo\"}]},{\"role\":\"assistant\",\"content\":null}],"
-	"\"max_completion_tokens\":7,\"max_tokens\":99,\"temperature\":0,\"top_p\":0.5,"
-	"\"top_k\":3,\"min_p\":0.2,\"frequency_penalty\":0.5,\"presence_penalty\":-0.5,"
-	"\"seed\":1234,\"stop\":[\"x\",\"\",\"yz\"],\"stream\":true,"
-	"\"stream_options\":{\"include_usage\":true},\"tools\":[],\"user\":\"u\"}";
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"be brief\"},"
+    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"he\"},{\"type\":\"text\","
+    "\"text\":\"llo\"}]},{\"role\":\"assistant\",\"content\":null}],"
+    "\"max_completion_tokens\":7,\"max_tokens\":99,\"temperature\":0,\"top_p\":0.5,"
+    "\"top_k\":3,\"min_p\":0.2,\"frequency_penalty\":0.5,\"presence_penalty\":-0.5,"
+    "\"seed\":1234,\"stop\":[\"x\",\"\",\"yz\"],\"stream\":true,"
+    "\"stream_options\":{\"include_usage\":true},\"tools\":[],\"user\":\"u\"}";
 
 static void test_parse_chat_all_fields(void **state)
 {
@@ -95,8 +95,8 @@ static void test_error_json(void **state)
 	api_err_set(&e, 400, NULL, "stop", "invalid_value", "bad \"quote\"\n");
 	char *j = api_err_json(&e);
 	assert_string_equal(j, "{\"error\":{\"message\":\"bad \\\"quote\\\"\\n\",\"type\":"
-			       "\"invalid_request_error\",\"param\":\"stop\",\"code\":"
-			       "\"invalid_value\"}}");
+	                       "\"invalid_request_error\",\"param\":\"stop\",\"code\":"
+	                       "\"invalid_value\"}}");
 	free(j);
 	api_err_set(&e, 500, "server_error", NULL, NULL, "x");
 	j = api_err_json(&e);
@@ -122,25 +122,25 @@ static void test_routes(void **state)
 	const char *allow, *arg;
 	(void)state;
 	assert_int_equal(api_route_match("/v1/chat/completions", API_POST, &ok, &allow, &arg),
-			 API_ROUTE_CHAT);
+	                 API_ROUTE_CHAT);
 	assert_true(ok);
 	assert_int_equal(api_route_match("/v1/chat/completions/", API_POST, &ok, &allow, &arg),
-			 API_ROUTE_CHAT);
+	                 API_ROUTE_CHAT);
 	assert_int_equal(api_route_match("/v1/chat/completions", API_GET, &ok, &allow, &arg),
-			 API_ROUTE_CHAT);
+	                 API_ROUTE_CHAT);
 	assert_false(ok);
 	assert_string_equal(allow, "POST, OPTIONS");
 	assert_int_equal(api_route_match("/v1/models/abc", API_GET, &ok, &allow, &arg),
-			 API_ROUTE_MODEL);
+	                 API_ROUTE_MODEL);
 	assert_string_equal(arg, "abc");
 	assert_int_equal(api_route_match("/v1/models/", API_GET, &ok, &allow, &arg),
-			 API_ROUTE_MODELS);
+	                 API_ROUTE_MODELS);
 	assert_int_equal(api_route_match("/health", API_HEAD, &ok, &allow, &arg), API_ROUTE_HEALTH);
 	assert_true(ok);
 	assert_int_equal(api_route_match("/", API_GET, &ok, &allow, &arg), API_ROUTE_NONE);
 	assert_int_equal(api_route_match(NULL, API_GET, &ok, &allow, &arg), API_ROUTE_NONE);
 	assert_int_equal(api_route_match("/v1/completionsX", API_POST, &ok, &allow, &arg),
-			 API_ROUTE_NONE);
+	                 API_ROUTE_NONE);
 	assert_false(api_route_needs_auth(API_ROUTE_HEALTH));
 	assert_true(api_route_needs_auth(API_ROUTE_MODELS));
 }
@@ -172,14 +172,14 @@ static void test_escape(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_chat_all_fields),
-		cmocka_unit_test(test_parse_defaults),
-		cmocka_unit_test(test_parse_every_truncation),
-		cmocka_unit_test(test_error_json),
-		cmocka_unit_test(test_json_position),
-		cmocka_unit_test(test_routes),
-		cmocka_unit_test(test_auth),
-		cmocka_unit_test(test_escape),
+	    cmocka_unit_test(test_parse_chat_all_fields),
+	    cmocka_unit_test(test_parse_defaults),
+	    cmocka_unit_test(test_parse_every_truncation),
+	    cmocka_unit_test(test_error_json),
+	    cmocka_unit_test(test_json_position),
+	    cmocka_unit_test(test_routes),
+	    cmocka_unit_test(test_auth),
+	    cmocka_unit_test(test_escape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

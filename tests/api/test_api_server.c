@@ -54,13 +54,21 @@ static void *fake_run(void *arg)
 	for (i = 0; i < j->n_tokens && !atomic_load(&j->cancel); i++) {
 		char piece[32];
 		int n = snprintf(piece, sizeof(piece), "%sw%d", i ? " " : "", i);
-		struct eng_event ev = {.id = j->id, .text = piece, .len = (size_t)n, .token = i,
-				       .n_prompt = j->n_prompt, .n_completion = i + 1};
+		struct eng_event ev = {.id = j->id,
+		                       .text = piece,
+		                       .len = (size_t)n,
+		                       .token = i,
+		                       .n_prompt = j->n_prompt,
+		                       .n_completion = i + 1};
 		j->cb(&ev, j->user);
 		usleep((useconds_t)j->delay_us);
 	}
-	struct eng_event fin = {.id = j->id, .text = "", .len = 0, .token = -1,
-				.n_prompt = j->n_prompt, .n_completion = i};
+	struct eng_event fin = {.id = j->id,
+	                        .text = "",
+	                        .len = 0,
+	                        .token = -1,
+	                        .n_prompt = j->n_prompt,
+	                        .n_completion = i};
 	fin.finish = atomic_load(&j->cancel) ? ENG_FINISH_CANCELLED : ENG_FINISH_LENGTH;
 	pthread_mutex_lock(&fake_mu);
 	for (struct fake_job **p = &fake_jobs; *p; p = &(*p)->next)
@@ -76,7 +84,7 @@ static void *fake_run(void *arg)
 }
 
 static int fake_chat_prompt(void *ctx, const struct tok_chat_msg *msgs, size_t n, int32_t **ids,
-			    int *n_ids, char **text)
+                            int *n_ids, char **text)
 {
 	size_t len = 0;
 	for (size_t i = 0; i < n; i++)
@@ -112,7 +120,7 @@ static int fake_text_prompt(void *ctx, const char *text, size_t len, int32_t **i
 }
 
 static int fake_submit(void *ctx, const struct eng_request *r, eng_event_fn cb, void *user,
-		       uint64_t *id)
+                       uint64_t *id)
 {
 	bool slow = false, busy = false;
 	/* the prompt ids are the bytes of the rendered text */
@@ -159,7 +167,7 @@ static int fake_n_ctx(void *ctx)
 }
 
 static const struct api_backend_ops fake_ops = {fake_chat_prompt, fake_text_prompt, fake_submit,
-						fake_cancel, fake_n_ctx};
+                                                fake_cancel, fake_n_ctx};
 static const struct api_backend fake_backend = {&fake_ops, NULL};
 
 /* ---- server on a loop thread ------------------------------------------- */
@@ -246,15 +254,15 @@ static void send_all(int fd, const char *p, size_t n)
 /* Sends a request with Connection: close and reads the whole response.
  * Returns the status; *resp is malloc'd (headers + body). */
 static int http(int port, const char *method, const char *path, const char *extra_headers,
-		const char *body, char **resp)
+                const char *body, char **resp)
 {
 	int fd = connect_to(port);
 	size_t blen = body ? strlen(body) : 0;
 	size_t hcap = 1024 + (extra_headers ? strlen(extra_headers) : 0);
 	char *head = malloc(hcap);
 	snprintf(head, hcap,
-		 "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
-		 method, path, extra_headers ? extra_headers : "", blen);
+	         "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
+	         method, path, extra_headers ? extra_headers : "", blen);
 	send_all(fd, head, strlen(head));
 	free(head);
 	if (blen)
@@ -285,7 +293,8 @@ static int count(const char *hay, const char *needle)
 	return n;
 }
 
-#define CHAT(extra) "{\"model\":\"fake-model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]" extra "}"
+#define CHAT(extra)                                                                                \
+	"{\"model\":\"fake-model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]" extra "}"
 
 /* ---- tests ------------------------------------------------------------------ */
 
@@ -332,17 +341,19 @@ static void test_chat_full(void **state)
 	struct srv s;
 	char *r;
 	srv_start(&s, NULL, true);
-	assert_int_equal(http(s.port, "POST", "/v1/chat/completions", NULL,
-			      CHAT(",\"max_tokens\":3"), &r), 200);
+	assert_int_equal(
+	    http(s.port, "POST", "/v1/chat/completions", NULL, CHAT(",\"max_tokens\":3"), &r), 200);
 	assert_non_null(strstr(r, "\"object\":\"chat.completion\""));
 	assert_non_null(strstr(r, "\"content\":\"w0 w1 w2\""));
 	assert_non_null(strstr(r, "\"finish_reason\":\"length\""));
 	/* prompt "user: hi\n" = 9 bytes = 9 fake tokens */
-	assert_non_null(strstr(r, "\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12"));
+	assert_non_null(
+	    strstr(r, "\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12"));
 	assert_non_null(strstr(r, "\"id\":\"chatcmpl-"));
 	free(r);
 	assert_int_equal(http(s.port, "POST", "/v1/completions", NULL,
-			      "{\"prompt\":\"abc\",\"max_tokens\":2}", &r), 200);
+	                      "{\"prompt\":\"abc\",\"max_tokens\":2}", &r),
+	                 200);
 	assert_non_null(strstr(r, "\"object\":\"text_completion\""));
 	assert_non_null(strstr(r, "\"text\":\"w0 w1\""));
 	free(r);
@@ -358,23 +369,25 @@ static void test_chat_stream(void **state)
 	char *r;
 	srv_start(&s, NULL, true);
 	assert_int_equal(http(s.port, "POST", "/v1/chat/completions", NULL,
-			      CHAT(",\"max_tokens\":5,\"stream\":true,"
-				   "\"stream_options\":{\"include_usage\":true}"),
-			      &r),
-			 200);
+	                      CHAT(",\"max_tokens\":5,\"stream\":true,"
+	                           "\"stream_options\":{\"include_usage\":true}"),
+	                      &r),
+	                 200);
 	assert_non_null(strstr(r, "text/event-stream"));
 	assert_non_null(strstr(r, "Transfer-Encoding: chunked"));
 	assert_int_equal(count(r, "\"role\":\"assistant\""), 1);
 	assert_int_equal(count(r, "\"content\":\"w"), 1);
 	assert_int_equal(count(r, "\"content\":\" w"), 4);
 	assert_int_equal(count(r, "\"finish_reason\":\"length\""), 1);
-	assert_non_null(strstr(r, "\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5"));
+	assert_non_null(
+	    strstr(r, "\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5"));
 	assert_int_equal(count(r, "data: [DONE]\n\n"), 1);
 	/* [DONE] comes last */
 	assert_null(strstr(strstr(r, "data: [DONE]"), "chat.completion.chunk"));
 	free(r);
 	assert_int_equal(http(s.port, "POST", "/v1/completions", NULL,
-			      "{\"prompt\":\"abc\",\"max_tokens\":2,\"stream\":true}", &r), 200);
+	                      "{\"prompt\":\"abc\",\"max_tokens\":2,\"stream\":true}", &r),
+	                 200);
 	assert_int_equal(count(r, "\"object\":\"text_completion\""), 3);
 	assert_null(strstr(r, "usage"));
 	free(r);
@@ -390,53 +403,54 @@ struct err_case {
 static void test_errors(void **state)
 {
 	static const struct err_case cases[] = {
-		{"POST", "/v1/chat/completions", NULL, "{\"messages\": [", 400, "line 1"},
-		{"POST", "/v1/chat/completions", NULL, "", 400, "invalid_json"},
-		{"POST", "/v1/chat/completions", NULL, "[1,2]", 400, "must be a JSON object"},
-		{"POST", "/v1/chat/completions", NULL, "{\"model\":\"fake-model\"}", 400,
-		 "\"param\":\"messages\""},
-		{"POST", "/v1/chat/completions", NULL, "{\"messages\":\"hi\"}", 400,
-		 "\"param\":\"messages\""},
-		{"POST", "/v1/chat/completions", NULL, "{\"messages\":[]}", 400, "empty"},
-		{"POST", "/v1/chat/completions", NULL, "{\"messages\":[{\"role\":\"user\"}]}", 400,
-		 "messages[0].content"},
-		{"POST", "/v1/chat/completions", NULL,
-		 "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400, "messages[0].role"},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"temperature\":\"hot\""), 400,
-		 "\"param\":\"temperature\""},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"temperature\":7"), 400,
-		 "between 0 and 2"},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"max_tokens\":1.5"), 400,
-		 "\"param\":\"max_tokens\""},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"max_tokens\":0"), 400,
-		 "\"param\":\"max_tokens\""},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]"),
-		 400, "\"param\":\"stop\""},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"stop\":5"), 400, "\"param\":\"stop\""},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"stream\":\"yes\""), 400,
-		 "\"param\":\"stream\""},
-		{"POST", "/v1/chat/completions", NULL, CHAT(",\"n\":2"), 400, "\"param\":\"n\""},
-		{"POST", "/v1/chat/completions", NULL,
-		 "{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 404,
-		 "model_not_found"},
-		{"POST", "/v1/chat/completions", NULL,
-		 "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
-		 "unsupported_content"},
-		{"POST", "/v1/chat/completions", NULL,
-		 "{\"messages\":[{\"role\":\"user\",\"content\":\"bad template\"}]}", 400,
-		 "template says no"},
-		{"POST", "/v1/chat/completions", NULL,
-		 "{\"messages\":[{\"role\":\"user\",\"content\":\"busy\"}]}", 503, "Retry-After: 1"},
-		{"POST", "/v1/completions", NULL, "{\"prompt\":7}", 400, "\"param\":\"prompt\""},
-		{"POST", "/v1/completions", NULL, "{}", 400, "\"param\":\"prompt\""},
-		{"POST", "/v1/chat/completions", NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}",
-		 400, "invalid_json"},
-		{"POST", "/v1/chat/completions", NULL, "{\"a\":1,\"a\":2,\"messages\":[]}", 400, "duplicate"},
-		{"GET", "/v1/chat/completions", NULL, NULL, 405, "Allow: POST"},
-		{"DELETE", "/v1/models", NULL, NULL, 405, "method_not_allowed"},
-		{"GET", "/nope", NULL, NULL, 404, "\"code\":\"not_found\""},
-		{"GET", "/v1/nope", NULL, NULL, 404, "\"error\""},
-		{"OPTIONS", "/v1/chat/completions", NULL, NULL, 204, "Access-Control-Allow-Methods"},
+	    {"POST", "/v1/chat/completions", NULL, "{\"messages\": [", 400, "line 1"},
+	    {"POST", "/v1/chat/completions", NULL, "", 400, "invalid_json"},
+	    {"POST", "/v1/chat/completions", NULL, "[1,2]", 400, "must be a JSON object"},
+	    {"POST", "/v1/chat/completions", NULL, "{\"model\":\"fake-model\"}", 400,
+	     "\"param\":\"messages\""},
+	    {"POST", "/v1/chat/completions", NULL, "{\"messages\":\"hi\"}", 400,
+	     "\"param\":\"messages\""},
+	    {"POST", "/v1/chat/completions", NULL, "{\"messages\":[]}", 400, "empty"},
+	    {"POST", "/v1/chat/completions", NULL, "{\"messages\":[{\"role\":\"user\"}]}", 400,
+	     "messages[0].content"},
+	    {"POST", "/v1/chat/completions", NULL,
+	     "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400, "messages[0].role"},
+	    {"POST", "/v1/chat/completions", NULL, CHAT(",\"temperature\":\"hot\""), 400,
+	     "\"param\":\"temperature\""},
+	    {"POST", "/v1/chat/completions", NULL, CHAT(",\"temperature\":7"), 400,
+	     "between 0 and 2"},
+	    {"POST", "/v1/chat/completions", NULL, CHAT(",\"max_tokens\":1.5"), 400,
+	     "\"param\":\"max_tokens\""},
+	    {"POST", "/v1/chat/completions", NULL, CHAT(",\"max_tokens\":0"), 400,
+	     "\"param\":\"max_tokens\""},
+	    {"POST", "/v1/chat/completions", NULL,
+	     CHAT(",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]"), 400, "\"param\":\"stop\""},
+	    {"POST", "/v1/chat/completions", NULL, CHAT(",\"stop\":5"), 400, "\"param\":\"stop\""},
+	    {"POST", "/v1/chat/completions", NULL, CHAT(",\"stream\":\"yes\""), 400,
+	     "\"param\":\"stream\""},
+	    {"POST", "/v1/chat/completions", NULL, CHAT(",\"n\":2"), 400, "\"param\":\"n\""},
+	    {"POST", "/v1/chat/completions", NULL,
+	     "{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 404,
+	     "model_not_found"},
+	    {"POST", "/v1/chat/completions", NULL,
+	     "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", 400,
+	     "unsupported_content"},
+	    {"POST", "/v1/chat/completions", NULL,
+	     "{\"messages\":[{\"role\":\"user\",\"content\":\"bad template\"}]}", 400,
+	     "template says no"},
+	    {"POST", "/v1/chat/completions", NULL,
+	     "{\"messages\":[{\"role\":\"user\",\"content\":\"busy\"}]}", 503, "Retry-After: 1"},
+	    {"POST", "/v1/completions", NULL, "{\"prompt\":7}", 400, "\"param\":\"prompt\""},
+	    {"POST", "/v1/completions", NULL, "{}", 400, "\"param\":\"prompt\""},
+	    {"POST", "/v1/chat/completions", NULL,
+	     "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", 400, "invalid_json"},
+	    {"POST", "/v1/chat/completions", NULL, "{\"a\":1,\"a\":2,\"messages\":[]}", 400,
+	     "duplicate"},
+	    {"GET", "/v1/chat/completions", NULL, NULL, 405, "Allow: POST"},
+	    {"DELETE", "/v1/models", NULL, NULL, 405, "method_not_allowed"},
+	    {"GET", "/nope", NULL, NULL, 404, "\"code\":\"not_found\""},
+	    {"GET", "/v1/nope", NULL, NULL, 404, "\"error\""},
+	    {"OPTIONS", "/v1/chat/completions", NULL, NULL, 204, "Access-Control-Allow-Methods"},
 	};
 	struct srv s;
 	char *r;
@@ -447,13 +461,14 @@ static void test_errors(void **state)
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		int st = http(s.port, c->method, c->path, c->headers, c->body, &r);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
-		double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+		double dt =
+		    (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
 		if (dt > 1.0)
 			fail_msg("case %zu (%s %s) took %.1f s", i, c->method, c->path, dt);
 		if (st != c->status || !strstr(r, c->needle))
 			fail_msg("case %zu (%s %s %s): status %d, want %d with '%s'; got:\n%s", i,
-				 c->method, c->path, c->body ? c->body : "", st, c->status,
-				 c->needle, r);
+			         c->method, c->path, c->body ? c->body : "", st, c->status,
+			         c->needle, r);
 		if (c->status >= 400 && c->status != 405 && !strstr(r, "\"type\":"))
 			fail_msg("case %zu: not an OpenAI error: %s", i, r);
 		free(r);
@@ -502,14 +517,15 @@ static void test_auth(void **state)
 	assert_int_equal(http(s.port, "GET", "/v1/models", NULL, NULL, &r), 401);
 	assert_non_null(strstr(r, "invalid_api_key"));
 	free(r);
-	assert_int_equal(http(s.port, "GET", "/v1/models", "Authorization: Bearer wrong\r\n",
-			      NULL, &r), 401);
+	assert_int_equal(
+	    http(s.port, "GET", "/v1/models", "Authorization: Bearer wrong\r\n", NULL, &r), 401);
 	free(r);
-	assert_int_equal(http(s.port, "GET", "/v1/models", "Authorization: Bearer sekret\r\n",
-			      NULL, &r), 200);
+	assert_int_equal(
+	    http(s.port, "GET", "/v1/models", "Authorization: Bearer sekret\r\n", NULL, &r), 200);
 	free(r);
 	assert_int_equal(http(s.port, "POST", "/v1/chat/completions",
-			      "Authorization: Bearer sekret\r\n", CHAT(""), &r), 200);
+	                      "Authorization: Bearer sekret\r\n", CHAT(""), &r),
+	                 200);
 	free(r);
 	assert_int_equal(http(s.port, "GET", "/health", NULL, NULL, &r), 200);
 	free(r);
@@ -523,15 +539,16 @@ static void test_disconnect_cancels(void **state)
 	for (int streaming = 0; streaming < 2; streaming++) {
 		int before = atomic_load(&fake_cancels);
 		int fd = connect_to(s.port);
-		const char *body =
-			streaming ? "{\"messages\":[{\"role\":\"user\",\"content\":\"slow\"}],"
-				    "\"max_tokens\":1000,\"stream\":true}"
-				  : "{\"messages\":[{\"role\":\"user\",\"content\":\"slow\"}],"
-				    "\"max_tokens\":1000}";
+		const char *body = streaming
+		                       ? "{\"messages\":[{\"role\":\"user\",\"content\":\"slow\"}],"
+		                         "\"max_tokens\":1000,\"stream\":true}"
+		                       : "{\"messages\":[{\"role\":\"user\",\"content\":\"slow\"}],"
+		                         "\"max_tokens\":1000}";
 		char req[512];
 		snprintf(req, sizeof(req),
-			 "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s",
-			 strlen(body), body);
+		         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+		         "%zu\r\n\r\n%s",
+		         strlen(body), body);
 		send_all(fd, req, strlen(req));
 		char buf[4096];
 		if (streaming)
@@ -582,13 +599,14 @@ static void test_concurrent_streams(void **state)
 	srv_start(&s, NULL, true);
 	enum { N = 8 };
 	int fds[N];
-	const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":20,"
-			   "\"stream\":true}";
+	const char *body =
+	    "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":20,"
+	    "\"stream\":true}";
 	char req[512];
 	snprintf(req, sizeof(req),
-		 "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-		 "Content-Length: %zu\r\n\r\n%s",
-		 strlen(body), body);
+	         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+	         "Content-Length: %zu\r\n\r\n%s",
+	         strlen(body), body);
 	for (int i = 0; i < N; i++) {
 		fds[i] = connect_to(s.port);
 		send_all(fds[i], req, strlen(req));
@@ -612,15 +630,15 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_loading_then_ready),
-		cmocka_unit_test(test_models),
-		cmocka_unit_test(test_chat_full),
-		cmocka_unit_test(test_chat_stream),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_auth),
-		cmocka_unit_test(test_disconnect_cancels),
-		cmocka_unit_test(test_slow_client),
-		cmocka_unit_test(test_concurrent_streams),
+	    cmocka_unit_test(test_loading_then_ready),
+	    cmocka_unit_test(test_models),
+	    cmocka_unit_test(test_chat_full),
+	    cmocka_unit_test(test_chat_stream),
+	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_auth),
+	    cmocka_unit_test(test_disconnect_cancels),
+	    cmocka_unit_test(test_slow_client),
+	    cmocka_unit_test(test_concurrent_streams),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
