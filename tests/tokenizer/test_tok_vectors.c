@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -790,6 +791,210 @@ static void test_random(void **state)
 	}
 }
 
+/* A tiny GGUF writer for hand-made vocabularies (metadata only). */
+struct gw {
+	char buf[8192];
+	size_t n;
+	uint64_t n_kv;
+};
+
+static void gw_raw(struct gw *w, const void *p, size_t n)
+{
+	assert_true(w->n + n <= sizeof(w->buf));
+	memcpy(w->buf + w->n, p, n);
+	w->n += n;
+}
+
+static void gw_u32(struct gw *w, uint32_t x)
+{
+	gw_raw(w, &x, 4);
+}
+
+static void gw_u64(struct gw *w, uint64_t x)
+{
+	gw_raw(w, &x, 8);
+}
+
+static void gw_s(struct gw *w, const char *s)
+{
+	gw_u64(w, strlen(s));
+	gw_raw(w, s, strlen(s));
+}
+
+static void gw_key(struct gw *w, const char *key, uint32_t type)
+{
+	gw_s(w, key);
+	gw_u32(w, type);
+	w->n_kv++;
+}
+
+static void gw_str(struct gw *w, const char *key, const char *val)
+{
+	gw_key(w, key, GGUF_TYPE_STRING);
+	gw_s(w, val);
+}
+
+static void gw_u32kv(struct gw *w, const char *key, uint32_t val)
+{
+	gw_key(w, key, GGUF_TYPE_UINT32);
+	gw_u32(w, val);
+}
+
+static void gw_strs(struct gw *w, const char *key, const char *const *v, size_t n)
+{
+	gw_key(w, key, GGUF_TYPE_ARRAY);
+	gw_u32(w, GGUF_TYPE_STRING);
+	gw_u64(w, n);
+	for (size_t i = 0; i < n; i++)
+		gw_s(w, v[i]);
+}
+
+static void gw_f32s(struct gw *w, const char *key, const float *v, size_t n)
+{
+	gw_key(w, key, GGUF_TYPE_ARRAY);
+	gw_u32(w, GGUF_TYPE_FLOAT32);
+	gw_u64(w, n);
+	gw_raw(w, v, 4 * n);
+}
+
+static void gw_i32s(struct gw *w, const char *key, const int32_t *v, size_t n)
+{
+	gw_key(w, key, GGUF_TYPE_ARRAY);
+	gw_u32(w, GGUF_TYPE_INT32);
+	gw_u64(w, n);
+	gw_raw(w, v, 4 * n);
+}
+
+/* Writes the file and loads it; returns tok_vocab_load's result. */
+static int gw_load(struct gw *w, struct tok_vocab **out)
+{
+	char path[] = "/tmp/tok_test_XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	FILE *f = fdopen(fd, "wb");
+	uint32_t v3 = 3;
+	uint64_t zero = 0;
+	fwrite("GGUF", 1, 4, f);
+	fwrite(&v3, 4, 1, f);
+	fwrite(&zero, 8, 1, f);
+	fwrite(&w->n_kv, 8, 1, f);
+	fwrite(w->buf, 1, w->n, f);
+	size_t total = 24 + w->n;
+	static const char pad[32];
+	fwrite(pad, 1, (32 - total % 32) % 32, f);
+	fclose(f);
+	struct gguf_file *gf = NULL;
+	int rc = gguf_open(&gf, path);
+	unlink(path);
+	assert_int_equal(rc, 0);
+	*out = NULL;
+	rc = tok_vocab_load(out, gf);
+	gguf_close(gf);
+	return rc;
+}
+
+static const char *const tiny_toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81" "a", "b",
+					"\xe2\x96\x81" "ab", "<0x63>", "<|im_end|>"};
+static const float tiny_scores[] = {0, 0, 0, -1, -2, -0.5f, 0, 0};
+static const int32_t tiny_types[] = {2, 3, 3, 1, 1, 1, 6, 1};
+
+/* Bad or unusual metadata gives an error or a sane fallback, never a crash. */
+static void test_bad_metadata(void **state)
+{
+	(void)state;
+	struct tok_vocab *v;
+	struct gw w;
+
+	memset(&w, 0, sizeof(w)); /* no tokenizer at all */
+	gw_str(&w, "general.architecture", "llama");
+	assert_int_equal(gw_load(&w, &v), ML_ERR_NOT_FOUND);
+
+	memset(&w, 0, sizeof(w)); /* unsupported tokenizer model */
+	gw_str(&w, "tokenizer.ggml.model", "t5");
+	gw_strs(&w, "tokenizer.ggml.tokens", tiny_toks, 8);
+	assert_int_equal(gw_load(&w, &v), ML_ERR_UNSUPPORTED);
+	assert_non_null(strstr(ml_last_error(), "t5"));
+
+	memset(&w, 0, sizeof(w)); /* unknown pre-tokenizer */
+	gw_str(&w, "tokenizer.ggml.model", "gpt2");
+	gw_str(&w, "tokenizer.ggml.pre", "no-such-pre");
+	gw_strs(&w, "tokenizer.ggml.tokens", tiny_toks, 8);
+	gw_strs(&w, "tokenizer.ggml.merges", tiny_toks, 0);
+	assert_int_equal(gw_load(&w, &v), ML_ERR_UNSUPPORTED);
+	assert_non_null(strstr(ml_last_error(), "no-such-pre"));
+
+	memset(&w, 0, sizeof(w)); /* BPE without merges */
+	gw_str(&w, "tokenizer.ggml.model", "gpt2");
+	gw_strs(&w, "tokenizer.ggml.tokens", tiny_toks, 8);
+	assert_int_equal(gw_load(&w, &v), ML_ERR_FORMAT);
+
+	memset(&w, 0, sizeof(w)); /* scores count mismatch */
+	gw_str(&w, "tokenizer.ggml.model", "llama");
+	gw_strs(&w, "tokenizer.ggml.tokens", tiny_toks, 8);
+	gw_f32s(&w, "tokenizer.ggml.scores", tiny_scores, 7);
+	assert_int_equal(gw_load(&w, &v), ML_ERR_FORMAT);
+
+	memset(&w, 0, sizeof(w)); /* token types of the wrong element type */
+	gw_str(&w, "tokenizer.ggml.model", "llama");
+	gw_strs(&w, "tokenizer.ggml.tokens", tiny_toks, 8);
+	gw_f32s(&w, "tokenizer.ggml.token_type", tiny_scores, 8);
+	assert_int_equal(gw_load(&w, &v), ML_ERR_FORMAT);
+
+	memset(&w, 0, sizeof(w)); /* empty vocab */
+	gw_str(&w, "tokenizer.ggml.model", "llama");
+	gw_strs(&w, "tokenizer.ggml.tokens", tiny_toks, 0);
+	assert_true(gw_load(&w, &v) < 0);
+
+	/* a working tiny SPM vocab; out-of-range ids fall back to defaults */
+	memset(&w, 0, sizeof(w));
+	gw_str(&w, "tokenizer.ggml.model", "llama");
+	gw_strs(&w, "tokenizer.ggml.tokens", tiny_toks, 8);
+	gw_f32s(&w, "tokenizer.ggml.scores", tiny_scores, 8);
+	gw_i32s(&w, "tokenizer.ggml.token_type", tiny_types, 8);
+	gw_u32kv(&w, "tokenizer.ggml.bos_token_id", 99);
+	gw_u32kv(&w, "tokenizer.ggml.padding_token_id", 4294967295u);
+	assert_int_equal(gw_load(&w, &v), 0);
+	assert_int_equal(tok_bos(v), 1);
+	assert_int_equal(tok_eos(v), 2);
+	assert_true(tok_is_eog(v, 7)); /* <|im_end|> by name, made CONTROL */
+	assert_true(tok_is_control(v, 7));
+	size_t n;
+	int32_t *ids = encode(v, "ab", 2, true, false, &n); /* ▁ab */
+	assert_int_equal(n, 2);
+	assert_int_equal(ids[1], 5);
+	free(ids);
+	ids = encode(v, "abcd", 4, false, false, &n); /* c: <0x63>; d: no token -> unk */
+	assert_int_equal(n, 3);
+	assert_int_equal(ids[0], 5);
+	assert_int_equal(ids[1], 6);
+	assert_int_equal(ids[2], 0);
+	free(ids);
+	char buf[16];
+	assert_int_equal(tok_piece(v, 0, false, buf, sizeof(buf)), 0); /* <unk> */
+	assert_int_equal(tok_piece(v, 0, true, buf, sizeof(buf)), 5);
+	assert_int_equal(tok_piece(v, 6, false, buf, sizeof(buf)), 1);
+	assert_int_equal(buf[0], 'c');
+	tok_vocab_free(v);
+
+	/* BPE with broken merges (no space, unknown parts): ignored */
+	static const char *const bpe_toks[] = {"a", "b", "ab", "\xc4\xa0", "<|endoftext|>"};
+	static const char *const merges[] = {"a b", "ab", "x y", "a"};
+	memset(&w, 0, sizeof(w));
+	gw_str(&w, "tokenizer.ggml.model", "gpt2");
+	gw_strs(&w, "tokenizer.ggml.tokens", bpe_toks, 5);
+	gw_strs(&w, "tokenizer.ggml.merges", merges, 4);
+	assert_int_equal(gw_load(&w, &v), 0);
+	assert_int_equal(tok_bos(v), -1); /* default 11 is out of range */
+	assert_false(tok_add_bos(v));
+	ids = encode(v, "ab ab", 5, true, false, &n);
+	assert_int_equal(n, 3);
+	assert_int_equal(ids[0], 2);
+	assert_int_equal(ids[1], 3);
+	assert_int_equal(ids[2], 2);
+	free(ids);
+	tok_vocab_free(v);
+}
+
 int main(void)
 {
 	find_shared();
@@ -803,6 +1008,7 @@ int main(void)
 		cmocka_unit_test(test_stream),
 		cmocka_unit_test(test_invalid_utf8),
 		cmocka_unit_test(test_random),
+		cmocka_unit_test(test_bad_metadata),
 		cmocka_unit_test(test_speed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
