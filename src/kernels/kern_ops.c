@@ -1,7 +1,8 @@
 /* Scalar reference versions of the forward-pass row operations (see
  * kern_ops.h). The arithmetic mirrors ggml's CPU ops where rounding is
- * visible in the logits: double accumulators for sums of squares, softmax
- * sums and attention scores, float everywhere else. */
+ * visible in the logits: double accumulators for sums of squares and
+ * softmax sums, float everywhere else (attention dot products use 8 float
+ * partial sums, as ggml's SIMD dot products do). */
 #include "kernels/kern_ops.h"
 
 #include <math.h>
@@ -93,6 +94,22 @@ void kern_add_rows(float *y, int64_t stride, const float *b, int64_t n, int64_t 
 	}
 }
 
+/* Dot product with 8 independent float accumulators: the fixed-width
+ * inner loop lets the compiler use vector registers without -ffast-math,
+ * and the order is fixed, so results do not depend on the thread split. */
+static inline float dot8(const float *a, const float *b, int n)
+{
+	float acc[8] = {0};
+	int i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			acc[j] += a[i + j] * b[i + j];
+	float tail = 0.0f;
+	for (; i < n; i++)
+		tail += a[i] * b[i];
+	return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
+}
+
 /* One (token, head) pair: scores, softmax, weighted sum of values. */
 static void attn_one(const struct kern_attn_args *a, int t, int h, float *s)
 {
@@ -104,21 +121,27 @@ static void attn_one(const struct kern_attn_args *a, int t, int h, float *s)
 	float *out = a->out + (size_t)t * (size_t)a->out_stride + (size_t)h * (size_t)hd;
 	const int n_kv = a->n_kv[t];
 
-	for (int p = 0; p < n_kv; p++) {
-		const float *kp = k + (size_t)p * (size_t)a->kv_stride;
-		double dot = 0.0;
-		for (int d = 0; d < hd; d++)
-			dot += (double)(q[d] * kp[d]);
-		s[p] = (float)dot * a->scale;
-	}
+	for (int p = 0; p < n_kv; p++)
+		s[p] = dot8(q, k + (size_t)p * (size_t)a->kv_stride, hd) * a->scale;
 	kern_softmax(s, n_kv);
-	for (int d = 0; d < hd; d++)
-		out[d] = 0.0f;
-	for (int p = 0; p < n_kv; p++) {
-		const float *vp = v + (size_t)p * (size_t)a->kv_stride;
-		const float w = s[p];
-		for (int d = 0; d < hd; d++)
-			out[d] += w * vp[d];
+	/* out = sum_p s[p] v[p], 8 dimensions at a time so the partial sums
+	 * stay in registers while the positions stream past. */
+	const size_t vs = (size_t)a->kv_stride;
+	int d0 = 0;
+	for (; d0 + 8 <= hd; d0 += 8) {
+		float acc[8] = {0};
+		const float *vp = v + d0;
+		for (int p = 0; p < n_kv; p++, vp += vs)
+			for (int j = 0; j < 8; j++)
+				acc[j] += s[p] * vp[j];
+		for (int j = 0; j < 8; j++)
+			out[d0 + j] = acc[j];
+	}
+	for (; d0 < hd; d0++) {
+		float acc = 0.0f;
+		for (int p = 0; p < n_kv; p++)
+			acc += s[p] * v[(size_t)p * vs + (size_t)d0];
+		out[d0] = acc;
 	}
 }
 
