@@ -29,13 +29,13 @@ static void kern_init_once(void)
 	g_isa_names[0] = '\0';
 #if defined(__x86_64__)
 	if (cpu->avx2 && cpu->fma && cpu->f16c) {
-		kern_dispatch_avx2(&g_dispatch);
-		strcat(g_isa_names, "avx2");
+		if (kern_dispatch_avx2(&g_dispatch) > 0)
+			strcat(g_isa_names, "avx2");
 	}
 	if (cpu->avx2 && cpu->fma && cpu->f16c && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
 	    cpu->avx512dq && cpu->avx512vnni && cpu->avx512bf16) {
-		kern_dispatch_avx512(&g_dispatch);
-		strcat(g_isa_names, " avx512");
+		if (kern_dispatch_avx512(&g_dispatch) > 0)
+			strcat(g_isa_names, g_isa_names[0] ? " avx512" : "avx512");
 	}
 #else
 	(void)cpu;

@@ -129,9 +129,10 @@ struct kern_dispatch {
 
 /* Fills |d| with the scalar kernels. */
 void kern_dispatch_generic(struct kern_dispatch *d);
-/* Override entries with SIMD versions (each file compiled for its ISA). */
-void kern_dispatch_avx2(struct kern_dispatch *d);
-void kern_dispatch_avx512(struct kern_dispatch *d);
+/* Override entries with SIMD versions (each file compiled for its ISA);
+ * return how many entries they replaced. */
+int kern_dispatch_avx2(struct kern_dispatch *d);
+int kern_dispatch_avx512(struct kern_dispatch *d);
 
 /* The dispatched activation converter for |vdt| (NULL if none). */
 kern_from_f32_fn kern_act_from_f32(enum ml_dtype vdt);

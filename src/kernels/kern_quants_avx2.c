@@ -665,7 +665,7 @@ static void vec_dot_q6_K_q8_K(int64_t n, float *s, const void *vx, const void *v
 	*s = hsum_f32_8(acc);
 }
 
-void kern_dispatch_avx2(struct kern_dispatch *d)
+int kern_dispatch_avx2(struct kern_dispatch *d)
 {
 	struct kern_type_traits *t = d->traits;
 	t[ML_DTYPE_F32].vec_dot = vec_dot_f32_f32;
@@ -692,4 +692,5 @@ void kern_dispatch_avx2(struct kern_dispatch *d)
 	d->act_from_f32[ML_DTYPE_Q8_0] = quantize_act_q8_0;
 	d->act_from_f32[ML_DTYPE_Q8_1] = quantize_act_q8_1;
 	d->act_from_f32[ML_DTYPE_Q8_K] = quantize_act_q8_K;
+	return 23;
 }
