@@ -12,6 +12,8 @@ chosen for determinism and to match what our server passes:
     template falls back to), not the current one;
   - `tools` and `documents` are left undefined rather than None.
 
+Also renders tests/tokenizer/templates/extra/*.jinja the same way.
+
 Writes, under tests/tokenizer/templates/:
   cases.json                 the conversations (for people)
   cases.txt                  the same for the C test (hex-encoded strings)
@@ -32,6 +34,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 TEMPLATES = "../shared/templates"
 OUT = "tests/tokenizer/templates"
+# our own templates: reconstructions of other families' formats and
+# feature-heavy templates that exercise the interpreter
+EXTRA = "tests/tokenizer/templates/extra"
 BOS = "<BOS>"
 EOS = "<EOS>"
 TODAY = datetime.datetime(2024, 7, 26, 12, 0, 0)
@@ -101,7 +106,9 @@ def main():
                 fp.write(f"msg {r} {c.encode('utf-8').hex()}\n")
             fp.write("end\n")
     count = 0
-    for path in sorted(glob.glob(os.path.join(TEMPLATES, "*.jinja"))):
+    paths = sorted(glob.glob(os.path.join(TEMPLATES, "*.jinja")))
+    paths += sorted(glob.glob(os.path.join(EXTRA, "*.jinja")))
+    for path in paths:
         name = os.path.basename(path)[: -len(".jinja")]
         with open(path, encoding="utf-8") as fp:
             tmpl = env.from_string(fp.read())

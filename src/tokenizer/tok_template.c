@@ -266,6 +266,29 @@ static bool u_isspace(uint32_t c)
 	       c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
+/* Non-ASCII punctuation and symbols that are common in chat text (an
+ * approximation of the Unicode categories P* and S*). */
+static bool u_ispunct(uint32_t c)
+{
+	return (c >= 0xA1 && c <= 0xBF && c != 0xAA && c != 0xB2 && c != 0xB3 && c != 0xB5 && c != 0xB9 &&
+		c != 0xBA && !(c >= 0xBC && c <= 0xBE)) ||
+	       c == 0xD7 || c == 0xF7 || (c >= 0x2000 && c <= 0x2BFF) || (c >= 0x3000 && c <= 0x303F) ||
+	       (c >= 0xFE30 && c <= 0xFE4F) || (c >= 0xFF01 && c <= 0xFF0F) || (c >= 0x1F000 && c <= 0x1FAFF);
+}
+
+/* Python's str.isprintable() for the characters chat text carries:
+ * separators other than ' ' and format characters are not printable. */
+static bool u_isprintable(uint32_t c)
+{
+	if (c < 0x20 || (c >= 0x7F && c < 0xA0))
+		return false;
+	if (c == 0xA0 || c == 0xAD || c == 0x1680 || (c >= 0x2000 && c <= 0x200F) ||
+	    (c >= 0x2028 && c <= 0x202F) || (c >= 0x205F && c <= 0x206F) || c == 0x3000 || c == 0xFEFF ||
+	    (c >= 0xD800 && c <= 0xF8FF) || (c >= 0xFFF0 && c <= 0xFFFF) || c >= 0xE0000)
+		return false;
+	return true;
+}
+
 static size_t u8_count(const char *s, size_t n)
 {
 	size_t i = 0, k = 0;
@@ -1972,10 +1995,12 @@ static void repr_str(struct tj_render *R, struct tval v, struct tj_sb *sb)
 			sb_adds(&R->c, sb, "\\r");
 		else if (cp == '\t')
 			sb_adds(&R->c, sb, "\\t");
-		else if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0))
+		else if (cp < 0x100 && !u_isprintable(cp))
 			sb_addf(&R->c, sb, "\\x%02x", (unsigned)cp);
-		else if (cp >= 0xDC80 && cp <= 0xDCFF)
-			sb_addf(&R->c, sb, "\\udc%02x", (unsigned)(cp - 0xDC00));
+		else if (cp < 0x10000 && !u_isprintable(cp))
+			sb_addf(&R->c, sb, "\\u%04x", (unsigned)cp);
+		else if (!u_isprintable(cp))
+			sb_addf(&R->c, sb, "\\U%08x", (unsigned)cp);
 		else
 			sb_add(&R->c, sb, v.u.s.s + at, i - at);
 	}
@@ -2561,10 +2586,8 @@ static struct tval str_split(struct tj_render *R, struct args *a, struct tval s,
 				i = j;
 			if (i >= n)
 				break;
-			if (maxsplit >= 0 && done >= maxsplit) {
-				size_t a2, b2;
-				u8_strip(p + i, n - i, NULL, 0, 2, &a2, &b2);
-				list_push(&R->c, r.u.l, v_str(p + i, b2));
+			if (maxsplit >= 0 && done >= maxsplit) { /* the rest, as it is */
+				list_push(&R->c, r.u.l, v_str(p + i, n - i));
 				break;
 			}
 			size_t st = i;
@@ -2648,6 +2671,28 @@ static struct tval str_format(struct tj_render *R, struct args *a, struct tval f
 		}
 	}
 	return v_str(sb.s ? sb.s : "", sb.n);
+}
+
+/* Python's str.splitlines(); |extra_newline| splits s + "\n" (jinja's
+ * indent filter does, so that a trailing newline survives). */
+static struct tlist *splitlines(struct tj_render *R, struct tval s, bool extra_newline)
+{
+	struct tval r = v_list(&R->c, 0);
+	size_t st = 0, i = 0, n = s.u.s.n;
+	while (i < n) {
+		size_t at = i;
+		uint32_t cp = u8_next(s.u.s.s, n, &i);
+		if (cp == '\n' || cp == '\r' || cp == 0x0B || cp == 0x0C || (cp >= 0x1C && cp <= 0x1E) ||
+		    cp == 0x85 || cp == 0x2028 || cp == 0x2029) {
+			list_push(&R->c, r.u.l, v_str(s.u.s.s + st, at - st));
+			if (cp == '\r' && i < n && s.u.s.s[i] == '\n')
+				i++;
+			st = i;
+		}
+	}
+	if (st < n || extra_newline)
+		list_push(&R->c, r.u.l, v_str(s.u.s.s + st, n - st));
+	return r.u.l;
 }
 
 static struct tval call_str_method(struct tj_render *R, struct tval s, const char *m, struct args *a)
@@ -2742,21 +2787,8 @@ static struct tval call_str_method(struct tj_render *R, struct tval s, const cha
 			ok = ok && cased;
 		return v_bool(ok);
 	}
-	if (!strcmp(m, "splitlines")) {
-		struct tval r = v_list(&R->c, 0);
-		size_t st = 0;
-		for (size_t i = 0; i < s.u.s.n; i++) {
-			if (s.u.s.s[i] == '\n' || s.u.s.s[i] == '\r') {
-				list_push(&R->c, r.u.l, v_str(s.u.s.s + st, i - st));
-				if (s.u.s.s[i] == '\r' && i + 1 < s.u.s.n && s.u.s.s[i + 1] == '\n')
-					i++;
-				st = i + 1;
-			}
-		}
-		if (st < s.u.s.n)
-			list_push(&R->c, r.u.l, v_str(s.u.s.s + st, s.u.s.n - st));
-		return r;
-	}
+	if (!strcmp(m, "splitlines"))
+		return (struct tval){.t = TV_LIST, .u.l = splitlines(R, s, false)};
 	rt_fail(R, a->at, "str.%s() is not supported", m);
 }
 
@@ -3095,8 +3127,37 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 			 chars.t == TV_STR ? chars.u.s.n : 0, 3, &st, &en);
 		return v_str(s.u.s.s + st, en - st);
 	}
-	if (!strcmp(f, "upper") || !strcmp(f, "lower") || !strcmp(f, "title") || !strcmp(f, "capitalize")) {
-		int mode = f[0] == 'u' ? 0 : f[0] == 'l' ? 1 : f[0] == 't' ? 2 : 3;
+	if (!strcmp(f, "title")) {
+		/* words start after runs of whitespace, '-', '(', '{', '[' or '<' */
+		struct tval s = v_tostr(R, v);
+		char *o = tj_alloc(&R->c, s.u.s.n + 1);
+		size_t i = 0;
+		bool start = true;
+		while (i < s.u.s.n) {
+			size_t at = i, nx;
+			char ch = s.u.s.s[i];
+			bool sep = strchr("-({[<", ch) != NULL && ch;
+			if (!sep && is_ws_at(s.u.s.s, s.u.s.n, i, &nx)) {
+				sep = true;
+				i = nx;
+			} else {
+				u8_next(s.u.s.s, s.u.s.n, &i);
+			}
+			for (size_t k = at; k < i; k++) {
+				char c = s.u.s.s[k];
+				if (!sep && start && c >= 'a' && c <= 'z')
+					c = (char)(c - 32);
+				else if (!sep && !start && c >= 'A' && c <= 'Z')
+					c = (char)(c + 32);
+				o[k] = c;
+			}
+			start = sep;
+		}
+		o[s.u.s.n] = 0;
+		return v_str(o, s.u.s.n);
+	}
+	if (!strcmp(f, "upper") || !strcmp(f, "lower") || !strcmp(f, "capitalize")) {
+		int mode = f[0] == 'u' ? 0 : f[0] == 'l' ? 1 : 3;
 		return case_map(R, v_tostr(R, v), mode);
 	}
 	if (!strcmp(f, "first") || !strcmp(f, "last")) {
@@ -3216,19 +3277,17 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 			pad = v_str(p, (size_t)k);
 		}
 		struct tj_sb sb = {0};
-		size_t st = 0;
-		bool line0 = true;
-		for (size_t i = 0; i <= s.u.s.n; i++) {
-			if (i < s.u.s.n && s.u.s.s[i] != '\n')
-				continue;
-			size_t len = i - st;
-			if ((!line0 || first) && (blank || len > 0))
-				sb_add(&R->c, &sb, pad.u.s.s, pad.u.s.n);
-			sb_add(&R->c, &sb, s.u.s.s + st, len);
-			if (i < s.u.s.n)
+		struct tlist *lines = splitlines(R, v_str(s.u.s.s, s.u.s.n), true);
+		if (first)
+			sb_add(&R->c, &sb, pad.u.s.s, pad.u.s.n);
+		for (size_t i = 0; i < lines->n; i++) {
+			struct tval ln = lines->v[i];
+			if (i) {
 				sb_adds(&R->c, &sb, "\n");
-			st = i + 1;
-			line0 = false;
+				if (blank || ln.u.s.n)
+					sb_add(&R->c, &sb, pad.u.s.s, pad.u.s.n);
+			}
+			sb_add(&R->c, &sb, ln.u.s.s, ln.u.s.n);
 		}
 		return v_str(sb.s ? sb.s : "", sb.n);
 	}
@@ -3237,13 +3296,22 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		struct tval m = arg(a, 1, "method", v_str("common", 6));
 		if (!is_num(v))
 			rt_fail(R, at, "round needs a number, not %s", type_name(v));
-		double x = num_f(v), scale = pow(10.0, (double)(is_num(p) ? num_i(p) : 0));
-		if (str_eq(m, "floor"))
+		int64_t prec = is_num(p) ? num_i(p) : 0;
+		prec = prec < -300 ? -300 : prec > 300 ? 300 : prec;
+		double x = num_f(v), scale = pow(10.0, (double)prec);
+		if (str_eq(m, "floor")) {
 			x = floor(x * scale) / scale;
-		else if (str_eq(m, "ceil"))
+		} else if (str_eq(m, "ceil")) {
 			x = ceil(x * scale) / scale;
-		else
-			x = nearbyint(x * scale) / scale; /* Python rounds half to even */
+		} else if (prec >= 0 && isfinite(x)) {
+			/* Python's round() rounds the exact binary value half to
+			 * even, as printf does */
+			char buf[400];
+			snprintf(buf, sizeof(buf), "%.*f", (int)prec, x);
+			x = strtod(buf, NULL);
+		} else {
+			x = nearbyint(x * scale) / scale;
+		}
 		return v_float(x);
 	}
 	if (!strcmp(f, "abs")) {
@@ -3333,9 +3401,19 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		struct tval sorted = apply_filter(R, "sort", items, &none);
 		return sorted;
 	}
-	if (!strcmp(f, "wordcount")) {
-		struct args none = {.at = at};
-		return v_int((int64_t)str_split(R, &none, v_tostr(R, v), V_NONE, -1).u.l->n);
+	if (!strcmp(f, "wordcount")) { /* runs of \\w: letters, digits, '_' */
+		struct tval s = v_tostr(R, v);
+		int64_t words = 0;
+		bool in_word = false;
+		size_t i = 0;
+		while (i < s.u.s.n) {
+			uint32_t cp = u8_next(s.u.s.s, s.u.s.n, &i);
+			bool w = (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
+				 cp == '_' || (cp >= 0xAA && !u_isspace(cp) && !u_ispunct(cp));
+			words += w && !in_word;
+			in_word = w;
+		}
+		return v_int(words);
 	}
 	rt_fail(R, at, "no filter named '%s'", f);
 }
@@ -3402,7 +3480,12 @@ static bool apply_test(struct tj_render *R, const char *t, struct tval v, struct
 		if (v.t != TV_STR)
 			return false;
 		struct tval m = case_map(R, v, t[0] == 'l' ? 1 : 0);
-		return v_equal(m, v, 0);
+		bool cased = false;
+		for (size_t i = 0; i < v.u.s.n; i++) {
+			char ch = v.u.s.s[i];
+			cased |= (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+		}
+		return cased && v_equal(m, v, 0);
 	}
 	rt_fail(R, at, "no test named '%s'", t);
 }
@@ -3701,8 +3784,7 @@ static void exec_for(struct tj_render *R, struct frame *F, const struct tnode *n
 	}
 	struct tloop *lp = tj_zalloc(&R->c, sizeof(*lp));
 	lp->items = items;
-	struct tval outer = lookup(R, F, "loop");
-	lp->depth = outer.t == TV_LOOP ? outer.u.loop->depth + 1 : 1;
+	lp->depth = 1; /* nested loops are each depth 1; only recursive loops go deeper */
 	struct tval lv = {.t = TV_LOOP};
 	lv.u.loop = lp;
 	/* each iteration starts with fresh variables (as in jinja2); nothing

@@ -22,6 +22,7 @@
 
 #define TEMPLATE_DIR "../shared/templates"
 #define GOLDEN_DIR "tests/tokenizer/templates"
+#define EXTRA_DIR "tests/tokenizer/templates/extra"
 
 static char *read_file(const char *path, size_t *len)
 {
@@ -125,11 +126,10 @@ static int cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void test_goldens(void **state)
+static void run_goldens(const char *dir, size_t min_templates)
 {
-	(void)state;
 	load_cases();
-	DIR *d = opendir(TEMPLATE_DIR);
+	DIR *d = opendir(dir);
 	assert_non_null(d);
 	char *names[256];
 	size_t nn = 0;
@@ -141,11 +141,11 @@ static void test_goldens(void **state)
 	}
 	closedir(d);
 	qsort(names, nn, sizeof(names[0]), cmp_names);
-	assert_true(nn >= 10);
+	assert_true(nn >= min_templates);
 	int failures = 0, renders = 0;
 	for (size_t k = 0; k < nn; k++) {
 		char path[512];
-		if (snprintf(path, sizeof(path), TEMPLATE_DIR "/%s.jinja", names[k]) >= (int)sizeof(path))
+		if (snprintf(path, sizeof(path), "%s/%s.jinja", dir, names[k]) >= (int)sizeof(path))
 			fail_msg("name too long: %s", names[k]);
 		char *src = read_file(path, NULL);
 		assert_non_null(src);
@@ -196,8 +196,22 @@ static void test_goldens(void **state)
 		free(src);
 		free(names[k]);
 	}
-	print_message("%d renders, %d failures\n", renders, failures);
+	print_message("%s: %d renders, %d failures\n", dir, renders, failures);
 	assert_int_equal(failures, 0);
+}
+
+/* The real templates of the common model families. */
+static void test_goldens(void **state)
+{
+	(void)state;
+	run_goldens(TEMPLATE_DIR, 10);
+}
+
+/* Our own templates: other families' formats and feature-heavy ones. */
+static void test_goldens_extra(void **state)
+{
+	(void)state;
+	run_goldens(EXTRA_DIR, 6);
 }
 
 /* ---- small templates; expected strings rendered by jinja2 with
@@ -466,6 +480,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_goldens),
+		cmocka_unit_test(test_goldens_extra),
 		cmocka_unit_test(test_expressions),
 		cmocka_unit_test(test_filters),
 		cmocka_unit_test(test_statements),
