@@ -5,7 +5,11 @@
  * Defaults and overrides follow llama.cpp's llama_vocab::load so that the
  * same file tokenizes the same way: per-model default special ids, ids out
  * of range ignored (4294967295 means "none"), EOT/EOG tokens found by their
- * text (<|im_end|>, <|eot_id|>, <end_of_turn>, ...) and forced to CONTROL. */
+ * text (<|im_end|>, <|eot_id|>, <end_of_turn>, ...) and forced to CONTROL.
+ * One deliberate difference: recent llama.cpp also treats any token spelled
+ * "</s>" as end-of-generation (for PaddleOCR); that turns a plain text
+ * token of Qwen2.5's vocabulary into a control token, so we leave "</s>"
+ * to the models that name it as their eos id. */
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/tok_unicode.h"
 
@@ -427,6 +431,9 @@ int tok_vocab_load(struct tok_vocab **out, const struct gguf_file *gf)
 					  __func__, gguf_path(gf))
 			       : rc;
 	enum tok_model m;
+	if (strlen(model.ptr) != model.len) /* embedded NUL */
+		return ml_error(ML_ERR_FORMAT, "%s: tokenizer.ggml.model contains a NUL byte",
+				__func__);
 	if (strcmp(model.ptr, "llama") == 0)
 		m = TOK_MODEL_SPM;
 	else if (strcmp(model.ptr, "gpt2") == 0)
@@ -555,6 +562,11 @@ int tok_vocab_load(struct tok_vocab **out, const struct gguf_file *gf)
 		rc = gguf_get_str(gf, "tokenizer.ggml.pre", &pre);
 		if (rc != 0 && rc != ML_ERR_NOT_FOUND)
 			goto fail;
+		if (rc == 0 && strlen(pre.ptr) != pre.len) {
+			rc = ml_error(ML_ERR_FORMAT, "%s: tokenizer.ggml.pre contains a NUL byte",
+				      __func__);
+			goto fail;
+		}
 		bool bos_default = false;
 		rc = tok_pre_new(&v->pre, rc == 0 ? pre.ptr : NULL, &v->ignore_merges, &bos_default);
 		if (rc != 0)
