@@ -106,9 +106,10 @@ void model_kv_truncate(struct model_ctx *ctx, int seq, int pos);
 int model_forward(struct model_ctx *ctx, const struct model_batch *b, float *out);
 
 /* After a successful model_forward(), valid until the next one on |ctx|:
- * the residual stream after this model's last layer for every entry of the
- * batch, [n_tokens][n_embd] (what a non-last stage writes to |out|; llama.cpp
- * calls it l_out-<layer>). */
+ * the residual stream after this model's last layer (llama.cpp's
+ * l_out-<layer>), [n_tokens][n_embd], what a non-last stage writes to |out|.
+ * On the last stage the last layer runs only for the entries that asked for
+ * logits, so only their rows are there, first to last, [n_out][n_embd]. */
 const float *model_ctx_hidden(const struct model_ctx *ctx);
 /* Last stage only (NULL otherwise): the final RMS-normed rows times
  * output_norm (llama.cpp's result_norm) of the entries that asked for

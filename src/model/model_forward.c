@@ -358,6 +358,7 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 		kern_rope_cache(c->rope_cs + (size_t)i * hp->n_rot, hp->n_rot, b->pos[i], hp->rope_freq_base,
 				hp->rope_freq_scale);
 	const bool neox = hp->rope_type == MODEL_ROPE_NEOX;
+	int nr = n; /* rows still going through the layers */
 	const float kq_scale = 1.0f / sqrtf((float)HD);
 
 	for (int il = 0; il < c->n_layer; il++) {
@@ -412,19 +413,38 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 		for (int i = 0; i < n; i++)
 			att_work += (double)c->att_n[i] * (double)c->n_q * 2;
 		pool_run(c, attn_fn, &aa, att_work);
+
+		/* The last layer of the last stage goes on only with the rows that
+		 * want logits (moved to the front, in batch order): the others
+		 * have written their K/V and nothing reads their output. */
+		if (model_is_last(m) && il == c->n_layer - 1) {
+			int kept = 0;
+			for (int i = 0; i < n; i++) {
+				if (!(b->logits ? b->logits[i] != 0 : i == n - 1))
+					continue;
+				if (kept != i) {
+					memcpy(c->att + kept * c->n_q, c->att + i * c->n_q, (size_t)c->n_q * sizeof(float));
+					memcpy(c->x + kept * E, c->x + i * E, (size_t)E * sizeof(float));
+				}
+				kept++;
+			}
+			nr = kept;
+			if (nr == 0)
+				break;
+		}
 		struct mm o = {&L->wo, c->xn, E};
-		matmuls(c, c->att, n, &o, 1);
-		kern_add(c->x, c->x, c->xn, (int64_t)n * E);
+		matmuls(c, c->att, nr, &o, 1);
+		kern_add(c->x, c->x, c->xn, (int64_t)nr * E);
 
 		/* Feed-forward block. */
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < nr; i++)
 			kern_rmsnorm(c->xn + i * E, c->x + i * E, L->ffn_norm, E, hp->norm_eps);
 		struct mm gu[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
-		matmuls(c, c->xn, n, gu, 2);
-		kern_swiglu(c->gate, c->gate, c->up, (int64_t)n * F);
+		matmuls(c, c->xn, nr, gu, 2);
+		kern_swiglu(c->gate, c->gate, c->up, (int64_t)nr * F);
 		struct mm d = {&L->w_down, c->xn, E};
-		matmuls(c, c->gate, n, &d, 1);
-		kern_add(c->x, c->x, c->xn, (int64_t)n * E);
+		matmuls(c, c->gate, nr, &d, 1);
+		kern_add(c->x, c->x, c->xn, (int64_t)nr * E);
 	}
 
 	for (int i = 0; i < n; i++)
@@ -435,18 +455,13 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 		memcpy(out, c->x, (size_t)n * (size_t)E * sizeof(float));
 		return 0;
 	}
-	/* Logits for the entries that ask for them (the last one if none says). */
-	int n_out = 0;
-	for (int i = 0; i < n; i++) {
-		if (b->logits ? b->logits[i] != 0 : i == n - 1) {
-			kern_rmsnorm(c->out_norm + (size_t)n_out * E, c->x + i * E, m->output_norm, E, hp->norm_eps);
-			n_out++;
-		}
-	}
-	c->n_out = n_out;
-	if (n_out > 0) {
+	/* Logits for the rows kept above (the last entry's if b->logits is NULL). */
+	for (int i = 0; i < nr; i++)
+		kern_rmsnorm(c->out_norm + (size_t)i * E, c->x + i * E, m->output_norm, E, hp->norm_eps);
+	c->n_out = nr;
+	if (nr > 0) {
 		struct mm lo = {&m->output, out, hp->n_vocab};
-		matmuls(c, c->out_norm, n_out, &lo, 1);
+		matmuls(c, c->out_norm, nr, &lo, 1);
 	}
 	return 0;
 }

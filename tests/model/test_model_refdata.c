@@ -549,6 +549,22 @@ static void test_model_multi_seq(void **state)
 		assert_int_equal(run_ids(c, &next, 1, 1, nb, false, rb + nv), 0);
 		model_ctx_free(c);
 
+		/* a's prompt in two chunks, the first asking for no logits at all */
+		assert_int_equal(model_ctx_init(&c, m, pool, 2, N_CTX, 16), 0);
+		{
+			int32_t p3[4] = {0, 1, 2, 3}, s3[4] = {0, 0, 0, 0};
+			int8_t none[4] = {0, 0, 0, 0};
+			struct model_batch b1 = {.n_tokens = 4, .tokens = a, .pos = p3, .seq = s3, .logits = none};
+			assert_int_equal(model_forward(c, &b1, both), 0);
+			assert_int_equal(run_ids(c, a + 4, na - 4, 0, 4, false, both), 0);
+			double dc = 0;
+			for (int i = 0; i < nv; i++)
+				upd(&dc, fabs(both[i] - ra[i]));
+			printf("chunked prompt %s: max logit diff vs one batch %.3g\n", names[f], dc);
+			assert_true(dc <= 1e-5);
+		}
+		model_ctx_free(c);
+
 		/* together: entries interleaved a0 b0 a1 b1 ... */
 		int32_t tok[16], pos[16], seq[16];
 		int8_t lg[16];
