@@ -65,6 +65,7 @@ struct api_job {
 	bool stream, include_usage;
 	char cmpl_id[48];
 	long long created;
+	double t_start; /* ml_time_s() at submission */
 	int n_prompt;
 	struct api_buf text; /* non-stream: the whole completion */
 
@@ -437,6 +438,11 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	api_buf_free(&q);
 	if (!final)
 		return;
+	double dt = ml_time_s() - j->t_start;
+	static const char *fin_names[] = {"running", "stop", "length", "error", "cancelled"};
+	ML_INFO("api: %s: %d prompt + %d generated tokens in %.2f s (%.1f tokens/s), %s%s",
+	        j->cmpl_id, n_prompt, n_completion, dt, dt > 0 ? n_completion / dt : 0.0,
+	        (unsigned)fin < 5 ? fin_names[fin] : "?", j->req ? "" : " (client gone)");
 	if (oom && fin != ENG_FINISH_CANCELLED) {
 		fin = ENG_FINISH_ERROR;
 		snprintf(j->errmsg, sizeof(j->errmsg), "out of memory");
@@ -540,6 +546,7 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	j->include_usage = r.include_usage;
 	j->n_prompt = n_ids;
 	j->created = (long long)time(NULL);
+	j->t_start = ml_time_s();
 	make_id(s, kind == API_KIND_CHAT ? "chatcmpl-" : "cmpl-", j->cmpl_id, sizeof(j->cmpl_id));
 
 	struct eng_request er = {0};
