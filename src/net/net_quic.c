@@ -35,6 +35,7 @@
 #define CHUNK_MAX (1u << 20)   /* large sends are split so acked memory is freed early */
 #define MAX_BURST_PKTS 64      /* packets per write call, besides the send quantum */
 #define DGRAM_QUEUE_MAX 256
+#define RESETS_PER_SEC 100     /* stateless resets we send, at most */
 
 static const char tls_priority[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
 				   "+CHACHA20-POLY1305:%DISABLE_TLS13_COMPAT_MODE";
@@ -85,6 +86,7 @@ struct net_conn {
 	bool verified;
 	bool dead;
 	bool close_pending;
+	bool got_reset; /* the peer answered with a stateless reset */
 	uint8_t peer_id[NET_ID_LEN];
 	uint8_t expected_id[NET_ID_LEN];
 	uint64_t app_close_code;
@@ -110,6 +112,12 @@ struct net_endpoint {
 	struct net_conn *graveyard;
 	struct event *reap_ev;
 	uint32_t nconns;
+	/* Stateless-reset tokens are derived from this secret and the CID. It
+	 * comes from the node key, so a node that restarts with the same key
+	 * can still reset connections its previous run had. */
+	uint8_t reset_secret[32];
+	uint64_t reset_window_start_ns;
+	uint32_t resets_in_window;
 	uint8_t txbuf[TXBUF_SIZE];
 };
 
@@ -313,7 +321,9 @@ static int cb_get_new_cid(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, si
 	(void)conn;
 	randombytes_buf(cid->data, cidlen);
 	cid->datalen = cidlen;
-	randombytes_buf(token, NGTCP2_STATELESS_RESET_TOKENLEN);
+	if (ngtcp2_crypto_generate_stateless_reset_token(token, c->ep->reset_secret, sizeof(c->ep->reset_secret), cid) !=
+	    0)
+		return NGTCP2_ERR_CALLBACK_FAILURE;
 	if (net_cidmap_put(&c->ep->cids, cid->data, cid->datalen, c))
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	return 0;
@@ -324,6 +334,15 @@ static int cb_remove_cid(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *user)
 	struct net_conn *c = user;
 	(void)conn;
 	net_cidmap_del(&c->ep->cids, cid->data, cid->datalen);
+	return 0;
+}
+
+static int cb_recv_stateless_reset(ngtcp2_conn *conn, const ngtcp2_pkt_stateless_reset *sr, void *user)
+{
+	struct net_conn *c = user;
+	(void)conn;
+	(void)sr;
+	c->got_reset = true;
 	return 0;
 }
 
@@ -850,6 +869,7 @@ static const ngtcp2_callbacks *quic_callbacks(bool dialer)
 			cb->stream_close = cb_stream_close;
 			cb->extend_max_stream_data = cb_extend_max_stream_data;
 			cb->recv_datagram = cb_recv_datagram;
+			cb->recv_stateless_reset = cb_recv_stateless_reset;
 		}
 		init = true;
 	}
@@ -1003,7 +1023,9 @@ static struct net_conn *conn_accept(struct net_endpoint *ep, const ngtcp2_pkt_hd
 	fill_params(ep, &params);
 	params.original_dcid = hd->dcid;
 	params.stateless_reset_token_present = 1;
-	randombytes_buf(params.stateless_reset_token, sizeof(params.stateless_reset_token));
+	if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, ep->reset_secret,
+							 sizeof(ep->reset_secret), &scid) != 0)
+		goto fail;
 	int nrc = ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, quic_callbacks(false),
 					 &settings, &params, NULL, c);
 	if (nrc != 0) {
@@ -1060,7 +1082,12 @@ static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len, const
 			   : c->ready					     ? ML_ERR_PROTO
 									     : ML_ERR_AUTH;
 		info.reason = reason;
-		if (!rl && info.err != ML_ERR_CLOSED)
+		if (c->got_reset) {
+			info.err = ML_ERR_CLOSED;
+			info.code = 0;
+			info.app_error = false;
+			snprintf(reason, sizeof(reason), "peer no longer knows this connection (stateless reset)");
+		} else if (!rl && info.err != ML_ERR_CLOSED)
 			snprintf(reason, sizeof(reason), "peer closed with transport error 0x%llx",
 				 (unsigned long long)ccerr.error_code);
 		conn_finish(c, &info);
@@ -1076,10 +1103,61 @@ static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len, const
 
 /* ---- endpoint ---------------------------------------------------------- */
 
+static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b)
+{
+	if (a->sa_family != b->sa_family)
+		return false;
+	if (a->sa_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+	}
+	return false;
+}
+
+/* Answers a short-header packet for a connection we do not know with a
+ * stateless reset, so a peer that talks to our previous incarnation (we
+ * restarted) learns at once instead of after its idle timeout. The reset is
+ * shorter than the packet that triggered it, so two endpoints cannot loop,
+ * and the rate is capped. */
+static void ep_send_stateless_reset(struct net_endpoint *ep, const uint8_t *dcid, size_t dcidlen, size_t pktlen,
+				    const struct sockaddr *to, socklen_t tolen)
+{
+	if (dcidlen != SCID_LEN || pktlen < 1 + SCID_LEN + 22)
+		return;
+	uint64_t now = ml_time_ns();
+	if (now - ep->reset_window_start_ns > 1000000000u) {
+		ep->reset_window_start_ns = now;
+		ep->resets_in_window = 0;
+	}
+	if (ep->resets_in_window >= RESETS_PER_SEC)
+		return;
+	ep->resets_in_window++;
+	ngtcp2_cid cid;
+	ngtcp2_cid_init(&cid, dcid, dcidlen);
+	uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
+	if (ngtcp2_crypto_generate_stateless_reset_token(token, ep->reset_secret, sizeof(ep->reset_secret), &cid) != 0)
+		return;
+	size_t randlen = pktlen - 1 - NGTCP2_STATELESS_RESET_TOKENLEN;
+	if (randlen > 40)
+		randlen = 40;
+	uint8_t rnd[40];
+	randombytes_buf(rnd, randlen);
+	ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(ep->txbuf, sizeof(ep->txbuf), token, rnd, randlen);
+	ML_DEBUG("net: stateless reset of %zu bytes for a %zu-byte packet to an unknown connection", (size_t)n, pktlen);
+	if (n > 0)
+		net_udp_send(&ep->udp, to, tolen, ep->txbuf, (size_t)n);
+}
+
 static void ep_on_packet(void *user, const uint8_t *data, size_t len, const struct sockaddr *from, socklen_t fromlen)
 {
 	struct net_endpoint *ep = user;
 	ngtcp2_version_cid vc;
+	if (len == 0)
+		return;
 	int rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, SCID_LEN);
 	if (rv != 0) {
 		/* version negotiation needed or garbage: we speak only v1 and
@@ -1092,8 +1170,26 @@ static void ep_on_packet(void *user, const uint8_t *data, size_t len, const stru
 			conn_recv(c, data, len, from, fromlen);
 		return;
 	}
+	if (!(data[0] & 0x80)) {
+		/* A short-header packet for no connection of ours is either a
+		 * stateless reset from a peer that lost our connection (its
+		 * "DCID" is random) or a packet for a connection we lost. Let the
+		 * connection to that address check the reset token first. */
+		if (len >= 21)
+			for (c = ep->conns; c; c = c->next)
+				if (!c->dead && addr_eq((struct sockaddr *)&c->remote, from)) {
+					conn_recv(c, data, len, from, fromlen);
+					return;
+				}
+		ep_send_stateless_reset(ep, vc.dcid, vc.dcidlen, len, from, fromlen);
+		return;
+	}
 	if (!ep->cfg.accept)
 		return;
+	if (ep->nconns >= ep->cfg.max_conns) {
+		ML_DEBUG("net: refusing a new connection: %u connections open", ep->nconns);
+		return;
+	}
 	ngtcp2_pkt_hd hd;
 	if (ngtcp2_accept(&hd, data, len) != 0)
 		return;
@@ -1114,6 +1210,7 @@ void net_endpoint_default_config(struct net_endpoint_config *cfg)
 	cfg->max_stream_window = 16u << 20;
 	cfg->max_conn_window = 64u << 20;
 	cfg->max_streams = 1024;
+	cfg->max_conns = 512;
 }
 
 int net_endpoint_new(struct net_endpoint **out, struct event_base *base, const struct net_endpoint_config *cfg)
@@ -1142,7 +1239,11 @@ int net_endpoint_new(struct net_endpoint **out, struct event_base *base, const s
 		if (!ep->cfg.conn_window)
 			ep->cfg.conn_window = d.conn_window;
 	}
+	if (!ep->cfg.max_conns)
+		ep->cfg.max_conns = 512;
 	net_cidmap_init(&ep->cids);
+	crypto_generichash(ep->reset_secret, sizeof(ep->reset_secret), (const uint8_t *)"mesh-llm stateless reset", 24,
+			   ep->ident.sk, 32);
 	if ((rc = net_ident_tls_credentials(&ep->ident, &ep->cred)) != 0)
 		goto fail;
 	gnutls_certificate_set_verify_function(ep->cred, tls_verify_peer);

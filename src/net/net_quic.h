@@ -89,6 +89,7 @@ struct net_endpoint_config {
 	uint64_t max_stream_window;    /* auto-tuning ceilings, default 16 MiB */
 	uint64_t max_conn_window;      /* and 64 MiB */
 	uint32_t max_streams;          /* concurrent streams the peer may open, default 1024 */
+	uint32_t max_conns;            /* connections (both roles) before new dialers are ignored, default 512 */
 	struct net_quic_callbacks cb;
 	void *user;                    /* passed to every callback */
 };

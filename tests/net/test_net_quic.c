@@ -12,7 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "base/ml_err.h"
+#include "base/ml_rng.h"
 #include "base/ml_log.h"
 #include "base/ml_time.h"
 #include "net/net_ident.h"
@@ -519,6 +525,124 @@ static void test_net_quic_lossy_bulk(void **state)
 	pair_close(&p);
 }
 
+/* The acceptor disappears: first orderly (endpoint freed, CONNECTION_CLOSE
+ * sent), then as a crash followed by a restart with the same key on the
+ * same port (the close is lost; the new incarnation answers the dialer's
+ * next packet with a stateless reset). */
+static void test_net_quic_peer_gone(void **state)
+{
+	(void)state;
+	struct pair p;
+	pair_open(&p, 0, false);
+	pair_connect(&p);
+	net_endpoint_free(p.a);
+	p.a = NULL;
+	assert_true(run_until(&p, &p.sb.closed, 1, 2000));
+	assert_true(p.sb.close.by_peer);
+	assert_int_equal(p.sb.close.err, ML_ERR_CLOSED);
+	assert_int_equal(p.sa.closed, 0); /* no callbacks from a freed endpoint */
+
+	/* restart with the same key and port */
+	struct net_endpoint_config cfg;
+	net_endpoint_default_config(&cfg);
+	cfg.host = "127.0.0.1";
+	cfg.cb = (struct net_quic_callbacks){s_ready, s_open, s_data, s_sclose, s_closed, s_dgram, NULL};
+	cfg.ident = &p.ia;
+	cfg.accept = true;
+	cfg.user = &p.sa;
+	assert_int_equal(net_endpoint_new(&p.a, p.base, &cfg), 0);
+	uint16_t port = net_endpoint_port(p.a);
+	p.sb.ready = p.sa.ready = 0;
+	pair_connect(&p);
+	/* crash: the close packet is lost */
+	net_endpoint_set_netem(p.a, 0, 0, 100.0);
+	net_endpoint_free(p.a);
+	cfg.port = port;
+	assert_int_equal(net_endpoint_new(&p.a, p.base, &cfg), 0);
+	int closed = p.sb.closed;
+	int64_t sid;
+	assert_int_equal(net_stream_open(p.cb, &sid), 0);
+	uint8_t msg[100] = {0};
+	uint64_t t0 = ml_time_ns();
+	assert_int_equal(net_stream_send(p.cb, sid, msg, sizeof(msg), false), 0);
+	assert_true(run_until(&p, &p.sb.closed, closed + 1, 3000));
+	double ms = (double)(ml_time_ns() - t0) / 1e6;
+	print_message("restarted peer detected by stateless reset in %.2f ms\n", ms);
+	assert_true(ms < 1000);
+	assert_non_null(strstr(p.sb.close_reason, "stateless reset"));
+	pair_close(&p);
+}
+
+static void test_net_quic_stream_reset(void **state)
+{
+	(void)state;
+	struct pair p;
+	pair_open(&p, 0, false);
+	pair_connect(&p);
+	int64_t sid;
+	assert_int_equal(net_stream_open(p.cb, &sid), 0);
+	assert_int_equal(net_stream_send(p.cb, sid, "abc", 3, false), 0);
+	assert_true(run_until(&p, &p.sa.opened, 1, 2000));
+	assert_int_equal(net_stream_shutdown(p.cb, sid, 7), 0);
+	assert_true(run_until(&p, &p.sb.stream_closed, 1, 2000));
+	assert_true(run_until(&p, &p.sa.stream_closed, 1, 2000));
+	assert_int_equal(net_stream_send(p.cb, sid, "x", 1, false), ML_ERR_NOT_FOUND);
+	/* the connection is still fine */
+	p.sa.echo = true;
+	assert_int_equal(net_stream_open(p.cb, &sid), 0);
+	assert_int_equal(net_stream_send(p.cb, sid, "ok", 2, true), 0);
+	assert_true(run_until(&p, &p.sb.stream_closed, 2, 2000));
+	assert_int_equal(p.sb.rx_len[sid / 4], 2);
+	pair_close(&p);
+}
+
+/* Random datagrams, random long-header "Initials" and truncated real ones
+ * must not crash the endpoint or disturb a real connection. */
+static void test_net_quic_garbage_packets(void **state)
+{
+	(void)state;
+	struct pair p;
+	pair_open(&p, 0, false);
+	p.sa.echo = true;
+	pair_connect(&p);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in to = {0};
+	to.sin_family = AF_INET;
+	to.sin_port = htons(net_endpoint_port(p.a));
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	struct ml_rng rng;
+	ml_rng_seed(&rng, 99);
+	uint8_t pkt[1500];
+	for (int i = 0; i < 2000; i++) {
+		size_t len = (size_t)(ml_rng_next(&rng) % sizeof(pkt));
+		for (size_t j = 0; j < len; j++)
+			pkt[j] = (uint8_t)ml_rng_next(&rng);
+		if (i % 3 == 0 && len > 8) {
+			/* long header, QUIC v1, plausible CID lengths */
+			pkt[0] = 0xc0 | (pkt[0] & 0x0f);
+			pkt[1] = 0, pkt[2] = 0, pkt[3] = 0, pkt[4] = 1;
+			pkt[5] = (uint8_t)(ml_rng_next(&rng) % 21);
+			if (i % 2 == 0)
+				len = 1200;
+		}
+		sendto(fd, pkt, len, 0, (struct sockaddr *)&to, sizeof(to));
+		if (i % 50 == 0)
+			for (int k = 0; k < 20; k++)
+				event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	}
+	for (int k = 0; k < 200; k++)
+		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	close(fd);
+	int64_t sid;
+	assert_int_equal(net_stream_open(p.cb, &sid), 0);
+	assert_int_equal(net_stream_send(p.cb, sid, "still here", 10, true), 0);
+	assert_true(run_until(&p, &p.sb.stream_closed, 1, 3000));
+	assert_int_equal(p.sb.rx_len[sid / 4], 10);
+	assert_int_equal(p.sa.ready, 1); /* no garbage became a connection */
+	pair_close(&p);
+}
+
 int main(void)
 {
 	if (!getenv("MESH_LLM_LOG"))
@@ -535,6 +659,9 @@ int main(void)
 		cmocka_unit_test(test_net_quic_datagram),
 		cmocka_unit_test(test_net_quic_delay_knob),
 		cmocka_unit_test(test_net_quic_lossy_bulk),
+		cmocka_unit_test(test_net_quic_peer_gone),
+		cmocka_unit_test(test_net_quic_stream_reset),
+		cmocka_unit_test(test_net_quic_garbage_packets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
