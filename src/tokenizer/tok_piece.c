@@ -11,7 +11,10 @@
  * character (at most 3 bytes) until the bytes that finish it arrive, and
  * replaces each invalid sequence (a stray continuation byte, an impossible
  * lead byte, a truncated character) with U+FFFD, one per maximal invalid
- * subpart as the Unicode standard recommends. */
+ * subpart as the Unicode standard recommends. A piece longer than 512
+ * bytes is cut, and output that does not fit |cap| is dropped at a
+ * character boundary; with real vocabularies (tokens well under 256
+ * bytes) cap >= 256 always suffices, as tok.h promises. */
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/tok_unicode.h"
 

@@ -632,8 +632,8 @@ static void test_speed(void **state)
 {
 	(void)state;
 	const char *units[] = {
-		"The quick brown fox jumps over the lazy dog 1234567. Ein Bl\xc3\xbcmchen, "
-		"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e <s> \xf0\x9f\xa6\x99\n\t  ",
+		("The quick brown fox jumps over the lazy dog 1234567. Ein Bl\xc3\xbcmchen, "
+		 "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e <s> \xf0\x9f\xa6\x99\n\t  "),
 		"a", " ", "\n", "7", "\xe6\x97\xa5", "\xf0\x9f\xa6\x99", "<|im_start|>", "'s",
 	};
 	const char *what[] = {"mixed", "letters", "spaces", "newlines", "digits", "cjk",
@@ -893,8 +893,8 @@ static int gw_load(struct gw *w, struct tok_vocab **out)
 	return rc;
 }
 
-static const char *const tiny_toks[] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81" "a", "b",
-					"\xe2\x96\x81" "ab", "<0x63>", "<|im_end|>"};
+static const char *const tiny_toks[] = {"<unk>", "<s>", "</s>", ("\xe2\x96\x81" "a"), "b",
+					("\xe2\x96\x81" "ab"), "<0x63>", "<|im_end|>"};
 static const float tiny_scores[] = {0, 0, 0, -1, -2, -0.5f, 0, 0};
 static const int32_t tiny_types[] = {2, 3, 3, 1, 1, 1, 6, 1};
 
