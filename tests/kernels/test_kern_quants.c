@@ -23,6 +23,7 @@
 #include "kernels/kern_impl.h"
 
 #define REFDATA "../shared/refdata"
+static char PATH_BUF[512];
 
 /* Round-trip error bounds: RMS(dequant(quant(x)) - x) / RMS(x) for x ~ N(0,1). */
 struct rt_bound {
@@ -437,6 +438,76 @@ static void test_dequant_vs_llama_cpp(void **state)
 	print_message("dequantized %d tensors bit-exact vs llama.cpp\n", n_checked);
 }
 
+/* ---- against llama.cpp's quantizer ----
+ * The quantized refdata files were made from the F32 file by llama-quantize
+ * without an importance matrix, i.e. with ggml's quantize_row_*_ref: our
+ * from_f32 must reproduce every byte. */
+static void check_quantizer(const char *f32_stem, const char *q_stem, int use_generic, int *n_checked)
+{
+	char path[512];
+	struct gguf_file *src = NULL, *dst = NULL;
+	snprintf(path, sizeof(path), REFDATA "/models/%s.gguf", f32_stem);
+	assert_int_equal(gguf_open(&src, path), 0);
+	snprintf(path, sizeof(path), REFDATA "/models/%s.gguf", q_stem);
+	assert_int_equal(gguf_open(&dst, path), 0);
+	assert_int_equal(gguf_map(src, NULL, NULL), 0);
+	assert_int_equal(gguf_map(dst, NULL, NULL), 0);
+	for (uint64_t i = 0; i < gguf_n_tensors(dst); i++) {
+		const struct gguf_tensor *t = gguf_tensor_at(dst, i);
+		if (t->type == ML_DTYPE_F32)
+			continue;
+		/* the dispatched pass only needs the types whose quantizer is SIMD */
+		if (!use_generic &&
+		    kern_type_traits(t->type)->from_f32 == kern_type_traits_generic(t->type)->from_f32)
+			continue;
+		const struct gguf_tensor *s = gguf_find_tensor(src, t->name);
+		assert_non_null(s);
+		assert_int_equal(s->type, ML_DTYPE_F32);
+		assert_int_equal(s->n_elements, t->n_elements);
+		const struct kern_type_traits *tr =
+			use_generic ? kern_type_traits_generic(t->type) : kern_type_traits(t->type);
+		const int64_t row = (int64_t)t->ne[0];
+		const size_t rs = ml_dtype_row_size(t->type, row);
+		unsigned char *buf = malloc(t->n_bytes);
+		for (uint64_t r = 0; r < t->n_elements / (uint64_t)row; r++)
+			tr->from_f32((const float *)s->data + r * row, buf + r * rs, row);
+		if (memcmp(buf, t->data, t->n_bytes) != 0) {
+			size_t k = 0;
+			while (buf[k] == ((const unsigned char *)t->data)[k])
+				k++;
+			fail_msg("%s %s (%s): quantized bytes differ from llama-quantize's at byte %zu",
+				 q_stem, t->name, ml_dtype_name(t->type), k);
+		}
+		free(buf);
+		(*n_checked)++;
+	}
+	gguf_close(src);
+	gguf_close(dst);
+}
+
+static void test_quantize_vs_llama_cpp(void **state)
+{
+	(void)state;
+	static const char *const archs[] = {"syn-llama", "syn-qwen2", "syn-qwen3"};
+	static const char *const kinds[] = {"F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"};
+	int n_checked = 0;
+	for (int generic = 0; generic < 2; generic++)
+		for (size_t a = 0; a < 3; a++)
+			for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+				char f32[64], q[64];
+				snprintf(f32, sizeof(f32), "%s-F32", archs[a]);
+				snprintf(q, sizeof(q), "%s-%s", archs[a], kinds[k]);
+				snprintf(PATH_BUF, sizeof(PATH_BUF), REFDATA "/models/%s.gguf", q);
+				FILE *f = fopen(PATH_BUF, "rb");
+				if (f == NULL)
+					continue; /* syn-qwen3 comes in F32, F16, Q8_0 only */
+				fclose(f);
+				check_quantizer(f32, q, generic, &n_checked);
+			}
+	assert_true(n_checked > 200);
+	print_message("quantized %d tensors byte-identical to llama-quantize\n", n_checked);
+}
+
 int main(void)
 {
 	kern_init();
@@ -452,6 +523,7 @@ int main(void)
 		cmocka_unit_test(test_dispatch_uses_simd),
 		cmocka_unit_test(test_unsupported_types),
 		cmocka_unit_test(test_dequant_vs_llama_cpp),
+		cmocka_unit_test(test_quantize_vs_llama_cpp),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
