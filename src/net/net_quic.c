@@ -87,6 +87,7 @@ struct net_conn {
 	bool dead;
 	bool close_pending;
 	bool got_reset; /* the peer answered with a stateless reset */
+	bool got_crypto; /* a packet decrypted and carried TLS data */
 	uint8_t peer_id[NET_ID_LEN];
 	uint8_t expected_id[NET_ID_LEN];
 	uint64_t app_close_code;
@@ -335,6 +336,14 @@ static int cb_remove_cid(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *user)
 	(void)conn;
 	net_cidmap_del(&c->ep->cids, cid->data, cid->datalen);
 	return 0;
+}
+
+static int cb_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
+			       size_t len, void *user)
+{
+	struct net_conn *c = user;
+	c->got_crypto = true;
+	return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data, len, user);
 }
 
 static int cb_recv_stateless_reset(ngtcp2_conn *conn, const ngtcp2_pkt_stateless_reset *sr, void *user)
@@ -792,8 +801,10 @@ static void conn_finish(struct net_conn *c, const struct net_close_info *info)
 			 info->by_peer ? "peer" : "us", (unsigned long long)info->code, info->reason[0] ? ": " : "",
 			 info->reason);
 	else
-		ML_INFO("net: connection with %s %s failed: %s", who ? cid_short(who, a) : "unknown peer",
-			c->dialer ? "(outgoing)" : "(incoming)", info->reason);
+		/* half-open junk from strangers is not worth a line at info */
+		ml_log(c->announced || info->err == ML_ERR_AUTH ? ML_LOG_INFO : ML_LOG_DEBUG,
+		       "net: connection with %s %s failed: %s", who ? cid_short(who, a) : "unknown peer",
+		       c->dialer ? "(outgoing)" : "(incoming)", info->reason);
 	if (c->announced && ep->cfg.cb.on_conn_closed)
 		ep->cfg.cb.on_conn_closed(c, info, ep->cfg.user);
 	event_active(ep->reap_ev, EV_TIMEOUT, 0);
@@ -850,7 +861,7 @@ static const ngtcp2_callbacks *quic_callbacks(bool dialer)
 			} else {
 				cb->recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
 			}
-			cb->recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+			cb->recv_crypto_data = cb_recv_crypto_data;
 			cb->encrypt = ngtcp2_crypto_encrypt_cb;
 			cb->decrypt = ngtcp2_crypto_decrypt_cb;
 			cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
@@ -1194,14 +1205,21 @@ static void ep_on_packet(void *user, const uint8_t *data, size_t len, const stru
 	if (ngtcp2_accept(&hd, data, len) != 0)
 		return;
 	c = conn_accept(ep, &hd, from, fromlen);
-	if (c)
-		conn_recv(c, data, len, from, fromlen);
+	if (!c)
+		return;
+	conn_recv(c, data, len, from, fromlen);
+	if (!c->dead && !c->got_crypto) {
+		/* The Initial did not decrypt (garbage or a forgery): drop the
+		 * state now rather than holding it until the handshake timeout. */
+		struct net_close_info info = {ML_ERR_PROTO, false, false, 0, "undecryptable Initial"};
+		conn_finish(c, &info);
+	}
 }
 
 void net_endpoint_default_config(struct net_endpoint_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->idle_timeout_ms = 30000;
+	cfg->idle_timeout_ms = 15000;
 	cfg->keepalive_ms = 5000;
 	cfg->handshake_timeout_ms = 10000;
 	cfg->initial_rtt_ms = 10;
@@ -1211,6 +1229,17 @@ void net_endpoint_default_config(struct net_endpoint_config *cfg)
 	cfg->max_conn_window = 64u << 20;
 	cfg->max_streams = 1024;
 	cfg->max_conns = 512;
+}
+
+struct event_base *net_event_base_new(void)
+{
+	struct event_config *cfg = event_config_new();
+	if (!cfg)
+		return NULL;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	struct event_base *b = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return b;
 }
 
 int net_endpoint_new(struct net_endpoint **out, struct event_base *base, const struct net_endpoint_config *cfg)

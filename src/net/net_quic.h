@@ -80,7 +80,7 @@ struct net_endpoint_config {
 	uint16_t port;                 /* 0 = ephemeral (see net_endpoint_port) */
 	bool accept;                   /* accept incoming connections */
 	bool datagrams;                /* offer QUIC DATAGRAM frames */
-	uint32_t idle_timeout_ms;      /* default 30000 */
+	uint32_t idle_timeout_ms;      /* default 15000: a silent peer is declared gone after this */
 	uint32_t keepalive_ms;         /* PINGs when idle this long; default 5000, 0 = off */
 	uint32_t handshake_timeout_ms; /* default 10000 */
 	uint32_t initial_rtt_ms;       /* default 10 (the library default of 333 stalls handshakes) */
@@ -93,6 +93,11 @@ struct net_endpoint_config {
 	struct net_quic_callbacks cb;
 	void *user;                    /* passed to every callback */
 };
+
+/* A libevent base with precise (sub-millisecond) timers, which pacing and
+ * the delay knob want; plain event_base_new() rounds timers to 1 ms. The
+ * caller frees it with event_base_free(). NULL on failure. */
+struct event_base *net_event_base_new(void);
 
 /* Fills |cfg| with the defaults above (ident and callbacks NULL). */
 void net_endpoint_default_config(struct net_endpoint_config *cfg);

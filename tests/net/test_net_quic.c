@@ -634,6 +634,9 @@ static void test_net_quic_garbage_packets(void **state)
 	for (int k = 0; k < 200; k++)
 		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	close(fd);
+	struct net_endpoint_stats st;
+	net_endpoint_get_stats(p.a, &st);
+	assert_int_equal(st.conns, 1); /* no half-open state left behind */
 	int64_t sid;
 	assert_int_equal(net_stream_open(p.cb, &sid), 0);
 	assert_int_equal(net_stream_send(p.cb, sid, "still here", 10, true), 0);
