@@ -47,7 +47,7 @@ stop_server() {
 
 cleanup_servers() {
 	for pid in "${SERVER_PIDS[@]+"${SERVER_PIDS[@]}"}"; do
-		kill -KILL "$pid" 2>/dev/null
+		kill -KILL "$pid" 2>/dev/null || true
 	done
 }
 trap cleanup_servers EXIT
