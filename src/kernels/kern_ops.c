@@ -24,12 +24,14 @@ void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps
 	}
 }
 
-void kern_rope_cache(float *cs, int n_rot, int32_t pos, float freq_base, float freq_scale)
+void kern_rope_cache(float *cs, int n_rot, int32_t pos, float freq_base, float freq_scale,
+		     const float *freq_factors)
 {
 	const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
 	float theta = (float)pos;
 	for (int i = 0; i < n_rot / 2; i++) {
-		const float t = freq_scale * theta;
+		const float ff = freq_factors ? freq_factors[i] : 1.0f;
+		const float t = freq_scale * (theta / ff);
 		cs[2 * i + 0] = cosf(t);
 		cs[2 * i + 1] = sinf(t);
 		theta *= theta_scale;

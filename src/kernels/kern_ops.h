@@ -19,10 +19,12 @@
 void kern_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 
 /* cs[2i] = cos(theta_i), cs[2i+1] = sin(theta_i) for i < n_rot/2 with
- * theta_i = freq_scale * pos * freq_base^(-2i/n_rot), the angles computed as
- * ggml does (theta multiplied by freq_base^(-2/n_rot) step by step in float).
- * |cs| holds n_rot floats; n_rot is even. */
-void kern_rope_cache(float *cs, int n_rot, int32_t pos, float freq_base, float freq_scale);
+ * theta_i = freq_scale * pos * freq_base^(-2i/n_rot) / ff[i], the angles
+ * computed as ggml does (pos multiplied by freq_base^(-2/n_rot) step by step
+ * in float). |freq_factors| (n_rot/2 values, e.g. Llama 3.1's rope_freqs)
+ * may be NULL (all 1). |cs| holds n_rot floats; n_rot is even. */
+void kern_rope_cache(float *cs, int n_rot, int32_t pos, float freq_base, float freq_scale,
+		     const float *freq_factors);
 
 /* Rotates the first |n_rot| values of each of |n_head| heads of
  * |head_dim| values in |x| (heads contiguous), in place, with angles from

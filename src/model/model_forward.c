@@ -356,7 +356,7 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 
 	for (int i = 0; i < n; i++)
 		kern_rope_cache(c->rope_cs + (size_t)i * hp->n_rot, hp->n_rot, b->pos[i], hp->rope_freq_base,
-				hp->rope_freq_scale);
+				hp->rope_freq_scale, m->rope_freqs);
 	const bool neox = hp->rope_type == MODEL_ROPE_NEOX;
 	int nr = n; /* rows still going through the layers */
 	const float kq_scale = 1.0f / sqrtf((float)HD);
@@ -434,6 +434,8 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 		}
 		struct mm o = {&L->wo, c->xn, E};
 		matmuls(c, c->att, nr, &o, 1);
+		if (L->bo)
+			kern_add_rows(c->xn, E, L->bo, E, nr);
 		kern_add(c->x, c->x, c->xn, (int64_t)nr * E);
 
 		/* Feed-forward block. */

@@ -33,6 +33,7 @@ struct model_layer {
 	const float *q_norm;         /* (head_dim) qwen3 only: RMS norm of each query head */
 	const float *k_norm;         /* (head_dim) qwen3 only */
 	struct model_weight wo;      /* (n_embd, n_q) */
+	const float *bo;             /* (n_embd) optional attn_output.bias, else NULL */
 	const float *ffn_norm;       /* (n_embd) */
 	struct model_weight w_gate;  /* (n_ff, n_embd) */
 	struct model_weight w_up;    /* (n_ff, n_embd) */
@@ -45,6 +46,7 @@ struct model {
 	int layer_begin;
 	int layer_end;
 	struct model_weight tok_embd; /* (n_vocab, n_embd); data set on the first stage only */
+	const float *rope_freqs;      /* (n_rot/2) optional RoPE frequency factors (Llama 3.1), else NULL */
 	const float *output_norm;     /* (n_embd); last stage only */
 	struct model_weight output;   /* (n_vocab, n_embd); last stage only (token_embd if tied) */
 	struct model_layer *layers;   /* [layer_end - layer_begin], index 0 is layer_begin */

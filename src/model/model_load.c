@@ -105,6 +105,13 @@ static int read_hparams(const struct gguf_file *gf, struct model_hparams *hp)
 	    (rc = get_int(gf, hp, "attention.head_count_kv", hp->n_head, 4096, &hp->n_head_kv)) < 0 ||
 	    (rc = get_int(gf, hp, "context_length", -1, 1 << 24, &hp->n_ctx_train)) < 0)
 		return rc;
+	/* Mixtral-style files say "llama" too: refuse them by their experts. */
+	char ek[128];
+	uint32_t n_expert = 0;
+	snprintf(ek, sizeof(ek), "%s.expert_count", hp->arch_name);
+	if (gguf_get_u32(gf, ek, &n_expert) == 0 && n_expert > 0)
+		return ml_error(ML_ERR_UNSUPPORTED, "%s: mixture-of-experts models (%s = %u) are not supported",
+				gguf_path(gf), ek, n_expert);
 	if (hp->n_head % hp->n_head_kv != 0)
 		return ml_error(ML_ERR_FORMAT, "%s: head_count %d is not a multiple of head_count_kv %d",
 				gguf_path(gf), hp->n_head, hp->n_head_kv);
@@ -276,6 +283,8 @@ static bool want_tensor(const struct gguf_tensor *t, void *user)
 		long l = strtol(n + 4, &end, 10);
 		return end != n + 4 && *end == '.' && l >= f->layer_begin && l < f->layer_end;
 	}
+	if (strcmp(n, "rope_freqs.weight") == 0)
+		return true;
 	if (strcmp(n, "token_embd.weight") == 0)
 		return f->first || (f->last && f->tied);
 	if (strcmp(n, "output_norm.weight") == 0 || strcmp(n, "output.weight") == 0)
@@ -325,6 +334,7 @@ static int layer_tensors(struct model *m, int il, struct model_layer *L)
 		VEC(k_norm, "attn_k_norm.weight", hp->head_dim, false);
 	}
 	MAT(wo, "attn_output.weight", n_q, hp->n_embd);
+	VEC(bo, "attn_output.bias", hp->n_embd, true);
 	VEC(ffn_norm, "ffn_norm.weight", hp->n_embd, false);
 	MAT(w_gate, "ffn_gate.weight", hp->n_embd, hp->n_ff);
 	MAT(w_up, "ffn_up.weight", hp->n_embd, hp->n_ff);
@@ -345,6 +355,9 @@ static int stage_tensors(struct model *m)
 	int rc;
 
 	m->weight_bytes = 0;
+	if ((rc = check_vec(gf, "rope_freqs.weight", hp->n_rot / 2, true, &t, hp->arch_name)) < 0)
+		return rc;
+	m->rope_freqs = t ? (const float *)t->data : NULL;
 	if (model_is_first(m)) {
 		if ((rc = check_mat(gf, "token_embd.weight", hp->n_embd, hp->n_vocab, &t, hp->arch_name)) < 0)
 			return rc;

@@ -51,17 +51,19 @@ static void test_kern_rope(void **state)
 	enum { H = 3, D = 16, R = 12 }; /* rotate 12 of 16 dims per head */
 	float x[H * D], y[H * D], cs[R];
 	const float base = 10000.0f, fscale = 0.5f;
-	for (int neox = 0; neox < 2; neox++) {
+	const float ffs[R / 2] = {1, 1, 2, 4, 8, 1};
+	for (int neox = 0; neox < 4; neox++) {
+		const float *ff = neox >= 2 ? ffs : NULL; /* with and without freq factors */
 		for (int pos = 0; pos < 40; pos += 13) {
 			fill(x, H * D, 3 + (uint64_t)pos, 1.0);
 			memcpy(y, x, sizeof(x));
-			kern_rope_cache(cs, R, pos, base, fscale);
-			kern_rope(y, H, D, R, cs, neox);
+			kern_rope_cache(cs, R, pos, base, fscale, ff);
+			kern_rope(y, H, D, R, cs, neox & 1);
 			for (int h = 0; h < H; h++) {
 				const float *xh = x + h * D, *yh = y + h * D;
 				for (int i = 0; i < R / 2; i++) {
-					double th = fscale * pos * pow(base, -2.0 * i / R);
-					int i0 = neox ? i : 2 * i, i1 = neox ? i + R / 2 : 2 * i + 1;
+					double th = fscale * pos * pow(base, -2.0 * i / R) / (ff ? ff[i] : 1.0);
+					int i0 = neox & 1 ? i : 2 * i, i1 = neox & 1 ? i + R / 2 : 2 * i + 1;
 					double e0 = xh[i0] * cos(th) - xh[i1] * sin(th);
 					double e1 = xh[i0] * sin(th) + xh[i1] * cos(th);
 					assert_true(fabs(yh[i0] - e0) < 1e-5 && fabs(yh[i1] - e1) < 1e-5);

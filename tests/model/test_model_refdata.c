@@ -635,7 +635,15 @@ static void test_model_multi_seq(void **state)
 
 /* ---- refusals ------------------------------------------------------------ */
 
-enum edit { EDIT_ARCH, EDIT_DROP_TENSOR, EDIT_SHAPE, EDIT_TYPE };
+enum edit {
+	EDIT_ARCH,
+	EDIT_DROP_TENSOR,
+	EDIT_SHAPE,
+	EDIT_TYPE,
+	EDIT_EXPERTS,     /* adds llama.expert_count = 8 */
+	EDIT_ROPE_FREQS2, /* adds rope_freqs.weight = 2 everywhere, zero attn_output biases */
+	EDIT_LINEAR2,     /* adds linear rope scaling with factor 2 */
+};
 
 /* Copies stories260K.gguf to |out| with one edit. */
 static void write_edited(const char *out, enum edit e)
@@ -653,6 +661,23 @@ static void write_edited(const char *out, enum edit e)
 			assert_int_equal(gguf_writer_add_str(w, kv->key.ptr, "mamba"), 0);
 		else
 			assert_int_equal(gguf_writer_add_value(w, kv->key.ptr, &kv->value), 0);
+	}
+	if (e == EDIT_EXPERTS)
+		assert_int_equal(gguf_writer_add_u32(w, "llama.expert_count", 8), 0);
+	if (e == EDIT_LINEAR2) {
+		assert_int_equal(gguf_writer_add_str(w, "llama.rope.scaling.type", "linear"), 0);
+		assert_int_equal(gguf_writer_add_f32(w, "llama.rope.scaling.factor", 2.0f), 0);
+	}
+	static const float twos[4] = {2, 2, 2, 2};
+	static const float zero64[64];
+	if (e == EDIT_ROPE_FREQS2) {
+		const uint64_t ne4[1] = {4}, ne64[1] = {64};
+		assert_int_equal(gguf_writer_add_tensor(w, "rope_freqs.weight", ML_DTYPE_F32, 1, ne4, twos), 0);
+		for (int il = 0; il < 5; il++) {
+			char bn[64];
+			snprintf(bn, sizeof(bn), "blk.%d.attn_output.bias", il);
+			assert_int_equal(gguf_writer_add_tensor(w, bn, ML_DTYPE_F32, 1, ne64, zero64), 0);
+		}
 	}
 	static float zeros[64 * 172];
 	for (uint64_t i = 0; i < gguf_n_tensors(gf); i++) {
@@ -694,9 +719,51 @@ static void expect_refusal(enum edit e, int code, const char *needle1, const cha
 	unlink(out);
 }
 
+static void last_logits_of(const char *path, float *lg)
+{
+	struct model *m;
+	struct model_ctx *c;
+	struct model_params mp = {path, 0, -1};
+	if (model_load(&m, &mp) != 0)
+		fail_msg("%s: %s", path, ml_last_error());
+	assert_int_equal(model_ctx_init(&c, m, pool, 1, 64, 64), 0);
+	assert_int_equal(run_ids(c, pipe_ids, PIPE_N, 0, 0, false, lg), 0);
+	model_ctx_free(c);
+	model_free(m);
+}
+
+/* Optional tensors are used: rope_freqs.weight = 2 (Llama 3.1-style
+ * frequency factors) gives exactly the logits of linear RoPE scaling by 2,
+ * which differ from the original; zero attn_output biases change nothing. */
+static void test_model_rope_freqs_and_scaling(void **state)
+{
+	(void)state;
+	char orig[1024], a[] = "/tmp/mesh-llm-test-model-XXXXXX.gguf", b[] = "/tmp/mesh-llm-test-model-XXXXXX.gguf";
+	model_path("stories260K.gguf", orig, sizeof(orig));
+	close(mkstemps(a, 5));
+	close(mkstemps(b, 5));
+	write_edited(a, EDIT_ROPE_FREQS2);
+	write_edited(b, EDIT_LINEAR2);
+	static float l0[512], la[512], lb[512];
+	last_logits_of(orig, l0);
+	last_logits_of(a, la);
+	last_logits_of(b, lb);
+	double d_ab = 0, d_0a = 0;
+	for (int i = 0; i < 512; i++) {
+		upd(&d_ab, fabs(la[i] - lb[i]));
+		upd(&d_0a, fabs(la[i] - l0[i]));
+	}
+	printf("rope_freqs=2 vs linear scaling 2: max diff %.3g; vs unscaled: %.3g\n", d_ab, d_0a);
+	assert_true(d_ab == 0.0);
+	assert_true(d_0a > 1e-3);
+	unlink(a);
+	unlink(b);
+}
+
 static void test_model_refusals(void **state)
 {
 	(void)state;
+	expect_refusal(EDIT_EXPERTS, ML_ERR_UNSUPPORTED, "mixture-of-experts", "expert_count");
 	expect_refusal(EDIT_ARCH, ML_ERR_UNSUPPORTED, "'mamba'", "llama, qwen2, qwen3");
 	expect_refusal(EDIT_DROP_TENSOR, ML_ERR_FORMAT, "blk.2.ffn_up.weight", "missing");
 	expect_refusal(EDIT_SHAPE, ML_ERR_FORMAT, "blk.1.attn_k.weight", "expected [64, 32]");
@@ -836,6 +903,7 @@ int main(void)
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_pipeline);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_multi_seq);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_refusals);
+	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_rope_freqs_and_scaling);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_memory);
 	int rc = _cmocka_run_group_tests("model_refdata", tests, (size_t)nt, NULL, NULL);
 	for (int i = 0; i < nf; i++)
