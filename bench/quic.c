@@ -34,7 +34,8 @@ struct server {
 
 enum { MODE_UNKNOWN = 0, MODE_ECHO = 1, MODE_SINK = 2 };
 
-static void srv_data(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin, void *u)
+static void srv_data(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin,
+                     void *u)
 {
 	(void)u;
 	uintptr_t mode = (uintptr_t)net_stream_user(c, sid);
@@ -136,7 +137,8 @@ static void cli_closed(struct net_conn *c, const struct net_close_info *info, vo
 		fprintf(stderr, "connection failed: %s\n", info->reason);
 }
 
-static void cli_data(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin, void *u)
+static void cli_data(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin,
+                     void *u)
 {
 	(void)c;
 	(void)sid;
@@ -192,7 +194,7 @@ static void set_delay(struct client *cl, struct server *s, unsigned us)
 }
 
 static void run_suite(struct client *cl, struct server *s, const char *label, int n_hs, int n_rtt,
-		      uint64_t bulk_bytes, int bulk_runs)
+                      uint64_t bulk_bytes, int bulk_runs)
 {
 	/* handshakes: connect, wait for ready, close */
 	double *hs = calloc((size_t)n_hs, sizeof(double));
@@ -243,7 +245,8 @@ static void run_suite(struct client *cl, struct server *s, const char *label, in
 		double t0 = ml_time_s(), end = t0 + 120;
 		while (!cl->fin && ml_time_s() < end) {
 			while (sent < bulk_bytes && net_stream_unacked(c, bs) < (16u << 20)) {
-				size_t n = bulk_bytes - sent < piece ? (size_t)(bulk_bytes - sent) : piece;
+				size_t n =
+				    bulk_bytes - sent < piece ? (size_t)(bulk_bytes - sent) : piece;
 				sent += n;
 				net_stream_send(c, bs, buf, n, sent == bulk_bytes);
 			}
@@ -258,10 +261,11 @@ static void run_suite(struct client *cl, struct server *s, const char *label, in
 	net_conn_close(c, 0, "bench done");
 	wait_for(cl, &cl->closed, want, 2);
 
-	printf("%-16s handshake median %7.2f ms (max %.2f, n=%d) | 64 B echo RTT p50 %8.1f us p99 %8.1f us (n=%d) | "
+	printf("%-16s handshake median %7.2f ms (max %.2f, n=%d) | 64 B echo RTT p50 %8.1f us p99 "
+	       "%8.1f us (n=%d) | "
 	       "bulk %.0f MiB x%d: median %6.1f MB/s (min %.1f max %.1f) | srtt %.2f ms\n",
-	       label, hs_med, hs_max, n_hs, r50, r99, n_rtt, (double)bulk_bytes / (1 << 20), bulk_runs, bmed, bmin,
-	       bmax, (double)info.smoothed_rtt_ns / 1e6);
+	       label, hs_med, hs_max, n_hs, r50, r99, n_rtt, (double)bulk_bytes / (1 << 20),
+	       bulk_runs, bmed, bmin, bmax, (double)info.smoothed_rtt_ns / 1e6);
 	free(hs);
 	free(rtt);
 	free(mbs);
@@ -286,9 +290,10 @@ int main(int argc, char **argv)
 		ml_log_set_level(ML_LOG_WARN);
 	char rev[64];
 	git_rev(rev, sizeof(rev));
-	printf("bench-quic: git %s; cpu features: %s; %d logical cores\n", rev, ml_cpu_feature_string(),
-	       ml_cpu_count_logical());
-	printf("loopback, ngtcp2 0.12 + GnuTLS, server on its own thread; one UDP syscall per packet\n");
+	printf("bench-quic: git %s; cpu features: %s; %d logical cores\n", rev,
+	       ml_cpu_feature_string(), ml_cpu_count_logical());
+	printf("loopback, ngtcp2 0.12 + GnuTLS, server on its own thread; one UDP syscall per "
+	       "packet\n");
 
 	struct server s;
 	if (server_start(&s) != 0) {
@@ -312,11 +317,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	run_suite(&cl, &s, "no delay", quick ? 5 : 20, quick ? 200 : 2000, quick ? 20u << 20 : 100u << 20,
-		  quick ? 1 : 3);
+	run_suite(&cl, &s, "no delay", quick ? 5 : 20, quick ? 200 : 2000,
+	          quick ? 20u << 20 : 100u << 20, quick ? 1 : 3);
 	set_delay(&cl, &s, 10000);
-	run_suite(&cl, &s, "10 ms each way", quick ? 3 : 5, quick ? 20 : 100, quick ? 10u << 20 : 50u << 20,
-		  quick ? 1 : 3);
+	run_suite(&cl, &s, "10 ms each way", quick ? 3 : 5, quick ? 20 : 100,
+	          quick ? 10u << 20 : 50u << 20, quick ? 1 : 3);
 	set_delay(&cl, &s, 0);
 
 	net_endpoint_free(cl.ep);

@@ -26,7 +26,8 @@ static uint64_t decode(const uint8_t *data, size_t size, size_t step, int *final
 			rc = net_frame_decoder_feed(&d, p, left, &m);
 			if (rc < 0)
 				break;
-			if ((size_t)rc > left || m.len > net_frame_max_payload(m.stream_type) || !m.payload)
+			if ((size_t)rc > left || m.len > net_frame_max_payload(m.stream_type) ||
+			    !m.payload)
 				abort();
 			h = (h ^ m.type) * 1099511628211ull;
 			h = (h ^ m.len) * 1099511628211ull;

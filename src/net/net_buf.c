@@ -62,7 +62,10 @@ void net_buf_put_bytes(struct net_buf *b, const void *p, size_t n)
 	b->len += n;
 }
 
-void net_buf_put_u8(struct net_buf *b, uint8_t v) { net_buf_put_bytes(b, &v, 1); }
+void net_buf_put_u8(struct net_buf *b, uint8_t v)
+{
+	net_buf_put_bytes(b, &v, 1);
+}
 
 void net_buf_put_u16(struct net_buf *b, uint16_t v)
 {
@@ -165,7 +168,8 @@ uint16_t net_reader_u16(struct net_reader *r)
 uint32_t net_reader_u32(struct net_reader *r)
 {
 	const uint8_t *p = net_reader_bytes(r, 4);
-	return p ? ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3] : 0;
+	return p ? ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3]
+	         : 0;
 }
 
 uint64_t net_reader_u64(struct net_reader *r)

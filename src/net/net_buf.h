@@ -37,7 +37,10 @@ void net_buf_reset(struct net_buf *b);
 /* Ensures room for |n| more bytes. Returns 0, ML_ERR_NOMEM or ML_ERR_RANGE. */
 int net_buf_reserve(struct net_buf *b, size_t n);
 /* The sticky error (0 when every write so far succeeded). */
-static inline int net_buf_error(const struct net_buf *b) { return b->err; }
+static inline int net_buf_error(const struct net_buf *b)
+{
+	return b->err;
+}
 
 void net_buf_put_u8(struct net_buf *b, uint8_t v);
 void net_buf_put_u16(struct net_buf *b, uint16_t v);
@@ -62,8 +65,14 @@ struct net_reader {
 };
 
 void net_reader_init(struct net_reader *r, const void *p, size_t len);
-static inline int net_reader_error(const struct net_reader *r) { return r->err; }
-static inline size_t net_reader_left(const struct net_reader *r) { return r->len - r->off; }
+static inline int net_reader_error(const struct net_reader *r)
+{
+	return r->err;
+}
+static inline size_t net_reader_left(const struct net_reader *r)
+{
+	return r->len - r->off;
+}
 
 uint8_t net_reader_u8(struct net_reader *r);
 uint16_t net_reader_u16(struct net_reader *r);

@@ -16,7 +16,10 @@ static uint64_t cid_hash(const uint8_t *cid, size_t len)
 	return h ^ (h >> 29);
 }
 
-void net_cidmap_init(struct net_cidmap *m) { memset(m, 0, sizeof(*m)); }
+void net_cidmap_init(struct net_cidmap *m)
+{
+	memset(m, 0, sizeof(*m));
+}
 
 void net_cidmap_free(struct net_cidmap *m)
 {

@@ -15,23 +15,27 @@ static const uint8_t empty_payload[1];
 static uint8_t msg_stream(uint8_t type)
 {
 	switch (type) {
-	case NET_MSG_ERROR: return 0xff;
+	case NET_MSG_ERROR:
+		return 0xff;
 	case NET_MSG_HELLO:
 	case NET_MSG_HELLO_ACK:
 	case NET_MSG_GOSSIP:
 	case NET_MSG_PEER_DOWN:
 	case NET_MSG_PEER_LEAVING:
 	case NET_MSG_PING:
-	case NET_MSG_PONG: return NET_STREAM_CONTROL;
+	case NET_MSG_PONG:
+		return NET_STREAM_CONTROL;
 	case NET_MSG_HTTP_REQUEST:
 	case NET_MSG_HTTP_RESPONSE:
 	case NET_MSG_HTTP_BODY:
-	case NET_MSG_HTTP_END: return NET_STREAM_HTTP;
+	case NET_MSG_HTTP_END:
+		return NET_STREAM_HTTP;
 	case NET_MSG_STAGE_OPEN:
 	case NET_MSG_STAGE_FORWARD:
 	case NET_MSG_STAGE_RESULT:
 	case NET_MSG_STAGE_KV:
-	case NET_MSG_STAGE_ACK: return NET_STREAM_STAGE;
+	case NET_MSG_STAGE_ACK:
+		return NET_STREAM_STAGE;
 	}
 	return 0;
 }
@@ -39,9 +43,12 @@ static uint8_t msg_stream(uint8_t type)
 const char *net_stream_type_name(uint8_t t)
 {
 	switch (t) {
-	case NET_STREAM_CONTROL: return "control";
-	case NET_STREAM_HTTP: return "http";
-	case NET_STREAM_STAGE: return "stage";
+	case NET_STREAM_CONTROL:
+		return "control";
+	case NET_STREAM_HTTP:
+		return "http";
+	case NET_STREAM_STAGE:
+		return "stage";
 	}
 	return "?";
 }
@@ -49,35 +56,58 @@ const char *net_stream_type_name(uint8_t t)
 const char *net_msg_type_name(uint8_t t)
 {
 	switch (t) {
-	case NET_MSG_ERROR: return "ERROR";
-	case NET_MSG_HELLO: return "HELLO";
-	case NET_MSG_HELLO_ACK: return "HELLO_ACK";
-	case NET_MSG_GOSSIP: return "GOSSIP";
-	case NET_MSG_PEER_DOWN: return "PEER_DOWN";
-	case NET_MSG_PEER_LEAVING: return "PEER_LEAVING";
-	case NET_MSG_PING: return "PING";
-	case NET_MSG_PONG: return "PONG";
-	case NET_MSG_HTTP_REQUEST: return "HTTP_REQUEST";
-	case NET_MSG_HTTP_RESPONSE: return "HTTP_RESPONSE";
-	case NET_MSG_HTTP_BODY: return "HTTP_BODY";
-	case NET_MSG_HTTP_END: return "HTTP_END";
-	case NET_MSG_STAGE_OPEN: return "STAGE_OPEN";
-	case NET_MSG_STAGE_FORWARD: return "STAGE_FORWARD";
-	case NET_MSG_STAGE_RESULT: return "STAGE_RESULT";
-	case NET_MSG_STAGE_KV: return "STAGE_KV";
-	case NET_MSG_STAGE_ACK: return "STAGE_ACK";
+	case NET_MSG_ERROR:
+		return "ERROR";
+	case NET_MSG_HELLO:
+		return "HELLO";
+	case NET_MSG_HELLO_ACK:
+		return "HELLO_ACK";
+	case NET_MSG_GOSSIP:
+		return "GOSSIP";
+	case NET_MSG_PEER_DOWN:
+		return "PEER_DOWN";
+	case NET_MSG_PEER_LEAVING:
+		return "PEER_LEAVING";
+	case NET_MSG_PING:
+		return "PING";
+	case NET_MSG_PONG:
+		return "PONG";
+	case NET_MSG_HTTP_REQUEST:
+		return "HTTP_REQUEST";
+	case NET_MSG_HTTP_RESPONSE:
+		return "HTTP_RESPONSE";
+	case NET_MSG_HTTP_BODY:
+		return "HTTP_BODY";
+	case NET_MSG_HTTP_END:
+		return "HTTP_END";
+	case NET_MSG_STAGE_OPEN:
+		return "STAGE_OPEN";
+	case NET_MSG_STAGE_FORWARD:
+		return "STAGE_FORWARD";
+	case NET_MSG_STAGE_RESULT:
+		return "STAGE_RESULT";
+	case NET_MSG_STAGE_KV:
+		return "STAGE_KV";
+	case NET_MSG_STAGE_ACK:
+		return "STAGE_ACK";
 	}
 	return "?";
 }
 
-bool net_stream_type_valid(uint8_t t) { return t >= NET_STREAM_CONTROL && t < NET_STREAM_TYPE_COUNT; }
+bool net_stream_type_valid(uint8_t t)
+{
+	return t >= NET_STREAM_CONTROL && t < NET_STREAM_TYPE_COUNT;
+}
 
 uint32_t net_frame_max_payload(uint8_t t)
 {
 	switch (t) {
-	case NET_STREAM_CONTROL: return NET_FRAME_MAX_CONTROL;
-	case NET_STREAM_HTTP: return NET_FRAME_MAX_HTTP;
-	case NET_STREAM_STAGE: return NET_FRAME_MAX_STAGE;
+	case NET_STREAM_CONTROL:
+		return NET_FRAME_MAX_CONTROL;
+	case NET_STREAM_HTTP:
+		return NET_FRAME_MAX_HTTP;
+	case NET_STREAM_STAGE:
+		return NET_FRAME_MAX_STAGE;
 	}
 	return 0;
 }
@@ -88,16 +118,18 @@ int net_frame_check(uint8_t stream_type, uint8_t msg_type, uint64_t len)
 		return ml_error(ML_ERR_PROTO, "%s: unknown stream type %u", __func__, stream_type);
 	uint8_t st = msg_stream(msg_type);
 	if (st == 0)
-		return ml_error(ML_ERR_PROTO, "%s: unknown message type %u on %s stream", __func__, msg_type,
-				net_stream_type_name(stream_type));
+		return ml_error(ML_ERR_PROTO, "%s: unknown message type %u on %s stream", __func__,
+		                msg_type, net_stream_type_name(stream_type));
 	if (st != 0xff && st != stream_type)
 		return ml_error(ML_ERR_PROTO, "%s: message %s not allowed on %s stream", __func__,
-				net_msg_type_name(msg_type), net_stream_type_name(stream_type));
+		                net_msg_type_name(msg_type), net_stream_type_name(stream_type));
 	uint32_t max = net_frame_max_payload(stream_type);
 	if (len > max)
-		return ml_error(ML_ERR_RANGE, "%s: %s message of %llu bytes exceeds the %u-byte limit of %s streams",
-				__func__, net_msg_type_name(msg_type), (unsigned long long)len, max,
-				net_stream_type_name(stream_type));
+		return ml_error(
+		    ML_ERR_RANGE,
+		    "%s: %s message of %llu bytes exceeds the %u-byte limit of %s streams",
+		    __func__, net_msg_type_name(msg_type), (unsigned long long)len, max,
+		    net_stream_type_name(stream_type));
 	return 0;
 }
 
@@ -146,7 +178,8 @@ void net_frame_decoder_free(struct net_frame_decoder *d)
 	d->buf_cap = d->buf_len = 0;
 }
 
-int net_frame_decoder_feed(struct net_frame_decoder *d, const uint8_t *data, size_t len, struct net_frame_msg *out)
+int net_frame_decoder_feed(struct net_frame_decoder *d, const uint8_t *data, size_t len,
+                           struct net_frame_msg *out)
 {
 	if (d->err)
 		return d->err;
@@ -158,10 +191,13 @@ int net_frame_decoder_feed(struct net_frame_decoder *d, const uint8_t *data, siz
 			return ML_ERR_INCOMPLETE;
 		uint8_t st = data[0];
 		if (!net_stream_type_valid(st))
-			return d->err = ml_error(ML_ERR_PROTO, "%s: unknown stream type %u", __func__, st);
+			return d->err = ml_error(ML_ERR_PROTO, "%s: unknown stream type %u",
+			                         __func__, st);
 		if (d->expect && st != d->expect)
-			return d->err = ml_error(ML_ERR_PROTO, "%s: stream type %s where %s was expected", __func__,
-						 net_stream_type_name(st), net_stream_type_name(d->expect));
+			return d->err = ml_error(ML_ERR_PROTO,
+			                         "%s: stream type %s where %s was expected",
+			                         __func__, net_stream_type_name(st),
+			                         net_stream_type_name(d->expect));
 		d->stream_type = st;
 		off = 1;
 	}
@@ -189,7 +225,8 @@ int net_frame_decoder_feed(struct net_frame_decoder *d, const uint8_t *data, siz
 			 * stream's limit, which net_frame_check enforced). */
 			uint8_t *nb = realloc(d->buf, plen);
 			if (!nb)
-				return d->err = ml_error(ML_ERR_NOMEM, "%s: %u-byte payload", __func__, plen);
+				return d->err = ml_error(ML_ERR_NOMEM, "%s: %u-byte payload",
+				                         __func__, plen);
 			d->buf = nb;
 			d->buf_cap = plen;
 		}
@@ -225,9 +262,13 @@ void net_frame_encode_header(uint8_t out[NET_FRAME_HDR_LEN], uint8_t type, uint3
 	out[4] = (uint8_t)len;
 }
 
-void net_frame_put_stream_type(struct net_buf *b, uint8_t stream_type) { net_buf_put_u8(b, stream_type); }
+void net_frame_put_stream_type(struct net_buf *b, uint8_t stream_type)
+{
+	net_buf_put_u8(b, stream_type);
+}
 
-int net_frame_put(struct net_buf *b, uint8_t stream_type, uint8_t type, const void *payload, size_t len)
+int net_frame_put(struct net_buf *b, uint8_t stream_type, uint8_t type, const void *payload,
+                  size_t len)
 {
 	int rc = net_frame_check(stream_type, type, len);
 	if (rc)
@@ -253,7 +294,8 @@ int net_frame_end(struct net_buf *b, uint8_t stream_type, size_t mark)
 	if (b->err)
 		return b->err;
 	if (mark > b->len || b->len - mark < NET_FRAME_HDR_LEN)
-		return ml_error(ML_ERR_INVALID, "%s: bad mark %zu (buffer %zu bytes)", __func__, mark, b->len);
+		return ml_error(ML_ERR_INVALID, "%s: bad mark %zu (buffer %zu bytes)", __func__,
+		                mark, b->len);
 	size_t plen = b->len - mark - NET_FRAME_HDR_LEN;
 	int rc = net_frame_check(stream_type, b->data[mark], plen);
 	if (rc)

@@ -25,9 +25,10 @@
 #define NET_FRAME_HDR_LEN 5
 
 enum net_stream_type {
-	NET_STREAM_CONTROL = 1, /* one per connection, opened by the dialer: hello, gossip, liveness */
-	NET_STREAM_HTTP = 2,    /* one per proxied API request */
-	NET_STREAM_STAGE = 3,   /* pipeline-stage traffic: activations and KV commands */
+	NET_STREAM_CONTROL =
+	    1,               /* one per connection, opened by the dialer: hello, gossip, liveness */
+	NET_STREAM_HTTP = 2, /* one per proxied API request */
+	NET_STREAM_STAGE = 3, /* pipeline-stage traffic: activations and KV commands */
 	NET_STREAM_TYPE_COUNT
 };
 
@@ -95,13 +96,13 @@ int net_frame_parse(uint8_t stream_type, const uint8_t *buf, size_t len, struct 
 struct net_frame_decoder {
 	uint8_t stream_type; /* 0 until the first byte arrived */
 	uint8_t hdr[NET_FRAME_HDR_LEN];
-	uint8_t hdr_len;   /* header bytes buffered so far */
-	uint32_t need;     /* payload length of the message being buffered */
-	uint8_t *buf;      /* owned partial-payload buffer */
-	size_t buf_len;    /* payload bytes buffered */
+	uint8_t hdr_len; /* header bytes buffered so far */
+	uint32_t need;   /* payload length of the message being buffered */
+	uint8_t *buf;    /* owned partial-payload buffer */
+	size_t buf_len;  /* payload bytes buffered */
 	size_t buf_cap;
-	int err;           /* sticky: once failed, every feed fails */
-	uint8_t expect;    /* if nonzero, the only stream type accepted */
+	int err;        /* sticky: once failed, every feed fails */
+	uint8_t expect; /* if nonzero, the only stream type accepted */
 };
 
 /* |expect_stream_type| 0 accepts any known stream type. */
@@ -117,7 +118,8 @@ void net_frame_decoder_free(struct net_frame_decoder *d);
  *   (ml_last_error() says which); the stream must be closed. Sticky.
  * ML_ERR_NOMEM: could not buffer the payload.
  * At most INT_MAX bytes are looked at per call. */
-int net_frame_decoder_feed(struct net_frame_decoder *d, const uint8_t *data, size_t len, struct net_frame_msg *out);
+int net_frame_decoder_feed(struct net_frame_decoder *d, const uint8_t *data, size_t len,
+                           struct net_frame_msg *out);
 
 /* --- encoding --------------------------------------------------------- */
 
@@ -127,7 +129,8 @@ void net_frame_encode_header(uint8_t out[NET_FRAME_HDR_LEN], uint8_t type, uint3
 void net_frame_put_stream_type(struct net_buf *b, uint8_t stream_type);
 /* Appends a whole message. Checks type and size for |stream_type|.
  * Returns 0 or ML_ERR_PROTO / ML_ERR_RANGE / ML_ERR_NOMEM. */
-int net_frame_put(struct net_buf *b, uint8_t stream_type, uint8_t type, const void *payload, size_t len);
+int net_frame_put(struct net_buf *b, uint8_t stream_type, uint8_t type, const void *payload,
+                  size_t len);
 /* Two-step encoding for payloads written with net_buf_put_*:
  *   size_t m = net_frame_begin(b, NET_MSG_GOSSIP);
  *   net_buf_put_u64(b, ...); ...

@@ -61,7 +61,8 @@ int net_ident_save(const struct net_ident *id, const char *path)
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		sodium_memzero(text, sizeof(text));
-		return ml_error(ML_ERR_IO, "%s: cannot create %s: %s", __func__, tmp, strerror(errno));
+		return ml_error(ML_ERR_IO, "%s: cannot create %s: %s", __func__, tmp,
+		                strerror(errno));
 	}
 	int rc = 0;
 	if (fchmod(fd, 0600) != 0 || write(fd, text, (size_t)n) != n || fsync(fd) != 0)
@@ -70,7 +71,8 @@ int net_ident_save(const struct net_ident *id, const char *path)
 	if (close(fd) != 0 && !rc)
 		rc = ml_error(ML_ERR_IO, "%s: cannot write %s: %s", __func__, tmp, strerror(errno));
 	if (!rc && rename(tmp, path) != 0)
-		rc = ml_error(ML_ERR_IO, "%s: cannot rename %s to %s: %s", __func__, tmp, path, strerror(errno));
+		rc = ml_error(ML_ERR_IO, "%s: cannot rename %s to %s: %s", __func__, tmp, path,
+		              strerror(errno));
 	if (rc)
 		unlink(tmp);
 	return rc;
@@ -85,23 +87,26 @@ int net_ident_load(struct net_ident *id, const char *path)
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return ml_error(ML_ERR_NOT_FOUND, "%s: no key file at %s", __func__, path);
-		return ml_error(ML_ERR_IO, "%s: cannot open %s: %s", __func__, path, strerror(errno));
+		return ml_error(ML_ERR_IO, "%s: cannot open %s: %s", __func__, path,
+		                strerror(errno));
 	}
 	struct stat st;
 	if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-		ML_WARN("key file %s is readable by other users (mode %03o); run chmod 600 on it", path,
-			(unsigned)(st.st_mode & 0777));
+		ML_WARN("key file %s is readable by other users (mode %03o); run chmod 600 on it",
+		        path, (unsigned)(st.st_mode & 0777));
 	char text[256];
 	ssize_t n = read(fd, text, sizeof(text) - 1);
 	close(fd);
 	if (n < 0)
-		return ml_error(ML_ERR_IO, "%s: cannot read %s: %s", __func__, path, strerror(errno));
+		return ml_error(ML_ERR_IO, "%s: cannot read %s: %s", __func__, path,
+		                strerror(errno));
 	text[n] = 0;
 	size_t ml = strlen(KEYFILE_MAGIC);
 	uint8_t seed[32];
 	size_t bin_len = 0;
 	if ((size_t)n < ml + 64 || memcmp(text, KEYFILE_MAGIC, ml) != 0 ||
-	    sodium_hex2bin(seed, sizeof(seed), text + ml, 64, NULL, &bin_len, NULL) != 0 || bin_len != 32) {
+	    sodium_hex2bin(seed, sizeof(seed), text + ml, 64, NULL, &bin_len, NULL) != 0 ||
+	    bin_len != 32) {
 		sodium_memzero(text, sizeof(text));
 		return ml_error(ML_ERR_FORMAT, "%s: %s is not a mesh-llm key file", __func__, path);
 	}
@@ -126,12 +131,14 @@ int net_ident_load_or_create(struct net_ident *id, const char *path, bool *creat
 	return rc;
 }
 
-void net_ident_sign(const struct net_ident *id, const void *msg, size_t len, uint8_t sig[NET_SIG_LEN])
+void net_ident_sign(const struct net_ident *id, const void *msg, size_t len,
+                    uint8_t sig[NET_SIG_LEN])
 {
 	crypto_sign_detached(sig, NULL, msg, len, id->sk);
 }
 
-int net_ident_verify(const uint8_t pk[NET_ID_LEN], const void *msg, size_t len, const uint8_t sig[NET_SIG_LEN])
+int net_ident_verify(const uint8_t pk[NET_ID_LEN], const void *msg, size_t len,
+                     const uint8_t sig[NET_SIG_LEN])
 {
 	if (crypto_sign_verify_detached(sig, msg, len, pk) != 0)
 		return ML_ERR_AUTH;
@@ -170,7 +177,8 @@ static int hexval(char c)
 int net_id_from_hex(const char *s, uint8_t id[NET_ID_LEN])
 {
 	if (!s || strlen(s) != NET_ID_HEX_LEN)
-		return ml_error(ML_ERR_FORMAT, "%s: a node id is %d hex digits", __func__, NET_ID_HEX_LEN);
+		return ml_error(ML_ERR_FORMAT, "%s: a node id is %d hex digits", __func__,
+		                NET_ID_HEX_LEN);
 	for (int i = 0; i < NET_ID_LEN; i++) {
 		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
 		if (hi < 0 || lo < 0)
@@ -193,9 +201,11 @@ int net_b64url_decode(const char *s, size_t len, uint8_t *out, size_t cap)
 {
 	size_t bin_len = 0;
 	const char *end = NULL;
-	if (sodium_base642bin(out, cap, s, len, NULL, &bin_len, &end, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
+	if (sodium_base642bin(out, cap, s, len, NULL, &bin_len, &end,
+	                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
 		if (len / 4 * 3 > cap)
-			return ml_error(ML_ERR_RANGE, "%s: output buffer of %zu bytes too small", __func__, cap);
+			return ml_error(ML_ERR_RANGE, "%s: output buffer of %zu bytes too small",
+			                __func__, cap);
 		return ml_error(ML_ERR_FORMAT, "%s: invalid base64url", __func__);
 	}
 	if (end != s + len)
@@ -225,11 +235,13 @@ int net_ident_tls_credentials(const struct net_ident *id, gnutls_certificate_cre
 		rc = gtls_fail(__func__, "privkey_init", grc);
 		goto fail;
 	}
-	if ((grc = gnutls_privkey_import_ecc_raw(priv, GNUTLS_ECC_CURVE_ED25519, &x, NULL, &k)) < 0) {
+	if ((grc = gnutls_privkey_import_ecc_raw(priv, GNUTLS_ECC_CURVE_ED25519, &x, NULL, &k)) <
+	    0) {
 		rc = gtls_fail(__func__, "import Ed25519 key", grc);
 		goto fail;
 	}
-	if ((grc = gnutls_pubkey_init(&pub)) < 0 || (grc = gnutls_pubkey_import_privkey(pub, priv, 0, 0)) < 0) {
+	if ((grc = gnutls_pubkey_init(&pub)) < 0 ||
+	    (grc = gnutls_pubkey_import_privkey(pub, priv, 0, 0)) < 0) {
 		rc = gtls_fail(__func__, "public key", grc);
 		goto fail;
 	}
@@ -249,7 +261,8 @@ int net_ident_tls_credentials(const struct net_ident *id, gnutls_certificate_cre
 	    (grc = gnutls_x509_crt_set_serial(crt, serial, sizeof(serial))) < 0 ||
 	    (grc = gnutls_x509_crt_set_activation_time(crt, now - 86400)) < 0 ||
 	    (grc = gnutls_x509_crt_set_expiration_time(crt, now + 10 * 365 * 86400L)) < 0 ||
-	    (grc = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, cn, (unsigned)strlen(cn))) < 0 ||
+	    (grc = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, cn,
+	                                         (unsigned)strlen(cn))) < 0 ||
 	    (grc = gnutls_x509_crt_set_pubkey(crt, pub)) < 0 ||
 	    (grc = gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE)) < 0 ||
 	    (grc = gnutls_x509_crt_privkey_sign(crt, crt, priv, GNUTLS_DIG_UNKNOWN, 0)) < 0) {
@@ -315,7 +328,8 @@ int net_tls_peer_id(gnutls_session_t session, uint8_t id[NET_ID_LEN])
 		goto out;
 	}
 	if (curve != GNUTLS_ECC_CURVE_ED25519 || x.size != NET_ID_LEN) {
-		rc = ml_error(ML_ERR_AUTH, "%s: peer key has %u bytes, not an Ed25519 key", __func__, x.size);
+		rc = ml_error(ML_ERR_AUTH, "%s: peer key has %u bytes, not an Ed25519 key",
+		              __func__, x.size);
 		goto out;
 	}
 	memcpy(id, x.data, NET_ID_LEN);

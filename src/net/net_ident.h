@@ -38,9 +38,11 @@ int net_ident_load_or_create(struct net_ident *id, const char *path, bool *creat
 void net_ident_clear(struct net_ident *id);
 
 /* Ed25519 signature of |msg|. */
-void net_ident_sign(const struct net_ident *id, const void *msg, size_t len, uint8_t sig[NET_SIG_LEN]);
+void net_ident_sign(const struct net_ident *id, const void *msg, size_t len,
+                    uint8_t sig[NET_SIG_LEN]);
 /* Returns 0 when |sig| is |pk|'s signature of |msg|, else ML_ERR_AUTH. */
-int net_ident_verify(const uint8_t pk[NET_ID_LEN], const void *msg, size_t len, const uint8_t sig[NET_SIG_LEN]);
+int net_ident_verify(const uint8_t pk[NET_ID_LEN], const void *msg, size_t len,
+                     const uint8_t sig[NET_SIG_LEN]);
 
 /* Lowercase hex of an id into |out| (65 bytes with the NUL). */
 void net_id_to_hex(const uint8_t id[NET_ID_LEN], char out[NET_ID_HEX_LEN + 1]);

@@ -31,14 +31,15 @@
 #define SCID_LEN 16
 #define TXBUF_SIZE 65536
 #define MAX_VEC 16
-#define CHUNK_MIN 16384        /* small sends are appended into one chunk of this size */
-#define CHUNK_MAX (1u << 20)   /* large sends are split so acked memory is freed early */
-#define MAX_BURST_PKTS 64      /* packets per write call, besides the send quantum */
+#define CHUNK_MIN 16384      /* small sends are appended into one chunk of this size */
+#define CHUNK_MAX (1u << 20) /* large sends are split so acked memory is freed early */
+#define MAX_BURST_PKTS 64    /* packets per write call, besides the send quantum */
 #define DGRAM_QUEUE_MAX 256
-#define RESETS_PER_SEC 100     /* stateless resets we send, at most */
+#define RESETS_PER_SEC 100 /* stateless resets we send, at most */
 
-static const char tls_priority[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
-				   "+CHACHA20-POLY1305:%DISABLE_TLS13_COMPAT_MODE";
+static const char tls_priority[] =
+    "NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM:+AES-256-GCM:"
+    "+CHACHA20-POLY1305:%DISABLE_TLS13_COMPAT_MODE";
 
 struct net_chunk {
 	struct net_chunk *next;
@@ -49,18 +50,18 @@ struct net_chunk {
 
 struct net_stream {
 	int64_t id;
-	struct net_stream *next; /* conn->streams */
+	struct net_stream *next;    /* conn->streams */
 	struct net_stream *sq_next; /* conn send queue */
 	bool in_sendq;
-	bool blocked;  /* STREAM_DATA_BLOCKED until extend_max_stream_data */
+	bool blocked; /* STREAM_DATA_BLOCKED until extend_max_stream_data */
 	bool fin_queued, fin_sent;
 	struct net_chunk *head, *tail;
-	uint64_t head_off;       /* stream offset of head->data[0] */
+	uint64_t head_off;            /* stream offset of head->data[0] */
 	struct net_chunk *send_chunk; /* chunk holding sent_off (NULL: none left) */
 	uint64_t send_chunk_off;
-	uint64_t sent_off;       /* bytes handed to ngtcp2 */
-	uint64_t queued_end;     /* bytes queued */
-	uint64_t acked_off;      /* bytes acknowledged */
+	uint64_t sent_off;   /* bytes handed to ngtcp2 */
+	uint64_t queued_end; /* bytes queued */
+	uint64_t acked_off;  /* bytes acknowledged */
 	void *user;
 };
 
@@ -86,7 +87,7 @@ struct net_conn {
 	bool verified;
 	bool dead;
 	bool close_pending;
-	bool got_reset; /* the peer answered with a stateless reset */
+	bool got_reset;  /* the peer answered with a stateless reset */
 	bool got_crypto; /* a packet decrypted and carried TLS data */
 	uint8_t peer_id[NET_ID_LEN];
 	uint8_t expected_id[NET_ID_LEN];
@@ -258,7 +259,8 @@ static int stream_append(struct net_stream *s, const uint8_t *data, size_t len)
 static size_t stream_fill_vec(struct net_stream *s, ngtcp2_vec *vec, size_t max, bool *all)
 {
 	/* skip chunks that were sent completely */
-	while (s->send_chunk && s->sent_off >= s->send_chunk_off + s->send_chunk->len && s->send_chunk->next) {
+	while (s->send_chunk && s->sent_off >= s->send_chunk_off + s->send_chunk->len &&
+	       s->send_chunk->next) {
 		s->send_chunk_off += s->send_chunk->len;
 		s->send_chunk = s->send_chunk->next;
 	}
@@ -294,7 +296,8 @@ static void stream_acked(struct net_stream *s, uint64_t end)
 {
 	if (end > s->acked_off)
 		s->acked_off = end;
-	while (s->head && s->head_off + s->head->len <= s->acked_off && (s->head->next || s->head->len == s->head->cap)) {
+	while (s->head && s->head_off + s->head->len <= s->acked_off &&
+	       (s->head->next || s->head->len == s->head->cap)) {
 		struct net_chunk *k = s->head;
 		if (s->send_chunk == k) {
 			s->send_chunk = k->next;
@@ -316,14 +319,15 @@ static void cb_rand(uint8_t *dest, size_t len, const ngtcp2_rand_ctx *ctx)
 	randombytes_buf(dest, len);
 }
 
-static int cb_get_new_cid(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t cidlen, void *user)
+static int cb_get_new_cid(ngtcp2_conn *conn, ngtcp2_cid *cid, uint8_t *token, size_t cidlen,
+                          void *user)
 {
 	struct net_conn *c = user;
 	(void)conn;
 	randombytes_buf(cid->data, cidlen);
 	cid->datalen = cidlen;
-	if (ngtcp2_crypto_generate_stateless_reset_token(token, c->ep->reset_secret, sizeof(c->ep->reset_secret), cid) !=
-	    0)
+	if (ngtcp2_crypto_generate_stateless_reset_token(token, c->ep->reset_secret,
+	                                                 sizeof(c->ep->reset_secret), cid) != 0)
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	if (net_cidmap_put(&c->ep->cids, cid->data, cid->datalen, c))
 		return NGTCP2_ERR_CALLBACK_FAILURE;
@@ -338,15 +342,16 @@ static int cb_remove_cid(ngtcp2_conn *conn, const ngtcp2_cid *cid, void *user)
 	return 0;
 }
 
-static int cb_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_crypto_level level, uint64_t offset, const uint8_t *data,
-			       size_t len, void *user)
+static int cb_recv_crypto_data(ngtcp2_conn *conn, ngtcp2_crypto_level level, uint64_t offset,
+                               const uint8_t *data, size_t len, void *user)
 {
 	struct net_conn *c = user;
 	c->got_crypto = true;
 	return ngtcp2_crypto_recv_crypto_data_cb(conn, level, offset, data, len, user);
 }
 
-static int cb_recv_stateless_reset(ngtcp2_conn *conn, const ngtcp2_pkt_stateless_reset *sr, void *user)
+static int cb_recv_stateless_reset(ngtcp2_conn *conn, const ngtcp2_pkt_stateless_reset *sr,
+                                   void *user)
 {
 	struct net_conn *c = user;
 	(void)conn;
@@ -361,20 +366,22 @@ static int cb_handshake_completed(ngtcp2_conn *conn, void *user)
 	(void)conn;
 	char a[9];
 	gnutls_datum_t alpn = {NULL, 0};
-	if (gnutls_alpn_get_selected_protocol(c->tls, &alpn) != 0 || alpn.size != strlen(NET_ALPN) ||
-	    memcmp(alpn.data, NET_ALPN, alpn.size) != 0) {
-		snprintf(c->fail_reason, sizeof(c->fail_reason), "peer did not agree on ALPN %s", NET_ALPN);
+	if (gnutls_alpn_get_selected_protocol(c->tls, &alpn) != 0 ||
+	    alpn.size != strlen(NET_ALPN) || memcmp(alpn.data, NET_ALPN, alpn.size) != 0) {
+		snprintf(c->fail_reason, sizeof(c->fail_reason), "peer did not agree on ALPN %s",
+		         NET_ALPN);
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	}
 	if (!c->verified) {
-		snprintf(c->fail_reason, sizeof(c->fail_reason), "peer certificate was not verified");
+		snprintf(c->fail_reason, sizeof(c->fail_reason),
+		         "peer certificate was not verified");
 		return NGTCP2_ERR_CALLBACK_FAILURE;
 	}
 	c->ready = true;
 	c->announced = true;
 	c->handshake_ns = ml_time_ns() - c->created_ns;
 	ML_DEBUG("net: %s connection with %s ready in %.2f ms", c->dialer ? "outgoing" : "incoming",
-		 cid_short(c->peer_id, a), (double)c->handshake_ns / 1e6);
+	         cid_short(c->peer_id, a), (double)c->handshake_ns / 1e6);
 	/* Called from inside packet processing, before any stream frame of the
 	 * same packet, so on_conn_ready always precedes on_stream_open. */
 	if (c->ep->cfg.cb.on_conn_ready)
@@ -398,8 +405,8 @@ static int cb_stream_open(ngtcp2_conn *conn, int64_t sid, void *user)
 	return 0;
 }
 
-static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset, const uint8_t *data,
-			       size_t len, void *user, void *stream_user)
+static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t offset,
+                               const uint8_t *data, size_t len, void *user, void *stream_user)
 {
 	struct net_conn *c = user;
 	(void)offset;
@@ -413,20 +420,23 @@ static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
 	return 0;
 }
 
-static int cb_acked_stream_data_offset(ngtcp2_conn *conn, int64_t sid, uint64_t offset, uint64_t datalen,
-				       void *user, void *stream_user)
+static int cb_acked_stream_data_offset(ngtcp2_conn *conn, int64_t sid, uint64_t offset,
+                                       uint64_t datalen, void *user, void *stream_user)
 {
 	(void)conn;
-	(void)sid;
-	(void)user;
+	struct net_conn *c = user;
 	struct net_stream *s = stream_user;
-	if (s)
+	if (s) {
 		stream_acked(s, offset + datalen);
+		if (c->ep->cfg.cb.on_stream_acked && !c->close_pending)
+			c->ep->cfg.cb.on_stream_acked(c, sid, s->queued_end - s->acked_off,
+			                              c->ep->cfg.user);
+	}
 	return 0;
 }
 
-static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t app_error, void *user,
-			   void *stream_user)
+static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint64_t app_error,
+                           void *user, void *stream_user)
 {
 	struct net_conn *c = user;
 	struct net_stream *s = stream_user;
@@ -443,7 +453,7 @@ static int cb_stream_close(ngtcp2_conn *conn, uint32_t flags, int64_t sid, uint6
 }
 
 static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t sid, uint64_t max_data, void *user,
-				     void *stream_user)
+                                     void *stream_user)
 {
 	struct net_conn *c = user;
 	struct net_stream *s = stream_user;
@@ -459,7 +469,8 @@ static int cb_extend_max_stream_data(ngtcp2_conn *conn, int64_t sid, uint64_t ma
 	return 0;
 }
 
-static int cb_recv_datagram(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data, size_t len, void *user)
+static int cb_recv_datagram(ngtcp2_conn *conn, uint32_t flags, const uint8_t *data, size_t len,
+                            void *user)
 {
 	struct net_conn *c = user;
 	(void)conn;
@@ -490,12 +501,14 @@ static int tls_verify_peer(gnutls_session_t session)
 	}
 	if (c->dialer) {
 		if (sodium_memcmp(id, c->expected_id, NET_ID_LEN) != 0) {
-			snprintf(c->fail_reason, sizeof(c->fail_reason), "peer key %s is not the expected node %s",
-				 cid_short(id, a), cid_short(c->expected_id, b));
+			snprintf(c->fail_reason, sizeof(c->fail_reason),
+			         "peer key %s is not the expected node %s", cid_short(id, a),
+			         cid_short(c->expected_id, b));
 			return -1;
 		}
 	} else if (c->ep->cfg.cb.allow_peer && !c->ep->cfg.cb.allow_peer(id, c->ep->cfg.user)) {
-		snprintf(c->fail_reason, sizeof(c->fail_reason), "node %s is not allowed", cid_short(id, a));
+		snprintf(c->fail_reason, sizeof(c->fail_reason), "node %s is not allowed",
+		         cid_short(id, a));
 		return -1;
 	}
 	memcpy(c->peer_id, id, NET_ID_LEN);
@@ -505,9 +518,11 @@ static int tls_verify_peer(gnutls_session_t session)
 
 /* ---- write loop ----------------------------------------------------- */
 
-static int conn_send_packet(struct net_conn *c, const ngtcp2_path *path, const uint8_t *data, size_t len)
+static int conn_send_packet(struct net_conn *c, const ngtcp2_path *path, const uint8_t *data,
+                            size_t len)
 {
-	const struct sockaddr *to = path->remote.addrlen ? path->remote.addr : (struct sockaddr *)&c->remote;
+	const struct sockaddr *to =
+	    path->remote.addrlen ? path->remote.addr : (struct sockaddr *)&c->remote;
 	socklen_t tolen = path->remote.addrlen ? path->remote.addrlen : c->remote_len;
 	return net_udp_send(&c->ep->udp, to, tolen, data, len);
 }
@@ -521,7 +536,8 @@ static void conn_arm_timer(struct net_conn *c)
 	}
 	uint64_t now = ml_time_ns();
 	uint64_t wait = exp > now ? exp - now : 0;
-	struct timeval tv = {(time_t)(wait / 1000000000u), (suseconds_t)((wait % 1000000000u) / 1000u)};
+	struct timeval tv = {(time_t)(wait / 1000000000u),
+	                     (suseconds_t)((wait % 1000000000u) / 1000u)};
 	evtimer_add(c->timer, &tv);
 }
 
@@ -529,10 +545,13 @@ static int close_err_of(int liberr, const struct net_conn *c)
 {
 	switch (liberr) {
 	case NGTCP2_ERR_IDLE_CLOSE:
-	case NGTCP2_ERR_HANDSHAKE_TIMEOUT: return ML_ERR_TIMEOUT;
+	case NGTCP2_ERR_HANDSHAKE_TIMEOUT:
+		return ML_ERR_TIMEOUT;
 	case NGTCP2_ERR_CRYPTO:
-	case NGTCP2_ERR_CALLBACK_FAILURE: return c->ready ? ML_ERR_PROTO : ML_ERR_AUTH;
-	case NGTCP2_ERR_NOMEM: return ML_ERR_NOMEM;
+	case NGTCP2_ERR_CALLBACK_FAILURE:
+		return c->ready ? ML_ERR_PROTO : ML_ERR_AUTH;
+	case NGTCP2_ERR_NOMEM:
+		return ML_ERR_NOMEM;
 	}
 	return ML_ERR_PROTO;
 }
@@ -553,22 +572,25 @@ static void conn_fail(struct net_conn *c, int liberr, const char *where)
 	else
 		snprintf(reason, sizeof(reason), "%s: %s", where, ngtcp2_strerror(liberr));
 	info.reason = reason;
-	if (liberr != NGTCP2_ERR_IDLE_CLOSE && liberr != NGTCP2_ERR_DROP_CONN && liberr != NGTCP2_ERR_DRAINING &&
-	    liberr != NGTCP2_ERR_HANDSHAKE_TIMEOUT && !ngtcp2_conn_is_in_closing_period(c->conn) &&
+	if (liberr != NGTCP2_ERR_IDLE_CLOSE && liberr != NGTCP2_ERR_DROP_CONN &&
+	    liberr != NGTCP2_ERR_DRAINING && liberr != NGTCP2_ERR_HANDSHAKE_TIMEOUT &&
+	    !ngtcp2_conn_is_in_closing_period(c->conn) &&
 	    !ngtcp2_conn_is_in_draining_period(c->conn)) {
 		ngtcp2_connection_close_error ccerr;
 		ngtcp2_connection_close_error_default(&ccerr);
 		if (liberr == NGTCP2_ERR_CRYPTO)
 			ngtcp2_connection_close_error_set_transport_error_tls_alert(
-				&ccerr, ngtcp2_conn_get_tls_alert(c->conn), NULL, 0);
+			    &ccerr, ngtcp2_conn_get_tls_alert(c->conn), NULL, 0);
 		else
-			ngtcp2_connection_close_error_set_transport_error_liberr(&ccerr, liberr, NULL, 0);
+			ngtcp2_connection_close_error_set_transport_error_liberr(&ccerr, liberr,
+			                                                         NULL, 0);
 		info.code = ccerr.error_code;
 		ngtcp2_path_storage ps;
 		ngtcp2_path_storage_zero(&ps);
 		ngtcp2_pkt_info pi;
-		ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, c->ep->txbuf,
-								    sizeof(c->ep->txbuf), &ccerr, ml_time_ns());
+		ngtcp2_ssize n =
+		    ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, c->ep->txbuf,
+		                                       sizeof(c->ep->txbuf), &ccerr, ml_time_ns());
 		if (n > 0)
 			conn_send_packet(c, &ps.path, c->ep->txbuf, (size_t)n);
 	}
@@ -582,17 +604,19 @@ static void conn_send_close(struct net_conn *c)
 	info.app_error = true;
 	info.code = c->app_close_code;
 	info.reason = c->close_reason;
-	if (!ngtcp2_conn_is_in_closing_period(c->conn) && !ngtcp2_conn_is_in_draining_period(c->conn)) {
+	if (!ngtcp2_conn_is_in_closing_period(c->conn) &&
+	    !ngtcp2_conn_is_in_draining_period(c->conn)) {
 		ngtcp2_connection_close_error ccerr;
 		ngtcp2_connection_close_error_default(&ccerr);
-		ngtcp2_connection_close_error_set_application_error(&ccerr, c->app_close_code,
-								    (const uint8_t *)c->close_reason,
-								    strlen(c->close_reason));
+		ngtcp2_connection_close_error_set_application_error(
+		    &ccerr, c->app_close_code, (const uint8_t *)c->close_reason,
+		    strlen(c->close_reason));
 		ngtcp2_path_storage ps;
 		ngtcp2_path_storage_zero(&ps);
 		ngtcp2_pkt_info pi;
-		ngtcp2_ssize n = ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, c->ep->txbuf,
-								    sizeof(c->ep->txbuf), &ccerr, ml_time_ns());
+		ngtcp2_ssize n =
+		    ngtcp2_conn_write_connection_close(c->conn, &ps.path, &pi, c->ep->txbuf,
+		                                       sizeof(c->ep->txbuf), &ccerr, ml_time_ns());
 		if (n > 0)
 			conn_send_packet(c, &ps.path, c->ep->txbuf, (size_t)n);
 	}
@@ -631,8 +655,10 @@ static void conn_write(struct net_conn *c)
 			int accepted = 0;
 			ngtcp2_vec v = {d->data, d->len};
 			n = ngtcp2_conn_writev_datagram(c->conn, &ps.path, &pi, buf, mtu, &accepted,
-							NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1, ts);
-			if (accepted || n == NGTCP2_ERR_INVALID_ARGUMENT || n == NGTCP2_ERR_INVALID_STATE) {
+			                                NGTCP2_WRITE_DATAGRAM_FLAG_MORE, 0, &v, 1,
+			                                ts);
+			if (accepted || n == NGTCP2_ERR_INVALID_ARGUMENT ||
+			    n == NGTCP2_ERR_INVALID_STATE) {
 				c->dq_head = d->next;
 				if (!c->dq_head)
 					c->dq_tail = NULL;
@@ -664,8 +690,8 @@ static void conn_write(struct net_conn *c)
 				if (all && s->fin_queued)
 					flags |= NGTCP2_WRITE_STREAM_FLAG_FIN;
 			}
-			n = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, buf, mtu, &ndata, flags, sid, vec, nvec,
-						      ts);
+			n = ngtcp2_conn_writev_stream(c->conn, &ps.path, &pi, buf, mtu, &ndata,
+			                              flags, sid, vec, nvec, ts);
 			if (n < 0) {
 				switch (n) {
 				case NGTCP2_ERR_STREAM_DATA_BLOCKED:
@@ -679,7 +705,8 @@ static void conn_write(struct net_conn *c)
 				case NGTCP2_ERR_WRITE_MORE:
 					if (!s)
 						continue;
-					stream_advance(c, s, ndata, flags & NGTCP2_WRITE_STREAM_FLAG_FIN);
+					stream_advance(c, s, ndata,
+					               flags & NGTCP2_WRITE_STREAM_FLAG_FIN);
 					if (s->in_sendq && c->sq_head == s && s->sq_next) {
 						/* round robin between streams, frame by frame */
 						sendq_pop_head(c);
@@ -797,13 +824,14 @@ static void conn_finish(struct net_conn *c, const struct net_close_info *info)
 	ep->nconns--;
 	const uint8_t *who = c->ready || c->dialer ? c->peer_id : NULL;
 	if (info->err == ML_ERR_CLOSED)
-		ML_DEBUG("net: connection with %s closed by %s (code %llu%s%s)", who ? cid_short(who, a) : "?",
-			 info->by_peer ? "peer" : "us", (unsigned long long)info->code, info->reason[0] ? ": " : "",
-			 info->reason);
+		ML_DEBUG("net: connection with %s closed by %s (code %llu%s%s)",
+		         who ? cid_short(who, a) : "?", info->by_peer ? "peer" : "us",
+		         (unsigned long long)info->code, info->reason[0] ? ": " : "", info->reason);
 	else
 		/* half-open junk from strangers is not worth a line at info */
 		ml_log(c->announced || info->err == ML_ERR_AUTH ? ML_LOG_INFO : ML_LOG_DEBUG,
-		       "net: connection with %s %s failed: %s", who ? cid_short(who, a) : "unknown peer",
+		       "net: connection with %s %s failed: %s",
+		       who ? cid_short(who, a) : "unknown peer",
 		       c->dialer ? "(outgoing)" : "(incoming)", info->reason);
 	if (c->announced && ep->cfg.cb.on_conn_closed)
 		ep->cfg.cb.on_conn_closed(c, info, ep->cfg.user);
@@ -891,12 +919,12 @@ static int conn_setup_tls(struct net_conn *c)
 {
 	struct net_endpoint *ep = c->ep;
 	unsigned flags = (c->dialer ? GNUTLS_CLIENT : GNUTLS_SERVER) | GNUTLS_ENABLE_EARLY_DATA |
-			 GNUTLS_NO_END_OF_EARLY_DATA | GNUTLS_NO_TICKETS;
+	                 GNUTLS_NO_END_OF_EARLY_DATA | GNUTLS_NO_TICKETS;
 	int grc;
 	if ((grc = gnutls_init(&c->tls, flags)) < 0)
 		return ml_error(ML_ERR_AUTH, "%s: gnutls_init: %s", __func__, gnutls_strerror(grc));
 	grc = c->dialer ? ngtcp2_crypto_gnutls_configure_client_session(c->tls)
-			: ngtcp2_crypto_gnutls_configure_server_session(c->tls);
+	                : ngtcp2_crypto_gnutls_configure_server_session(c->tls);
 	if (grc != 0)
 		return ml_error(ML_ERR_AUTH, "%s: configure QUIC session failed", __func__);
 	if ((grc = gnutls_priority_set(c->tls, ep->prio)) < 0 ||
@@ -913,7 +941,8 @@ static int conn_setup_tls(struct net_conn *c)
 	return 0;
 }
 
-static struct net_conn *conn_alloc(struct net_endpoint *ep, const struct sockaddr *remote, socklen_t remote_len)
+static struct net_conn *conn_alloc(struct net_endpoint *ep, const struct sockaddr *remote,
+                                   socklen_t remote_len)
 {
 	struct net_conn *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -947,7 +976,7 @@ static int conn_register_scids(struct net_conn *c)
 }
 
 int net_connect(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t addrlen,
-		const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out)
+                const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out)
 {
 	*out = NULL;
 	if (addrlen > sizeof(struct sockaddr_storage))
@@ -968,23 +997,25 @@ int net_connect(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t 
 	scid.datalen = SCID_LEN;
 	randombytes_buf(scid.data, scid.datalen);
 	ngtcp2_path path = {
-		{(ngtcp2_sockaddr *)&ep->udp.local, ep->udp.local_len},
-		{(ngtcp2_sockaddr *)&c->remote, c->remote_len},
-		NULL,
+	    {(ngtcp2_sockaddr *)&ep->udp.local, ep->udp.local_len},
+	    {(ngtcp2_sockaddr *)&c->remote, c->remote_len},
+	    NULL,
 	};
 	ngtcp2_settings settings;
 	ngtcp2_transport_params params;
 	fill_settings(ep, &settings);
 	fill_params(ep, &params);
-	int nrc = ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, quic_callbacks(true),
-					 &settings, &params, NULL, c);
+	int nrc = ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1,
+	                                 quic_callbacks(true), &settings, &params, NULL, c);
 	if (nrc != 0) {
-		rc = ml_error(ML_ERR_NOMEM, "%s: ngtcp2_conn_client_new: %s", __func__, ngtcp2_strerror(nrc));
+		rc = ml_error(ML_ERR_NOMEM, "%s: ngtcp2_conn_client_new: %s", __func__,
+		              ngtcp2_strerror(nrc));
 		goto fail;
 	}
 	ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
 	if (ep->cfg.keepalive_ms)
-		ngtcp2_conn_set_keep_alive_timeout(c->conn, (uint64_t)ep->cfg.keepalive_ms * NGTCP2_MILLISECONDS);
+		ngtcp2_conn_set_keep_alive_timeout(c->conn, (uint64_t)ep->cfg.keepalive_ms *
+		                                                NGTCP2_MILLISECONDS);
 	if ((rc = conn_register_scids(c)) != 0)
 		goto fail;
 	conn_link(&ep->conns, c);
@@ -999,8 +1030,8 @@ fail:
 	return rc;
 }
 
-int net_connect_host(struct net_endpoint *ep, const char *host, uint16_t port, const uint8_t expected_id[NET_ID_LEN],
-		     void *user, struct net_conn **out)
+int net_connect_host(struct net_endpoint *ep, const char *host, uint16_t port,
+                     const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -1011,8 +1042,8 @@ int net_connect_host(struct net_endpoint *ep, const char *host, uint16_t port, c
 	return net_connect(ep, (struct sockaddr *)&ss, len, expected_id, user, out);
 }
 
-static struct net_conn *conn_accept(struct net_endpoint *ep, const ngtcp2_pkt_hd *hd, const struct sockaddr *from,
-				    socklen_t fromlen)
+static struct net_conn *conn_accept(struct net_endpoint *ep, const ngtcp2_pkt_hd *hd,
+                                    const struct sockaddr *from, socklen_t fromlen)
 {
 	struct net_conn *c = conn_alloc(ep, from, fromlen);
 	if (!c)
@@ -1024,9 +1055,9 @@ static struct net_conn *conn_accept(struct net_endpoint *ep, const ngtcp2_pkt_hd
 	scid.datalen = SCID_LEN;
 	randombytes_buf(scid.data, scid.datalen);
 	ngtcp2_path path = {
-		{(ngtcp2_sockaddr *)&ep->udp.local, ep->udp.local_len},
-		{(ngtcp2_sockaddr *)&c->remote, c->remote_len},
-		NULL,
+	    {(ngtcp2_sockaddr *)&ep->udp.local, ep->udp.local_len},
+	    {(ngtcp2_sockaddr *)&c->remote, c->remote_len},
+	    NULL,
 	};
 	ngtcp2_settings settings;
 	ngtcp2_transport_params params;
@@ -1034,20 +1065,23 @@ static struct net_conn *conn_accept(struct net_endpoint *ep, const ngtcp2_pkt_hd
 	fill_params(ep, &params);
 	params.original_dcid = hd->dcid;
 	params.stateless_reset_token_present = 1;
-	if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token, ep->reset_secret,
-							 sizeof(ep->reset_secret), &scid) != 0)
+	if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token,
+	                                                 ep->reset_secret, sizeof(ep->reset_secret),
+	                                                 &scid) != 0)
 		goto fail;
-	int nrc = ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, quic_callbacks(false),
-					 &settings, &params, NULL, c);
+	int nrc = ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version,
+	                                 quic_callbacks(false), &settings, &params, NULL, c);
 	if (nrc != 0) {
 		ML_WARN("net: cannot accept connection: %s", ngtcp2_strerror(nrc));
 		goto fail;
 	}
 	ngtcp2_conn_set_tls_native_handle(c->conn, c->tls);
 	if (ep->cfg.keepalive_ms)
-		ngtcp2_conn_set_keep_alive_timeout(c->conn, (uint64_t)ep->cfg.keepalive_ms * NGTCP2_MILLISECONDS);
+		ngtcp2_conn_set_keep_alive_timeout(c->conn, (uint64_t)ep->cfg.keepalive_ms *
+		                                                NGTCP2_MILLISECONDS);
 	/* The client keeps using its random DCID until it hears our SCID. */
-	if (conn_register_scids(c) != 0 || net_cidmap_put(&ep->cids, hd->dcid.data, hd->dcid.datalen, c) != 0)
+	if (conn_register_scids(c) != 0 ||
+	    net_cidmap_put(&ep->cids, hd->dcid.data, hd->dcid.datalen, c) != 0)
 		goto fail;
 	conn_link(&ep->conns, c);
 	ep->nconns++;
@@ -1058,14 +1092,14 @@ fail:
 	return NULL;
 }
 
-static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len, const struct sockaddr *from,
-		      socklen_t fromlen)
+static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len,
+                      const struct sockaddr *from, socklen_t fromlen)
 {
 	struct net_endpoint *ep = c->ep;
 	ngtcp2_path path = {
-		{(ngtcp2_sockaddr *)&ep->udp.local, ep->udp.local_len},
-		{(ngtcp2_sockaddr *)from, fromlen},
-		NULL,
+	    {(ngtcp2_sockaddr *)&ep->udp.local, ep->udp.local_len},
+	    {(ngtcp2_sockaddr *)from, fromlen},
+	    NULL,
 	};
 	ngtcp2_pkt_info pi = {0};
 	int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, ml_time_ns());
@@ -1078,7 +1112,8 @@ static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len, const
 		ngtcp2_connection_close_error ccerr;
 		ngtcp2_conn_get_connection_close_error(c->conn, &ccerr);
 		char reason[256];
-		size_t rl = ccerr.reasonlen < sizeof(reason) - 1 ? ccerr.reasonlen : sizeof(reason) - 1;
+		size_t rl =
+		    ccerr.reasonlen < sizeof(reason) - 1 ? ccerr.reasonlen : sizeof(reason) - 1;
 		if (rl)
 			memcpy(reason, ccerr.reason, rl);
 		reason[rl] = 0;
@@ -1090,22 +1125,24 @@ static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len, const
 		info.app_error = ccerr.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION;
 		info.code = ccerr.error_code;
 		info.err = info.app_error || ccerr.error_code == NGTCP2_NO_ERROR ? ML_ERR_CLOSED
-			   : c->ready					     ? ML_ERR_PROTO
-									     : ML_ERR_AUTH;
+		           : c->ready                                            ? ML_ERR_PROTO
+		                                                                 : ML_ERR_AUTH;
 		info.reason = reason;
 		if (c->got_reset) {
 			info.err = ML_ERR_CLOSED;
 			info.code = 0;
 			info.app_error = false;
-			snprintf(reason, sizeof(reason), "peer no longer knows this connection (stateless reset)");
+			snprintf(reason, sizeof(reason),
+			         "peer no longer knows this connection (stateless reset)");
 		} else if (!rl && info.err != ML_ERR_CLOSED)
 			snprintf(reason, sizeof(reason), "peer closed with transport error 0x%llx",
-				 (unsigned long long)ccerr.error_code);
+			         (unsigned long long)ccerr.error_code);
 		conn_finish(c, &info);
 		return;
 	}
 	if (rv == NGTCP2_ERR_DROP_CONN || rv == NGTCP2_ERR_RETRY) {
-		struct net_close_info info = {ML_ERR_PROTO, false, false, 0, "packet dropped the connection"};
+		struct net_close_info info = {ML_ERR_PROTO, false, false, 0,
+		                              "packet dropped the connection"};
 		conn_finish(c, &info);
 		return;
 	}
@@ -1124,7 +1161,8 @@ static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b)
 	}
 	if (a->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-		return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+		return x->sin6_port == y->sin6_port &&
+		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
 	}
 	return false;
 }
@@ -1134,8 +1172,8 @@ static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b)
  * restarted) learns at once instead of after its idle timeout. The reset is
  * shorter than the packet that triggered it, so two endpoints cannot loop,
  * and the rate is capped. */
-static void ep_send_stateless_reset(struct net_endpoint *ep, const uint8_t *dcid, size_t dcidlen, size_t pktlen,
-				    const struct sockaddr *to, socklen_t tolen)
+static void ep_send_stateless_reset(struct net_endpoint *ep, const uint8_t *dcid, size_t dcidlen,
+                                    size_t pktlen, const struct sockaddr *to, socklen_t tolen)
 {
 	if (dcidlen != SCID_LEN || pktlen < 1 + SCID_LEN + 22)
 		return;
@@ -1150,20 +1188,24 @@ static void ep_send_stateless_reset(struct net_endpoint *ep, const uint8_t *dcid
 	ngtcp2_cid cid;
 	ngtcp2_cid_init(&cid, dcid, dcidlen);
 	uint8_t token[NGTCP2_STATELESS_RESET_TOKENLEN];
-	if (ngtcp2_crypto_generate_stateless_reset_token(token, ep->reset_secret, sizeof(ep->reset_secret), &cid) != 0)
+	if (ngtcp2_crypto_generate_stateless_reset_token(token, ep->reset_secret,
+	                                                 sizeof(ep->reset_secret), &cid) != 0)
 		return;
 	size_t randlen = pktlen - 1 - NGTCP2_STATELESS_RESET_TOKENLEN;
 	if (randlen > 40)
 		randlen = 40;
 	uint8_t rnd[40];
 	randombytes_buf(rnd, randlen);
-	ngtcp2_ssize n = ngtcp2_pkt_write_stateless_reset(ep->txbuf, sizeof(ep->txbuf), token, rnd, randlen);
-	ML_DEBUG("net: stateless reset of %zu bytes for a %zu-byte packet to an unknown connection", (size_t)n, pktlen);
+	ngtcp2_ssize n =
+	    ngtcp2_pkt_write_stateless_reset(ep->txbuf, sizeof(ep->txbuf), token, rnd, randlen);
+	ML_DEBUG("net: stateless reset of %zu bytes for a %zu-byte packet to an unknown connection",
+	         (size_t)n, pktlen);
 	if (n > 0)
 		net_udp_send(&ep->udp, to, tolen, ep->txbuf, (size_t)n);
 }
 
-static void ep_on_packet(void *user, const uint8_t *data, size_t len, const struct sockaddr *from, socklen_t fromlen)
+static void ep_on_packet(void *user, const uint8_t *data, size_t len, const struct sockaddr *from,
+                         socklen_t fromlen)
 {
 	struct net_endpoint *ep = user;
 	ngtcp2_version_cid vc;
@@ -1211,7 +1253,8 @@ static void ep_on_packet(void *user, const uint8_t *data, size_t len, const stru
 	if (!c->dead && !c->got_crypto) {
 		/* The Initial did not decrypt (garbage or a forgery): drop the
 		 * state now rather than holding it until the handshake timeout. */
-		struct net_close_info info = {ML_ERR_PROTO, false, false, 0, "undecryptable Initial"};
+		struct net_close_info info = {ML_ERR_PROTO, false, false, 0,
+		                              "undecryptable Initial"};
 		conn_finish(c, &info);
 	}
 }
@@ -1242,7 +1285,8 @@ struct event_base *net_event_base_new(void)
 	return b;
 }
 
-int net_endpoint_new(struct net_endpoint **out, struct event_base *base, const struct net_endpoint_config *cfg)
+int net_endpoint_new(struct net_endpoint **out, struct event_base *base,
+                     const struct net_endpoint_config *cfg)
 {
 	*out = NULL;
 	if (!cfg->ident)
@@ -1256,7 +1300,8 @@ int net_endpoint_new(struct net_endpoint **out, struct event_base *base, const s
 	ep->cfg = *cfg;
 	ep->ident = *cfg->ident;
 	ep->cfg.ident = &ep->ident;
-	if (!ep->cfg.idle_timeout_ms || !ep->cfg.initial_rtt_ms || !ep->cfg.stream_window || !ep->cfg.conn_window) {
+	if (!ep->cfg.idle_timeout_ms || !ep->cfg.initial_rtt_ms || !ep->cfg.stream_window ||
+	    !ep->cfg.conn_window) {
 		struct net_endpoint_config d;
 		net_endpoint_default_config(&d);
 		if (!ep->cfg.idle_timeout_ms)
@@ -1271,8 +1316,8 @@ int net_endpoint_new(struct net_endpoint **out, struct event_base *base, const s
 	if (!ep->cfg.max_conns)
 		ep->cfg.max_conns = 512;
 	net_cidmap_init(&ep->cids);
-	crypto_generichash(ep->reset_secret, sizeof(ep->reset_secret), (const uint8_t *)"mesh-llm stateless reset", 24,
-			   ep->ident.sk, 32);
+	crypto_generichash(ep->reset_secret, sizeof(ep->reset_secret),
+	                   (const uint8_t *)"mesh-llm stateless reset", 24, ep->ident.sk, 32);
 	if ((rc = net_ident_tls_credentials(&ep->ident, &ep->cred)) != 0)
 		goto fail;
 	gnutls_certificate_set_verify_function(ep->cred, tls_verify_peer);
@@ -1308,12 +1353,14 @@ void net_endpoint_free(struct net_endpoint *ep)
 		c->announced = false;
 		if (!c->close_pending) {
 			c->app_close_code = 0;
-			snprintf(c->close_reason, sizeof(c->close_reason), "endpoint shutting down");
+			snprintf(c->close_reason, sizeof(c->close_reason),
+			         "endpoint shutting down");
 		}
 		if (ep->udp.fd >= 0 && c->conn)
 			conn_send_close(c);
 		else
-			conn_finish(c, &(struct net_close_info){ML_ERR_CLOSED, false, false, 0, ""});
+			conn_finish(c,
+			            &(struct net_close_info){ML_ERR_CLOSED, false, false, 0, ""});
 	}
 	if (ep->reap_ev) {
 		ep_on_reap(-1, 0, ep);
@@ -1339,12 +1386,16 @@ uint16_t net_endpoint_port(const struct net_endpoint *ep)
 	return 0;
 }
 
-const uint8_t *net_endpoint_id(const struct net_endpoint *ep) { return ep->ident.pk; }
-
-void net_endpoint_set_netem(struct net_endpoint *ep, uint32_t delay_us, uint32_t jitter_us, double loss_pct)
+const uint8_t *net_endpoint_id(const struct net_endpoint *ep)
 {
-	net_udp_set_netem(&ep->udp, (uint64_t)delay_us * 1000u, (uint64_t)jitter_us * 1000u, loss_pct / 100.0,
-			  0x6e65746dull);
+	return ep->ident.pk;
+}
+
+void net_endpoint_set_netem(struct net_endpoint *ep, uint32_t delay_us, uint32_t jitter_us,
+                            double loss_pct)
+{
+	net_udp_set_netem(&ep->udp, (uint64_t)delay_us * 1000u, (uint64_t)jitter_us * 1000u,
+	                  loss_pct / 100.0, 0x6e65746dull);
 }
 
 void net_endpoint_get_stats(const struct net_endpoint *ep, struct net_endpoint_stats *st)
@@ -1370,12 +1421,30 @@ int net_conn_close(struct net_conn *c, uint64_t app_error, const char *reason)
 	return 0;
 }
 
-void net_conn_set_user(struct net_conn *c, void *user) { c->user = user; }
-void *net_conn_user(const struct net_conn *c) { return c->user; }
-const uint8_t *net_conn_peer_id(const struct net_conn *c) { return c->peer_id; }
-bool net_conn_is_ready(const struct net_conn *c) { return c->ready && !c->dead && !c->close_pending; }
-bool net_conn_is_dialer(const struct net_conn *c) { return c->dialer; }
-struct net_endpoint *net_conn_endpoint(const struct net_conn *c) { return c->ep; }
+void net_conn_set_user(struct net_conn *c, void *user)
+{
+	c->user = user;
+}
+void *net_conn_user(const struct net_conn *c)
+{
+	return c->user;
+}
+const uint8_t *net_conn_peer_id(const struct net_conn *c)
+{
+	return c->peer_id;
+}
+bool net_conn_is_ready(const struct net_conn *c)
+{
+	return c->ready && !c->dead && !c->close_pending;
+}
+bool net_conn_is_dialer(const struct net_conn *c)
+{
+	return c->dialer;
+}
+struct net_endpoint *net_conn_endpoint(const struct net_conn *c)
+{
+	return c->ep;
+}
 
 const struct sockaddr *net_conn_peer_addr(const struct net_conn *c, socklen_t *len)
 {
@@ -1437,7 +1506,8 @@ int net_stream_send(struct net_conn *c, int64_t sid, const void *data, size_t le
 	if (!s)
 		return ml_error(ML_ERR_NOT_FOUND, "%s: no stream %lld", __func__, (long long)sid);
 	if (s->fin_queued)
-		return ml_error(ML_ERR_CLOSED, "%s: stream %lld already finished", __func__, (long long)sid);
+		return ml_error(ML_ERR_CLOSED, "%s: stream %lld already finished", __func__,
+		                (long long)sid);
 	int rc = stream_append(s, data, len);
 	if (rc)
 		return rc;

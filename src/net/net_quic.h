@@ -45,8 +45,8 @@ struct net_conn;
 /* Why a connection ended. */
 struct net_close_info {
 	int err;            /* ML_ERR_CLOSED (orderly close by either side), ML_ERR_AUTH
-			     * (handshake or key pinning failed), ML_ERR_TIMEOUT (idle or
-			     * handshake timeout), ML_ERR_PROTO (protocol error), ML_ERR_IO */
+	                     * (handshake or key pinning failed), ML_ERR_TIMEOUT (idle or
+	                     * handshake timeout), ML_ERR_PROTO (protocol error), ML_ERR_IO */
 	bool by_peer;       /* the peer sent the close */
 	bool app_error;     /* |code| is an application code (net_conn_close) */
 	uint64_t code;      /* application or QUIC transport error code */
@@ -60,8 +60,8 @@ struct net_quic_callbacks {
 	void (*on_stream_open)(struct net_conn *c, int64_t sid, void *user);
 	/* In-order bytes of stream |sid|; |fin| marks the end of the peer's
 	 * side (possibly with len == 0). |data| is valid during the call. */
-	void (*on_stream_data)(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin,
-			       void *user);
+	void (*on_stream_data)(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len,
+	                       bool fin, void *user);
 	/* Stream |sid| is gone (both sides finished, or reset); |app_error| is
 	 * the peer's or our reset code, 0 for a clean close. */
 	void (*on_stream_close)(struct net_conn *c, int64_t sid, uint64_t app_error, void *user);
@@ -69,6 +69,9 @@ struct net_quic_callbacks {
 	void (*on_conn_closed)(struct net_conn *c, const struct net_close_info *info, void *user);
 	/* An unreliable DATAGRAM arrived (only when datagrams are enabled). */
 	void (*on_datagram)(struct net_conn *c, const uint8_t *data, size_t len, void *user);
+	/* The peer acknowledged data on |sid|; |unacked| bytes remain queued.
+	 * Producers use it to refill (optional). */
+	void (*on_stream_acked)(struct net_conn *c, int64_t sid, uint64_t unacked, void *user);
 	/* Acceptor side: return false to refuse a dialer whose key is |id|
 	 * (called during the handshake). NULL accepts every authenticated key. */
 	bool (*allow_peer)(const uint8_t id[NET_ID_LEN], void *user);
@@ -80,18 +83,19 @@ struct net_endpoint_config {
 	uint16_t port;                 /* 0 = ephemeral (see net_endpoint_port) */
 	bool accept;                   /* accept incoming connections */
 	bool datagrams;                /* offer QUIC DATAGRAM frames */
-	uint32_t idle_timeout_ms;      /* default 15000: a silent peer is declared gone after this */
-	uint32_t keepalive_ms;         /* PINGs when idle this long; default 5000, 0 = off */
+	uint32_t idle_timeout_ms; /* default 15000: a silent peer is declared gone after this */
+	uint32_t keepalive_ms;    /* PINGs when idle this long; default 5000, 0 = off */
 	uint32_t handshake_timeout_ms; /* default 10000 */
-	uint32_t initial_rtt_ms;       /* default 10 (the library default of 333 stalls handshakes) */
-	uint64_t stream_window;        /* initial per-stream receive window, default 1 MiB */
-	uint64_t conn_window;          /* initial per-connection receive window, default 8 MiB */
-	uint64_t max_stream_window;    /* auto-tuning ceilings, default 16 MiB */
-	uint64_t max_conn_window;      /* and 64 MiB */
-	uint32_t max_streams;          /* concurrent streams the peer may open, default 1024 */
-	uint32_t max_conns;            /* connections (both roles) before new dialers are ignored, default 512 */
+	uint32_t initial_rtt_ms;    /* default 10 (the library default of 333 stalls handshakes) */
+	uint64_t stream_window;     /* initial per-stream receive window, default 1 MiB */
+	uint64_t conn_window;       /* initial per-connection receive window, default 8 MiB */
+	uint64_t max_stream_window; /* auto-tuning ceilings, default 16 MiB */
+	uint64_t max_conn_window;   /* and 64 MiB */
+	uint32_t max_streams;       /* concurrent streams the peer may open, default 1024 */
+	uint32_t
+	    max_conns; /* connections (both roles) before new dialers are ignored, default 512 */
 	struct net_quic_callbacks cb;
-	void *user;                    /* passed to every callback */
+	void *user; /* passed to every callback */
 };
 
 /* A libevent base with precise (sub-millisecond) timers, which pacing and
@@ -104,7 +108,8 @@ void net_endpoint_default_config(struct net_endpoint_config *cfg);
 
 /* Opens an endpoint on |base|. Returns 0, ML_ERR_INVALID (no identity),
  * ML_ERR_IO (bind failed), ML_ERR_AUTH (certificate) or ML_ERR_NOMEM. */
-int net_endpoint_new(struct net_endpoint **out, struct event_base *base, const struct net_endpoint_config *cfg);
+int net_endpoint_new(struct net_endpoint **out, struct event_base *base,
+                     const struct net_endpoint_config *cfg);
 /* Closes every connection (a CONNECTION_CLOSE is sent, no callbacks fire),
  * the socket, and frees the endpoint. Accepts NULL. Not from a callback. */
 void net_endpoint_free(struct net_endpoint *ep);
@@ -115,7 +120,8 @@ const uint8_t *net_endpoint_id(const struct net_endpoint *ep);
 /* Test knob: delays each outgoing packet of this endpoint by |delay_us|
  * (+- uniform |jitter_us|) and drops |loss_pct| percent of them. Zeroes turn
  * it off. Applies to packets sent from now on. */
-void net_endpoint_set_netem(struct net_endpoint *ep, uint32_t delay_us, uint32_t jitter_us, double loss_pct);
+void net_endpoint_set_netem(struct net_endpoint *ep, uint32_t delay_us, uint32_t jitter_us,
+                            double loss_pct);
 
 struct net_endpoint_stats {
 	uint64_t tx_packets, tx_bytes, tx_dropped; /* dropped = netem loss or full socket buffer */
@@ -129,10 +135,10 @@ void net_endpoint_get_stats(const struct net_endpoint *ep, struct net_endpoint_s
  * new connection, which reports on_conn_ready or on_conn_closed later.
  * Returns 0, ML_ERR_NOMEM or ML_ERR_AUTH (TLS setup). */
 int net_connect(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t addrlen,
-		const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out);
+                const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out);
 /* Same with a host name or numeric address. Also ML_ERR_NOT_FOUND. */
-int net_connect_host(struct net_endpoint *ep, const char *host, uint16_t port, const uint8_t expected_id[NET_ID_LEN],
-		     void *user, struct net_conn **out);
+int net_connect_host(struct net_endpoint *ep, const char *host, uint16_t port,
+                     const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out);
 
 /* Starts an orderly close: pending data is abandoned and the peer gets
  * |app_error| and |reason| (may be NULL). on_conn_closed follows (err

@@ -27,7 +27,8 @@ struct net_udp_delayed {
 	uint8_t data[];
 };
 
-int net_udp_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, socklen_t *outlen)
+int net_udp_resolve(const char *host, uint16_t port, struct sockaddr_storage *out,
+                    socklen_t *outlen)
 {
 	struct addrinfo hints, *res = NULL;
 	char ps[8];
@@ -38,8 +39,8 @@ int net_udp_resolve(const char *host, uint16_t port, struct sockaddr_storage *ou
 	snprintf(ps, sizeof(ps), "%u", port);
 	int grc = getaddrinfo(host && *host ? host : NULL, ps, &hints, &res);
 	if (grc != 0 || !res)
-		return ml_error(ML_ERR_NOT_FOUND, "%s: cannot resolve %s: %s", __func__, host ? host : "(any)",
-				gai_strerror(grc));
+		return ml_error(ML_ERR_NOT_FOUND, "%s: cannot resolve %s: %s", __func__,
+		                host ? host : "(any)", gai_strerror(grc));
 	if (res->ai_addrlen > sizeof(*out)) {
 		freeaddrinfo(res);
 		return ml_error(ML_ERR_INVALID, "%s: address too long", __func__);
@@ -58,7 +59,8 @@ static void udp_on_read(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < RX_BATCH; i++) {
 		struct sockaddr_storage from;
 		socklen_t fromlen = sizeof(from);
-		ssize_t n = recvfrom(fd, u->rxbuf, RXBUF_SIZE, 0, (struct sockaddr *)&from, &fromlen);
+		ssize_t n =
+		    recvfrom(fd, u->rxbuf, RXBUF_SIZE, 0, (struct sockaddr *)&from, &fromlen);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 				ML_DEBUG("net: udp recvfrom: %s", strerror(errno));
@@ -72,8 +74,8 @@ static void udp_on_read(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-static int udp_send_now(struct net_udp *u, const struct sockaddr *to, socklen_t tolen, const uint8_t *data,
-			size_t len)
+static int udp_send_now(struct net_udp *u, const struct sockaddr *to, socklen_t tolen,
+                        const uint8_t *data, size_t len)
 {
 	for (;;) {
 		ssize_t n = sendto(u->fd, data, len, 0, to, tolen);
@@ -106,7 +108,8 @@ static void udp_arm_queue(struct net_udp *u)
 	}
 	uint64_t now = ml_time_ns();
 	uint64_t wait = u->q_head->due_ns > now ? u->q_head->due_ns - now : 0;
-	struct timeval tv = {(time_t)(wait / 1000000000u), (suseconds_t)((wait % 1000000000u) / 1000u)};
+	struct timeval tv = {(time_t)(wait / 1000000000u),
+	                     (suseconds_t)((wait % 1000000000u) / 1000u)};
 	evtimer_add(u->q_timer, &tv);
 }
 
@@ -129,8 +132,8 @@ static void udp_on_queue_timer(evutil_socket_t fd, short what, void *arg)
 	udp_arm_queue(u);
 }
 
-int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockaddr *addr, socklen_t len,
-		 net_udp_recv_fn fn, void *user)
+int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockaddr *addr,
+                 socklen_t len, net_udp_recv_fn fn, void *user)
 {
 	memset(u, 0, sizeof(*u));
 	u->fd = -1;
@@ -200,7 +203,8 @@ void net_udp_close(struct net_udp *u)
 	u->rxbuf = NULL;
 }
 
-void net_udp_set_netem(struct net_udp *u, uint64_t delay_ns, uint64_t jitter_ns, double loss, uint64_t seed)
+void net_udp_set_netem(struct net_udp *u, uint64_t delay_ns, uint64_t jitter_ns, double loss,
+                       uint64_t seed)
 {
 	u->delay_ns = delay_ns;
 	u->jitter_ns = jitter_ns;
@@ -208,7 +212,8 @@ void net_udp_set_netem(struct net_udp *u, uint64_t delay_ns, uint64_t jitter_ns,
 	ml_rng_seed(&u->rng, seed ? seed : 1);
 }
 
-int net_udp_send(struct net_udp *u, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len)
+int net_udp_send(struct net_udp *u, const struct sockaddr *to, socklen_t tolen, const uint8_t *data,
+                 size_t len)
 {
 	if (u->fd < 0)
 		return ml_error(ML_ERR_CLOSED, "%s: socket closed", __func__);

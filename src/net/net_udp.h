@@ -16,8 +16,8 @@ struct event;
 struct net_udp_delayed;
 
 /* Called for each received datagram; |data| is valid during the call. */
-typedef void (*net_udp_recv_fn)(void *user, const uint8_t *data, size_t len, const struct sockaddr *from,
-				socklen_t fromlen);
+typedef void (*net_udp_recv_fn)(void *user, const uint8_t *data, size_t len,
+                                const struct sockaddr *from, socklen_t fromlen);
 
 struct net_udp {
 	int fd;
@@ -30,7 +30,7 @@ struct net_udp {
 	/* netem-like shaping of outgoing packets */
 	uint64_t delay_ns;
 	uint64_t jitter_ns;
-	double loss;    /* probability in [0, 1] */
+	double loss; /* probability in [0, 1] */
 	struct ml_rng rng;
 	struct net_udp_delayed *q_head, *q_tail; /* ordered by due time */
 	struct event *q_timer;
@@ -41,22 +41,25 @@ struct net_udp {
 
 /* Parses a numeric IPv4/IPv6 address or resolves a host name (first result)
  * into |out|. Returns 0, ML_ERR_NOT_FOUND or ML_ERR_INVALID. */
-int net_udp_resolve(const char *host, uint16_t port, struct sockaddr_storage *out, socklen_t *outlen);
+int net_udp_resolve(const char *host, uint16_t port, struct sockaddr_storage *out,
+                    socklen_t *outlen);
 
 /* Binds a socket to |addr| (port 0 = ephemeral) and starts reading on
  * |base|. Returns 0, ML_ERR_IO (errno in the message) or ML_ERR_NOMEM. */
-int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockaddr *addr, socklen_t len,
-		 net_udp_recv_fn fn, void *user);
+int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockaddr *addr,
+                 socklen_t len, net_udp_recv_fn fn, void *user);
 /* Stops reading, drops queued delayed packets and closes the socket.
  * Accepts a zeroed or already-closed struct. */
 void net_udp_close(struct net_udp *u);
 /* Sends one datagram now, or queues a copy when a delay is configured.
  * Packets the kernel refuses (EAGAIN) are dropped and counted: QUIC
  * retransmits. Returns 0 or ML_ERR_IO for hard errors. */
-int net_udp_send(struct net_udp *u, const struct sockaddr *to, socklen_t tolen, const uint8_t *data, size_t len);
+int net_udp_send(struct net_udp *u, const struct sockaddr *to, socklen_t tolen, const uint8_t *data,
+                 size_t len);
 /* Sets the one-way delay, jitter (uniform in [-jitter, +jitter], clamped at
  * zero delay; jitter may reorder packets) and loss probability (0..1) of
  * outgoing packets. |seed| makes loss and jitter reproducible. */
-void net_udp_set_netem(struct net_udp *u, uint64_t delay_ns, uint64_t jitter_ns, double loss, uint64_t seed);
+void net_udp_set_netem(struct net_udp *u, uint64_t delay_ns, uint64_t jitter_ns, double loss,
+                       uint64_t seed);
 
 #endif

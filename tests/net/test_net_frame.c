@@ -124,10 +124,13 @@ static void test_net_frame_parse_truncation(void **state)
 	net_buf_init(&b, 0);
 	uint8_t payload[40];
 	memset(payload, 0xab, sizeof(payload));
-	assert_int_equal(net_frame_put(&b, NET_STREAM_STAGE, NET_MSG_STAGE_FORWARD, payload, sizeof(payload)), 0);
+	assert_int_equal(
+	    net_frame_put(&b, NET_STREAM_STAGE, NET_MSG_STAGE_FORWARD, payload, sizeof(payload)),
+	    0);
 	struct net_frame_msg m;
 	for (size_t i = 0; i < b.len; i++)
-		assert_int_equal(net_frame_parse(NET_STREAM_STAGE, b.data, i, &m), ML_ERR_INCOMPLETE);
+		assert_int_equal(net_frame_parse(NET_STREAM_STAGE, b.data, i, &m),
+		                 ML_ERR_INCOMPLETE);
 	assert_int_equal(net_frame_parse(NET_STREAM_STAGE, b.data, b.len, &m), 45);
 	assert_int_equal(m.type, NET_MSG_STAGE_FORWARD);
 	assert_int_equal(m.len, 40);
@@ -315,14 +318,14 @@ static void test_net_buf_reader(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_net_frame_whole),
-		cmocka_unit_test(test_net_frame_byte_at_a_time),
-		cmocka_unit_test(test_net_frame_every_split_point),
-		cmocka_unit_test(test_net_frame_parse_truncation),
-		cmocka_unit_test(test_net_frame_zero_length),
-		cmocka_unit_test(test_net_frame_oversized),
-		cmocka_unit_test(test_net_frame_unknown_type),
-		cmocka_unit_test(test_net_buf_reader),
+	    cmocka_unit_test(test_net_frame_whole),
+	    cmocka_unit_test(test_net_frame_byte_at_a_time),
+	    cmocka_unit_test(test_net_frame_every_split_point),
+	    cmocka_unit_test(test_net_frame_parse_truncation),
+	    cmocka_unit_test(test_net_frame_zero_length),
+	    cmocka_unit_test(test_net_frame_oversized),
+	    cmocka_unit_test(test_net_frame_unknown_type),
+	    cmocka_unit_test(test_net_buf_reader),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -123,10 +123,10 @@ static void test_net_ident_tls_cert(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_net_ident_save_load),
-		cmocka_unit_test(test_net_ident_sign_verify),
-		cmocka_unit_test(test_net_ident_encodings),
-		cmocka_unit_test(test_net_ident_tls_cert),
+	    cmocka_unit_test(test_net_ident_save_load),
+	    cmocka_unit_test(test_net_ident_sign_verify),
+	    cmocka_unit_test(test_net_ident_encodings),
+	    cmocka_unit_test(test_net_ident_tls_cert),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

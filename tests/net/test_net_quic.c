@@ -29,7 +29,7 @@
 /* Per-endpoint record of what the callbacks saw. */
 struct side {
 	const char *name;
-	bool echo;      /* echo every stream's bytes back, fin included */
+	bool echo; /* echo every stream's bytes back, fin included */
 	bool verify_pattern;
 	int ready, closed, opened, stream_closed, dgrams;
 	struct net_conn *conn; /* last ready connection */
@@ -43,6 +43,7 @@ struct side {
 	size_t rx_len[MAXS], rx_cap[MAXS];
 	bool rx_fin[MAXS];
 	uint64_t last_rx_ns;
+	uint64_t acked_calls, last_unacked;
 };
 
 static void s_ready(struct net_conn *c, void *u)
@@ -60,9 +61,13 @@ static void s_open(struct net_conn *c, int64_t sid, void *u)
 	s->opened++;
 }
 
-static uint8_t pattern(uint64_t off) { return (uint8_t)((off * 2654435761u) >> 13); }
+static uint8_t pattern(uint64_t off)
+{
+	return (uint8_t)((off * 2654435761u) >> 13);
+}
 
-static void s_data(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin, void *u)
+static void s_data(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin,
+                   void *u)
 {
 	struct side *s = u;
 	if (s->verify_pattern) {
@@ -111,6 +116,15 @@ static void s_closed(struct net_conn *c, const struct net_close_info *info, void
 		s->conn = NULL;
 }
 
+static void s_acked(struct net_conn *c, int64_t sid, uint64_t unacked, void *u)
+{
+	struct side *s = u;
+	(void)c;
+	(void)sid;
+	s->acked_calls++;
+	s->last_unacked = unacked;
+}
+
 static void s_dgram(struct net_conn *c, const uint8_t *d, size_t n, void *u)
 {
 	struct side *s = u;
@@ -157,7 +171,13 @@ static void pair_open(struct pair *p, uint32_t idle_ms, bool datagrams)
 	assert_non_null(p->base);
 	p->sa.name = "a";
 	p->sb.name = "b";
-	struct net_quic_callbacks cb = {s_ready, s_open, s_data, s_sclose, s_closed, s_dgram, NULL};
+	struct net_quic_callbacks cb = {.on_conn_ready = s_ready,
+	                                .on_stream_open = s_open,
+	                                .on_stream_data = s_data,
+	                                .on_stream_close = s_sclose,
+	                                .on_conn_closed = s_closed,
+	                                .on_datagram = s_dgram,
+	                                .on_stream_acked = s_acked};
 	struct net_endpoint_config cfg;
 	net_endpoint_default_config(&cfg);
 	cfg.host = "127.0.0.1";
@@ -206,7 +226,9 @@ static bool run_until_bool(struct pair *p, const bool *flag, int timeout_ms)
 
 static void pair_connect(struct pair *p)
 {
-	assert_int_equal(net_connect_host(p->b, "127.0.0.1", net_endpoint_port(p->a), p->ia.pk, NULL, &p->cb), 0);
+	assert_int_equal(
+	    net_connect_host(p->b, "127.0.0.1", net_endpoint_port(p->a), p->ia.pk, NULL, &p->cb),
+	    0);
 	assert_true(run_until(p, &p->sb.ready, 1, 3000));
 	assert_true(run_until(p, &p->sa.ready, 1, 3000));
 }
@@ -242,7 +264,8 @@ static void test_net_quic_wrong_id_refused(void **state)
 	pair_open(&p, 0, false);
 	struct net_conn *c;
 	/* b expects c's key, but a answers */
-	assert_int_equal(net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.a), p.ic.pk, NULL, &c), 0);
+	assert_int_equal(
+	    net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.a), p.ic.pk, NULL, &c), 0);
 	assert_true(run_until(&p, &p.sb.closed, 1, 3000));
 	assert_int_equal(p.sb.ready, 0);
 	assert_int_equal(p.sb.close.err, ML_ERR_AUTH);
@@ -270,13 +293,21 @@ static void test_net_quic_acceptor_refuses(void **state)
 	struct net_endpoint_config cfg;
 	net_endpoint_default_config(&cfg);
 	cfg.host = "127.0.0.1";
-	cfg.cb = (struct net_quic_callbacks){s_ready, s_open, s_data, s_sclose, s_closed, s_dgram, refuse_all};
+	cfg.cb = (struct net_quic_callbacks){.on_conn_ready = s_ready,
+	                                     .on_stream_open = s_open,
+	                                     .on_stream_data = s_data,
+	                                     .on_stream_close = s_sclose,
+	                                     .on_conn_closed = s_closed,
+	                                     .on_datagram = s_dgram,
+	                                     .on_stream_acked = s_acked,
+	                                     .allow_peer = refuse_all};
 	cfg.ident = &p.ia;
 	cfg.accept = true;
 	cfg.user = &p.sa;
 	assert_int_equal(net_endpoint_new(&p.a, p.base, &cfg), 0);
 	struct net_conn *c;
-	assert_int_equal(net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.a), p.ia.pk, NULL, &c), 0);
+	assert_int_equal(
+	    net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.a), p.ia.pk, NULL, &c), 0);
 	assert_true(run_until(&p, &p.sb.closed, 1, 3000));
 	assert_int_equal(p.sa.ready, 0);
 	assert_int_not_equal(p.sb.close.err, ML_ERR_CLOSED);
@@ -318,7 +349,8 @@ static void test_net_quic_echo(void **state)
 		assert_int_equal(p.sb.rx_len[k], before + 64);
 		assert_int_equal(p.sb.rx[k][before], (uint8_t)i);
 	}
-	print_message("64-byte echo: %.1f us per round trip\n", (double)(ml_time_ns() - t0) / 200 / 1e3);
+	print_message("64-byte echo: %.1f us per round trip\n",
+	              (double)(ml_time_ns() - t0) / 200 / 1e3);
 	pair_close(&p);
 }
 
@@ -351,11 +383,17 @@ static void test_net_quic_bulk_50mb(void **state)
 	double s = (double)(p.sa.last_rx_ns - t0) / 1e9;
 	struct net_endpoint_stats st;
 	net_endpoint_get_stats(p.b, &st);
-	print_message("bulk 50 MiB: %.2f s, %.1f MB/s (%llu packets, %llu dropped)\n", s, (double)total / s / 1e6,
-		      (unsigned long long)st.tx_packets, (unsigned long long)st.tx_dropped);
+	print_message("bulk 50 MiB: %.2f s, %.1f MB/s (%llu packets, %llu dropped)\n", s,
+	              (double)total / s / 1e6, (unsigned long long)st.tx_packets,
+	              (unsigned long long)st.tx_dropped);
 	assert_true(p.sa.fin_seen);
 	assert_true(p.sa.rx_bytes == total);
 	assert_true(p.sa.bad_bytes == 0);
+	/* the sender heard about acknowledgements; all data is acked soon */
+	assert_true(p.sb.acked_calls > 0);
+	uint64_t until = ml_time_ns() + 2000000000u;
+	while (net_stream_unacked(p.cb, sid) > 0 && ml_time_ns() < until)
+		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	free(buf);
 	pair_close(&p);
 }
@@ -380,7 +418,8 @@ static void test_net_quic_100_streams(void **state)
 	for (int i = 0; i < N; i++) {
 		for (int j = 0; j < LEN; j++)
 			msg[j] = (uint8_t)(i * 31 + j);
-		assert_int_equal(net_stream_send(p.cb, sids[i], msg + LEN / 2, LEN - LEN / 2, true), 0);
+		assert_int_equal(net_stream_send(p.cb, sids[i], msg + LEN / 2, LEN - LEN / 2, true),
+		                 0);
 	}
 	assert_true(run_until(&p, &p.sb.stream_closed, N, 10000));
 	assert_int_equal(p.sa.opened, N);
@@ -487,14 +526,16 @@ static void test_net_quic_delay_knob(void **state)
 		mn = r < mn ? r : mn;
 		mx = r > mx ? r : mx;
 	}
-	print_message("echo rtt: %.3f ms without delay, %.2f..%.2f ms with 2x10 ms\n", base_rtt, mn, mx);
+	print_message("echo rtt: %.3f ms without delay, %.2f..%.2f ms with 2x10 ms\n", base_rtt, mn,
+	              mx);
 	assert_true(mn >= 19.5);
 	assert_true(mn < 30);
 	/* a fresh handshake through the delay takes about 2 RTT... and at least one */
 	struct net_conn *c2;
 	int before = p.sb.ready;
 	uint64_t t0 = ml_time_ns();
-	assert_int_equal(net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.a), p.ia.pk, NULL, &c2), 0);
+	assert_int_equal(
+	    net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.a), p.ia.pk, NULL, &c2), 0);
 	assert_true(run_until(&p, &p.sb.ready, before + 1, 3000));
 	double hs = (double)(ml_time_ns() - t0) / 1e6;
 	print_message("handshake through 2x10 ms: %.1f ms\n", hs);
@@ -546,7 +587,13 @@ static void test_net_quic_peer_gone(void **state)
 	struct net_endpoint_config cfg;
 	net_endpoint_default_config(&cfg);
 	cfg.host = "127.0.0.1";
-	cfg.cb = (struct net_quic_callbacks){s_ready, s_open, s_data, s_sclose, s_closed, s_dgram, NULL};
+	cfg.cb = (struct net_quic_callbacks){.on_conn_ready = s_ready,
+	                                     .on_stream_open = s_open,
+	                                     .on_stream_data = s_data,
+	                                     .on_stream_close = s_sclose,
+	                                     .on_conn_closed = s_closed,
+	                                     .on_datagram = s_dgram,
+	                                     .on_stream_acked = s_acked};
 	cfg.ident = &p.ia;
 	cfg.accept = true;
 	cfg.user = &p.sa;
@@ -651,20 +698,20 @@ int main(void)
 	if (!getenv("MESH_LLM_LOG"))
 		ml_log_set_level(ML_LOG_WARN);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_net_quic_handshake),
-		cmocka_unit_test(test_net_quic_wrong_id_refused),
-		cmocka_unit_test(test_net_quic_acceptor_refuses),
-		cmocka_unit_test(test_net_quic_echo),
-		cmocka_unit_test(test_net_quic_bulk_50mb),
-		cmocka_unit_test(test_net_quic_100_streams),
-		cmocka_unit_test(test_net_quic_peer_close),
-		cmocka_unit_test(test_net_quic_idle_timeout),
-		cmocka_unit_test(test_net_quic_datagram),
-		cmocka_unit_test(test_net_quic_delay_knob),
-		cmocka_unit_test(test_net_quic_lossy_bulk),
-		cmocka_unit_test(test_net_quic_peer_gone),
-		cmocka_unit_test(test_net_quic_stream_reset),
-		cmocka_unit_test(test_net_quic_garbage_packets),
+	    cmocka_unit_test(test_net_quic_handshake),
+	    cmocka_unit_test(test_net_quic_wrong_id_refused),
+	    cmocka_unit_test(test_net_quic_acceptor_refuses),
+	    cmocka_unit_test(test_net_quic_echo),
+	    cmocka_unit_test(test_net_quic_bulk_50mb),
+	    cmocka_unit_test(test_net_quic_100_streams),
+	    cmocka_unit_test(test_net_quic_peer_close),
+	    cmocka_unit_test(test_net_quic_idle_timeout),
+	    cmocka_unit_test(test_net_quic_datagram),
+	    cmocka_unit_test(test_net_quic_delay_knob),
+	    cmocka_unit_test(test_net_quic_lossy_bulk),
+	    cmocka_unit_test(test_net_quic_peer_gone),
+	    cmocka_unit_test(test_net_quic_stream_reset),
+	    cmocka_unit_test(test_net_quic_garbage_packets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
