@@ -74,6 +74,14 @@ kern_from_f32_fn kern_act_from_f32(enum ml_dtype vdt)
 	return g_dispatch.act_from_f32[vdt];
 }
 
+kern_vec_dot_x4_fn kern_vec_dot_x4(enum ml_dtype t)
+{
+	kern_init();
+	if ((unsigned)t >= ML_DTYPE_COUNT)
+		return NULL;
+	return g_dispatch.vec_dot_x4[t];
+}
+
 kern_from_f32_fn kern_act_from_f32_generic(enum ml_dtype vdt)
 {
 	kern_init();

@@ -122,9 +122,15 @@ static_assert(sizeof(struct kern_block_q8_K) == 292, "q8_K block size");
  * quantize_row_q8_0/q8_1 (id = 127/amax, round half to even), which is what
  * produced the reference logits; the from_f32 entries of the traits follow
  * ggml's *_ref functions (used to write model files). */
+/* s[k] = dot(x, y + k * y_row) for k < 4: one weight row against four
+ * converted activation rows. Each s[k] must be bit-identical to the type's
+ * vec_dot of the same table, so results do not depend on batch size. */
+typedef void (*kern_vec_dot_x4_fn)(int64_t n, float *s, const void *x, const void *y, size_t y_row);
+
 struct kern_dispatch {
 	struct kern_type_traits traits[ML_DTYPE_COUNT];
 	kern_from_f32_fn act_from_f32[ML_DTYPE_COUNT];
+	kern_vec_dot_x4_fn vec_dot_x4[ML_DTYPE_COUNT]; /* optional (NULL: use vec_dot) */
 };
 
 /* Fills |d| with the scalar kernels. */
@@ -136,6 +142,8 @@ int kern_dispatch_avx512(struct kern_dispatch *d);
 
 /* The dispatched activation converter for |vdt| (NULL if none). */
 kern_from_f32_fn kern_act_from_f32(enum ml_dtype vdt);
+/* The dispatched 4-token dot of weight type |t|, or NULL. */
+kern_vec_dot_x4_fn kern_vec_dot_x4(enum ml_dtype t);
 /* The scalar activation converter for |vdt| (tests). */
 kern_from_f32_fn kern_act_from_f32_generic(enum ml_dtype vdt);
 

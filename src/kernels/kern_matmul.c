@@ -53,6 +53,8 @@ void kern_matmul(enum ml_dtype wtype, const void *w, int64_t n_rows, int64_t n_c
 	const size_t x_row = ml_dtype_row_size(tr->vec_dot_type, n_cols);
 	const char *wb = w;
 	const char *xb = xq;
+	if (w_row == 0 || x_row == 0)
+		return; /* programmer error: n_cols not a multiple of the block size */
 
 	int64_t lo, hi;
 	share(n_rows, ith, nth, 16, &lo, &hi);
@@ -70,11 +72,23 @@ void kern_matmul(enum ml_dtype wtype, const void *w, int64_t n_rows, int64_t n_c
 	int64_t tb = x_row > 0 ? (int64_t)(MM_TOK_BLOCK_BYTES / x_row) : 1;
 	tb = tb < 1 ? 1 : tb;
 
+	const kern_vec_dot_x4_fn dot4 = kern_vec_dot_x4(wtype);
 	for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
 		const int64_t t1 = min_i64(t0 + tb, n_tok);
 		for (int64_t r0 = lo; r0 < hi; r0 += rb) {
 			const int64_t r1 = min_i64(r0 + rb, hi);
-			for (int64_t t = t0; t < t1; t++) {
+			int64_t t = t0;
+			/* four tokens at a time share each unpacked weight block */
+			for (; dot4 != NULL && t + 4 <= t1; t += 4) {
+				const char *xt = xb + (size_t)t * x_row;
+				for (int64_t r = r0; r < r1; r++) {
+					float s4[4];
+					dot4(n_cols, s4, wb + (size_t)r * w_row, xt, x_row);
+					for (int k = 0; k < 4; k++)
+						y[(t + k) * y_stride + r] = s4[k];
+				}
+			}
+			for (; t < t1; t++) {
 				const char *xt = xb + (size_t)t * x_row;
 				float *yt = y + t * y_stride;
 				for (int64_t r = r0; r < r1; r++)

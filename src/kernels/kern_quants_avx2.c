@@ -334,14 +334,44 @@ static inline __m256 term_q4_0(const struct kern_block_q4_0 *x, const struct ker
 	return _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_i8_i32(qx, qy)), acc);
 }
 
+/* Q4_0 and Q8_0 keep one accumulator per output so that the 4-token
+ * variants below (used by kern_matmul for batches) compute every output with
+ * exactly the same operations: a token's result does not depend on the
+ * batch it came in. */
 static void vec_dot_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy)
 {
 	const struct kern_block_q4_0 *x = vx;
 	const struct kern_block_q8_0 *y = vy;
-#define TERM(k, a) term_q4_0(&x[k], &y[k], a)
-	DOT_BLOCKS_4(n / KERN_QK8_0, TERM);
-#undef TERM
-	*s = dot_sum;
+	const int64_t nb = n / KERN_QK8_0;
+	__m256 acc = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++)
+		acc = term_q4_0(&x[i], &y[i], acc);
+	*s = hsum_f32_8(acc);
+}
+
+/* s[k] = dot(x, y + k * y_row) for k < 4, each bit-identical to vec_dot_q4_0_q8_0. */
+static void vec_dot_x4_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy, size_t y_row)
+{
+	const struct kern_block_q4_0 *x = vx;
+	const struct kern_block_q8_0 *y[4];
+	for (int k = 0; k < 4; k++)
+		y[k] = (const struct kern_block_q8_0 *)((const char *)vy + k * y_row);
+	const int64_t nb = n / KERN_QK8_0;
+	__m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+	for (int64_t i = 0; i < nb; i++) {
+		const float dx = f16_load(&x[i].d);
+		const __m256i qx = _mm256_sub_epi8(nibbles_32(x[i].qs), _mm256_set1_epi8(8));
+		const __m256i ax = _mm256_sign_epi8(qx, qx);
+		for (int k = 0; k < 4; k++) {
+			const __m256 d = _mm256_set1_ps(dx * f16_load(&y[k][i].d));
+			const __m256i qy = _mm256_loadu_si256((const __m256i *)y[k][i].qs);
+			const __m256i p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx));
+			const __m256i p = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+			acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
+		}
+	}
+	for (int k = 0; k < 4; k++)
+		s[k] = hsum_f32_8(acc[k]);
 }
 
 static inline __m256 term_q4_1(const struct kern_block_q4_1 *x, const struct kern_block_q8_1 *y,
@@ -427,10 +457,35 @@ static void vec_dot_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *v
 {
 	const struct kern_block_q8_0 *x = vx;
 	const struct kern_block_q8_0 *y = vy;
-#define TERM(k, a) term_q8_0(&x[k], &y[k], a)
-	DOT_BLOCKS_4(n / KERN_QK8_0, TERM);
-#undef TERM
-	*s = dot_sum;
+	const int64_t nb = n / KERN_QK8_0;
+	__m256 acc = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++)
+		acc = term_q8_0(&x[i], &y[i], acc);
+	*s = hsum_f32_8(acc);
+}
+
+static void vec_dot_x4_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy, size_t y_row)
+{
+	const struct kern_block_q8_0 *x = vx;
+	const struct kern_block_q8_0 *y[4];
+	for (int k = 0; k < 4; k++)
+		y[k] = (const struct kern_block_q8_0 *)((const char *)vy + k * y_row);
+	const int64_t nb = n / KERN_QK8_0;
+	__m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+	for (int64_t i = 0; i < nb; i++) {
+		const float dx = f16_load(&x[i].d);
+		const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
+		const __m256i ax = _mm256_sign_epi8(qx, qx);
+		for (int k = 0; k < 4; k++) {
+			const __m256 d = _mm256_set1_ps(dx * f16_load(&y[k][i].d));
+			const __m256i qy = _mm256_loadu_si256((const __m256i *)y[k][i].qs);
+			const __m256i p16 = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx));
+			const __m256i p = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+			acc[k] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k]);
+		}
+	}
+	for (int k = 0; k < 4; k++)
+		s[k] = hsum_f32_8(acc[k]);
 }
 
 /* ---------------- K-quants ---------------- */
@@ -665,6 +720,147 @@ static void vec_dot_q6_K_q8_K(int64_t n, float *s, const void *vx, const void *v
 	*s = hsum_f32_8(acc);
 }
 
+/* 4-token variants of the K-quant dots: the weight block is unpacked once
+ * and used for four activation rows; every output sees exactly the
+ * operations of the 1-token kernel above. */
+static void vec_dot_x4_q4_K_q8_K(int64_t n, float *s, const void *vx, const void *vy, size_t y_row)
+{
+	const struct kern_block_q4_K *x = vx;
+	const struct kern_block_q8_K *y[4];
+	for (int k = 0; k < 4; k++)
+		y[k] = (const struct kern_block_q8_K *)((const char *)vy + k * y_row);
+	const int64_t nb = n / KERN_QK_K;
+	__m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+	float summ[4] = {0, 0, 0, 0};
+	const __m256i m4 = _mm256_set1_epi8(0xF);
+	uint8_t sc[8], mn[8];
+	for (int64_t i = 0; i < nb; i++) {
+		k4_scales(x[i].scales, sc, mn);
+		const float xd = f16_load(&x[i].d), xdmin = f16_load(&x[i].dmin);
+		const __m256i mins16 = mins_x2_16(mn);
+		__m256i sumi[4];
+		for (int k = 0; k < 4; k++) {
+			summ[k] += xdmin * y[k][i].d * (float)hsum_i32_8(bsums_dot(y[k][i].bsums, mins16));
+			sumi[k] = _mm256_setzero_si256();
+		}
+		const uint8_t *q4 = x[i].qs;
+		for (int j = 0; j < 4; j++) {
+			const __m256i bits = _mm256_loadu_si256((const __m256i *)q4);
+			const __m256i lo = _mm256_and_si256(bits, m4);
+			const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+			const __m256i slo = _mm256_set1_epi16(sc[2 * j]), shi = _mm256_set1_epi16(sc[2 * j + 1]);
+			for (int k = 0; k < 4; k++) {
+				const int8_t *q8 = y[k][i].qs + 64 * j;
+				const __m256i plo = dot_u8_i16(lo, _mm256_loadu_si256((const __m256i *)q8));
+				const __m256i phi = dot_u8_i16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+				sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(plo, slo));
+				sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(phi, shi));
+			}
+			q4 += 32;
+		}
+		for (int k = 0; k < 4; k++)
+			acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(xd * y[k][i].d), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+	}
+	for (int k = 0; k < 4; k++)
+		s[k] = hsum_f32_8(acc[k]) - summ[k];
+}
+
+static void vec_dot_x4_q5_K_q8_K(int64_t n, float *s, const void *vx, const void *vy, size_t y_row)
+{
+	const struct kern_block_q5_K *x = vx;
+	const struct kern_block_q8_K *y[4];
+	for (int k = 0; k < 4; k++)
+		y[k] = (const struct kern_block_q8_K *)((const char *)vy + k * y_row);
+	const int64_t nb = n / KERN_QK_K;
+	__m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+	float summ[4] = {0, 0, 0, 0};
+	const __m256i m4 = _mm256_set1_epi8(0xF), m1 = _mm256_set1_epi8(1);
+	uint8_t sc[8], mn[8];
+	for (int64_t i = 0; i < nb; i++) {
+		k4_scales(x[i].scales, sc, mn);
+		const float xd = f16_load(&x[i].d), xdmin = f16_load(&x[i].dmin);
+		const __m256i mins16 = mins_x2_16(mn);
+		__m256i sumi[4];
+		for (int k = 0; k < 4; k++) {
+			summ[k] += xdmin * y[k][i].d * (float)hsum_i32_8(bsums_dot(y[k][i].bsums, mins16));
+			sumi[k] = _mm256_setzero_si256();
+		}
+		const uint8_t *ql = x[i].qs;
+		const __m256i hbits = _mm256_loadu_si256((const __m256i *)x[i].qh);
+		for (int j = 0; j < 4; j++) {
+			const __m256i bits = _mm256_loadu_si256((const __m256i *)ql);
+			const __m256i hlo = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), m1);
+			const __m256i hhi = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), m1);
+			const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16(hlo, 4));
+			const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
+							   _mm256_slli_epi16(hhi, 4));
+			const __m256i slo = _mm256_set1_epi16(sc[2 * j]), shi = _mm256_set1_epi16(sc[2 * j + 1]);
+			for (int k = 0; k < 4; k++) {
+				const int8_t *q8 = y[k][i].qs + 64 * j;
+				const __m256i plo = dot_u8_i16(lo, _mm256_loadu_si256((const __m256i *)q8));
+				const __m256i phi = dot_u8_i16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+				sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(plo, slo));
+				sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(phi, shi));
+			}
+			ql += 32;
+		}
+		for (int k = 0; k < 4; k++)
+			acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(xd * y[k][i].d), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+	}
+	for (int k = 0; k < 4; k++)
+		s[k] = hsum_f32_8(acc[k]) - summ[k];
+}
+
+static void vec_dot_x4_q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy, size_t y_row)
+{
+	const struct kern_block_q6_K *x = vx;
+	const struct kern_block_q8_K *y[4];
+	for (int k = 0; k < 4; k++)
+		y[k] = (const struct kern_block_q8_K *)((const char *)vy + k * y_row);
+	const int64_t nb = n / KERN_QK_K;
+	__m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+	const __m256i m4 = _mm256_set1_epi8(0xF), m3 = _mm256_set1_epi8(3);
+	for (int64_t i = 0; i < nb; i++) {
+		const int8_t *sc = x[i].scales;
+		const __m256i w16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc));
+		__m256i sumi[4];
+		for (int k = 0; k < 4; k++)
+			sumi[k] = _mm256_sub_epi32(_mm256_setzero_si256(),
+						   _mm256_slli_epi32(bsums_dot(y[k][i].bsums, w16), 5));
+		const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+		for (int h = 0; h < 2; h++) {
+			const __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+			const __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+			const __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+			__m256i u[4], sp[4];
+			u[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4));
+			u[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+					       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4));
+			u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+					       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4));
+			u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+					       _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4));
+			for (int g = 0; g < 4; g++)
+				sp[g] = scale_pair(sc[2 * g], sc[2 * g + 1]);
+			for (int k = 0; k < 4; k++) {
+				const int8_t *q8 = y[k][i].qs + 128 * h;
+				for (int g = 0; g < 4; g++) {
+					const __m256i p = dot_u8_i16(u[g], _mm256_loadu_si256((const __m256i *)(q8 + 32 * g)));
+					sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(p, sp[g]));
+				}
+			}
+			ql += 64;
+			qh += 32;
+			sc += 8;
+		}
+		const float xd = f16_load(&x[i].d);
+		for (int k = 0; k < 4; k++)
+			acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(xd * y[k][i].d), _mm256_cvtepi32_ps(sumi[k]), acc[k]);
+	}
+	for (int k = 0; k < 4; k++)
+		s[k] = hsum_f32_8(acc[k]);
+}
+
 int kern_dispatch_avx2(struct kern_dispatch *d)
 {
 	struct kern_type_traits *t = d->traits;
@@ -692,5 +888,11 @@ int kern_dispatch_avx2(struct kern_dispatch *d)
 	d->act_from_f32[ML_DTYPE_Q8_0] = quantize_act_q8_0;
 	d->act_from_f32[ML_DTYPE_Q8_1] = quantize_act_q8_1;
 	d->act_from_f32[ML_DTYPE_Q8_K] = quantize_act_q8_K;
-	return 23;
+
+	d->vec_dot_x4[ML_DTYPE_Q4_0] = vec_dot_x4_q4_0_q8_0;
+	d->vec_dot_x4[ML_DTYPE_Q8_0] = vec_dot_x4_q8_0_q8_0;
+	d->vec_dot_x4[ML_DTYPE_Q4_K] = vec_dot_x4_q4_K_q8_K;
+	d->vec_dot_x4[ML_DTYPE_Q5_K] = vec_dot_x4_q5_K_q8_K;
+	d->vec_dot_x4[ML_DTYPE_Q6_K] = vec_dot_x4_q6_K_q8_K;
+	return 28;
 }

@@ -151,12 +151,55 @@ static void test_matmul_shapes(void **state)
 	ml_pool_free(pool);
 }
 
+/* A token's outputs must not depend on the batch it is in (the 4-token
+ * kernels do exactly the single-token arithmetic): bit-identical. */
+static void test_matmul_batch_invariant(void **state)
+{
+	(void)state;
+	struct ml_rng rng;
+	ml_rng_seed(&rng, 8);
+	const int64_t n_rows = 45, n_cols = 512, n_tok = 11;
+	for (size_t ti = 0; ti < sizeof(TYPES) / sizeof(TYPES[0]); ti++) {
+		const enum ml_dtype wt = TYPES[ti];
+		const struct kern_type_traits *tr = kern_type_traits(wt);
+		float *wf = malloc(n_rows * n_cols * sizeof(float));
+		float *x = malloc(n_tok * n_cols * sizeof(float));
+		for (int64_t i = 0; i < n_rows * n_cols; i++)
+			wf[i] = (float)(ml_rng_normal(&rng) * 0.05);
+		for (int64_t i = 0; i < n_tok * n_cols; i++)
+			x[i] = (float)ml_rng_normal(&rng);
+		const size_t wrow = ml_dtype_row_size(wt, n_cols);
+		const size_t xrow = ml_dtype_row_size(tr->vec_dot_type, n_cols);
+		char *w = malloc(n_rows * wrow);
+		for (int64_t r = 0; r < n_rows; r++)
+			tr->from_f32(wf + r * n_cols, w + r * wrow, n_cols);
+		char *xq = malloc(n_tok * xrow);
+		kern_quantize_rows(tr->vec_dot_type, x, n_cols, xq, n_tok, n_cols, 0, 1);
+		float *yb = malloc(n_tok * n_rows * sizeof(float));
+		float *y1 = malloc(n_rows * sizeof(float));
+		kern_matmul(wt, w, n_rows, n_cols, xq, n_tok, yb, n_rows, 0, 1);
+		for (int64_t t = 0; t < n_tok; t++) {
+			kern_matmul(wt, w, n_rows, n_cols, xq + t * xrow, 1, y1, n_rows, 0, 1);
+			if (memcmp(y1, yb + t * n_rows, n_rows * sizeof(float)) != 0)
+				fail_msg("%s: token %lld differs between batch and single", ml_dtype_name(wt),
+					 (long long)t);
+		}
+		free(wf);
+		free(x);
+		free(w);
+		free(xq);
+		free(yb);
+		free(y1);
+	}
+}
+
 int main(void)
 {
 	kern_init();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_matmul_all_types),
 		cmocka_unit_test(test_matmul_shapes),
+		cmocka_unit_test(test_matmul_batch_invariant),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
