@@ -31,7 +31,7 @@ struct rt_bound {
 	double max_rel_rmse;
 };
 static const struct rt_bound RT_BOUNDS[] = {
-	{ML_DTYPE_F32, 0.0},       {ML_DTYPE_F16, 5e-4},      {ML_DTYPE_BF16, 4e-3},
+	{ML_DTYPE_F32, 0.0},       {ML_DTYPE_F16, 3e-4},      {ML_DTYPE_BF16, 2.5e-3},
 	{ML_DTYPE_Q8_0, 8e-3},     {ML_DTYPE_Q8_1, 8e-3},     {ML_DTYPE_Q8_K, 8e-3},
 	{ML_DTYPE_Q6_K, 2.5e-2},   {ML_DTYPE_Q5_0, 6e-2},     {ML_DTYPE_Q5_1, 6e-2},
 	{ML_DTYPE_Q5_K, 5e-2},     {ML_DTYPE_Q4_0, 1.2e-1},   {ML_DTYPE_Q4_1, 1.2e-1},
