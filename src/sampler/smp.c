@@ -3,6 +3,7 @@
  * Order: penalties (repetition, frequency, presence over the last
  * repeat_last_n ids) -> greedy argmax if temp <= 0 -> temperature -> top-k ->
  * softmax -> top-p -> min-p -> seeded draw from what is left, renormalized.
+ * (min-p is computed before sorting; the result is the same.)
  * Temperature comes before the truncations, so top-p and min-p see the
  * tempered distribution (llama.cpp's default chain applies it after them;
  * the two agree at temp 1 and for top-k).
@@ -20,6 +21,7 @@
 struct smp_cand {
 	int32_t id;
 	float logit;
+	float prob;
 };
 
 struct smp {
@@ -29,7 +31,6 @@ struct smp {
 	float *logits;          /* (n_vocab) penalized copy */
 	int32_t *count;         /* (n_vocab) occurrences in the penalty window; all zero between calls */
 	struct smp_cand *cand;  /* (n_vocab) candidates, best first after truncation */
-	float *prob;            /* (n_vocab) probabilities of cand */
 };
 
 struct smp_params smp_default_params(void)
@@ -60,8 +61,7 @@ int smp_init(struct smp **out, const struct smp_params *p, int n_vocab)
 	s->logits = malloc((size_t)n_vocab * sizeof(float));
 	s->count = calloc((size_t)n_vocab, sizeof(int32_t));
 	s->cand = malloc((size_t)n_vocab * sizeof(struct smp_cand));
-	s->prob = malloc((size_t)n_vocab * sizeof(float));
-	if (!s->logits || !s->count || !s->cand || !s->prob) {
+	if (!s->logits || !s->count || !s->cand) {
 		smp_free(s);
 		return ML_ERR_NOMEM;
 	}
@@ -77,7 +77,6 @@ void smp_free(struct smp *s)
 	free(s->logits);
 	free(s->count);
 	free(s->cand);
-	free(s->prob);
 	free(s);
 }
 
@@ -124,6 +123,37 @@ static void select_top(struct smp_cand *c, int n, int k)
 			lo = i;
 		else
 			break;
+	}
+}
+
+/* In-place heap sort in cand_cmp order (qsort may allocate). */
+static void sift_down(struct smp_cand *c, int root, int n)
+{
+	for (;;) {
+		int child = 2 * root + 1;
+		if (child >= n)
+			return;
+		/* max-heap of "worst first" so the array ends up best first */
+		if (child + 1 < n && cand_cmp(&c[child + 1], &c[child]) > 0)
+			child++;
+		if (cand_cmp(&c[child], &c[root]) <= 0)
+			return;
+		struct smp_cand t = c[root];
+		c[root] = c[child];
+		c[child] = t;
+		root = child;
+	}
+}
+
+static void heap_sort(struct smp_cand *c, int n)
+{
+	for (int i = n / 2 - 1; i >= 0; i--)
+		sift_down(c, i, n);
+	for (int end = n - 1; end > 0; end--) {
+		struct smp_cand t = c[0];
+		c[0] = c[end];
+		c[end] = t;
+		sift_down(c, 0, end);
 	}
 }
 
@@ -178,45 +208,50 @@ int32_t smp_sample(struct smp *s, const float *logits, const int32_t *history, i
 		select_top(s->cand, n, p->top_k);
 		n = p->top_k;
 	}
-	qsort(s->cand, (size_t)n, sizeof(*s->cand), cand_cmp);
-
-	/* softmax over the candidates (best first, so cand[0] is the max) */
-	const float max = s->cand[0].logit;
+	/* softmax over the candidates (unsorted; probabilities ride along) */
+	float max = s->cand[0].logit;
+	for (int i = 1; i < n; i++)
+		if (s->cand[i].logit > max)
+			max = s->cand[i].logit;
 	double sum = 0.0;
 	for (int i = 0; i < n; i++) {
-		s->prob[i] = expf(s->cand[i].logit - max);
-		sum += s->prob[i];
+		s->cand[i].prob = expf(s->cand[i].logit - max);
+		sum += s->cand[i].prob;
 	}
 	for (int i = 0; i < n; i++)
-		s->prob[i] = (float)(s->prob[i] / sum);
+		s->cand[i].prob = (float)(s->cand[i].prob / sum);
+
+	/* min-p before sorting: it only removes the tail, which top-p (a
+	 * prefix of the sorted list) would reach last, so the result is the
+	 * same as applying it after top-p, and the sort gets shorter. */
+	if (p->min_p > 0.0f) {
+		const float lim = (float)(1.0 / sum) * p->min_p; /* the best has probability 1/sum */
+		int keep = 0;
+		for (int i = 0; i < n; i++)
+			if (s->cand[i].prob >= lim)
+				s->cand[keep++] = s->cand[i];
+		n = keep > 0 ? keep : 1;
+	}
+	heap_sort(s->cand, n);
 
 	if (p->top_p < 1.0f) {
 		double cum = 0.0;
-		int keep = n;
 		for (int i = 0; i < n; i++) {
-			cum += s->prob[i];
+			cum += s->cand[i].prob;
 			if (cum >= p->top_p) {
-				keep = i + 1;
+				n = i + 1;
 				break;
 			}
 		}
-		n = keep;
-	}
-	if (p->min_p > 0.0f) {
-		const float lim = s->prob[0] * p->min_p;
-		int keep = 1;
-		while (keep < n && s->prob[keep] >= lim)
-			keep++;
-		n = keep;
 	}
 
 	double total = 0.0;
 	for (int i = 0; i < n; i++)
-		total += s->prob[i];
+		total += s->cand[i].prob;
 	const double u = ml_rng_uniform(&s->rng) * total;
 	double cum = 0.0;
 	for (int i = 0; i < n; i++) {
-		cum += s->prob[i];
+		cum += s->cand[i].prob;
 		if (u < cum)
 			return s->cand[i].id;
 	}

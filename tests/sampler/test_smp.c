@@ -6,8 +6,10 @@
 #include <cmocka.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "base/ml_rng.h"
 #include "sampler/smp.h"
 
 static struct smp_params greedy_params(void)
@@ -224,6 +226,64 @@ static void test_smp_top_k_large(void **state)
 	smp_free(s);
 }
 
+/* top-p then min-p over a large vocabulary: every sample lies in the set a
+ * brute force computes (softmax at temp, sort, top-p prefix, min-p cut). */
+static int by_desc(const void *a, const void *b)
+{
+	const double *x = a, *y = b;
+	return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
+}
+
+static void test_smp_top_p_min_p_set(void **state)
+{
+	(void)state;
+	enum { NV = 1000 };
+	static float logits[NV];
+	static double pr[NV][2];
+	struct ml_rng r;
+	ml_rng_seed(&r, 99);
+	for (int i = 0; i < NV; i++)
+		logits[i] = (float)(ml_rng_normal(&r) * 2.0);
+	const float temp = 0.7f, top_p = 0.8f, min_p = 0.02f;
+	double z = 0, mx = -1e30;
+	for (int i = 0; i < NV; i++)
+		mx = logits[i] / temp > mx ? logits[i] / temp : mx;
+	for (int i = 0; i < NV; i++)
+		z += exp(logits[i] / temp - mx);
+	for (int i = 0; i < NV; i++) {
+		pr[i][0] = exp(logits[i] / temp - mx) / z;
+		pr[i][1] = i;
+	}
+	qsort(pr, NV, sizeof(pr[0]), by_desc);
+	int n = 0;
+	double cum = 0;
+	while (n < NV && cum < top_p)
+		cum += pr[n++][0];
+	int keep = 1;
+	while (keep < n && pr[keep][0] >= pr[0][0] * min_p)
+		keep++;
+	static bool allowed[NV];
+	for (int i = 0; i < keep; i++)
+		allowed[(int)pr[i][1]] = true;
+
+	struct smp *s;
+	struct smp_params p = smp_default_params();
+	p.temp = temp;
+	p.top_k = 0;
+	p.top_p = top_p;
+	p.min_p = min_p;
+	p.seed = 5;
+	assert_int_equal(smp_init(&s, &p, NV), 0);
+	int seen_best = 0;
+	for (int i = 0; i < 2000; i++) {
+		int32_t t = smp_sample(s, logits, NULL, 0);
+		assert_true(allowed[t]);
+		seen_best += t == (int)pr[0][1];
+	}
+	assert_true(keep > 1 && seen_best > 0 && seen_best < 2000);
+	smp_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +294,7 @@ int main(void)
 		cmocka_unit_test(test_smp_distribution),
 		cmocka_unit_test(test_smp_truncation),
 		cmocka_unit_test(test_smp_top_k_large),
+		cmocka_unit_test(test_smp_top_p_min_p_set),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
