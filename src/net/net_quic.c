@@ -20,6 +20,7 @@
 #include <event2/event.h>
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
+#include <netinet/in.h>
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
@@ -981,6 +982,23 @@ int net_connect(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t 
 	*out = NULL;
 	if (addrlen > sizeof(struct sockaddr_storage))
 		return ml_error(ML_ERR_INVALID, "%s: address too long", __func__);
+	struct sockaddr_in6 mapped;
+	if (addr->sa_family == AF_INET && ep->udp.local.ss_family == AF_INET6) {
+		/* a dual-stack socket reaches IPv4 peers through ::ffff:a.b.c.d */
+		const struct sockaddr_in *v4 = (const struct sockaddr_in *)addr;
+		memset(&mapped, 0, sizeof(mapped));
+		mapped.sin6_family = AF_INET6;
+		mapped.sin6_port = v4->sin_port;
+		mapped.sin6_addr.s6_addr[10] = 0xff;
+		mapped.sin6_addr.s6_addr[11] = 0xff;
+		memcpy(&mapped.sin6_addr.s6_addr[12], &v4->sin_addr, 4);
+		addr = (const struct sockaddr *)&mapped;
+		addrlen = sizeof(mapped);
+	} else if (addr->sa_family != ep->udp.local.ss_family) {
+		return ml_error(ML_ERR_INVALID,
+		                "%s: address family %d does not match the endpoint's socket",
+		                __func__, addr->sa_family);
+	}
 	struct net_conn *c = conn_alloc(ep, addr, addrlen);
 	if (!c)
 		return ml_error(ML_ERR_NOMEM, "%s: connection", __func__);

@@ -693,6 +693,60 @@ static void test_net_quic_garbage_packets(void **state)
 	pair_close(&p);
 }
 
+/* Endpoints bound to the wildcard address (as a node is) and over IPv6. */
+static void wildcard_case(const char *bind_host, const char *dial_host)
+{
+	struct pair p;
+	memset(&p, 0, sizeof(p));
+	uint8_t seed[32];
+	memset(seed, 3, sizeof(seed));
+	assert_int_equal(net_ident_from_seed(&p.ia, seed), 0);
+	memset(seed, 4, sizeof(seed));
+	assert_int_equal(net_ident_from_seed(&p.ib, seed), 0);
+	p.base = net_event_base_new();
+	assert_non_null(p.base);
+	struct net_endpoint_config cfg;
+	net_endpoint_default_config(&cfg);
+	cfg.host = bind_host;
+	cfg.cb = (struct net_quic_callbacks){.on_conn_ready = s_ready,
+	                                     .on_stream_data = s_data,
+	                                     .on_stream_close = s_sclose,
+	                                     .on_conn_closed = s_closed};
+	cfg.ident = &p.ia;
+	cfg.accept = true;
+	cfg.user = &p.sa;
+	if (net_endpoint_new(&p.a, p.base, &cfg) != 0) {
+		print_message("skipping %s: %s\n", bind_host, ml_last_error());
+		event_base_free(p.base);
+		return;
+	}
+	cfg.ident = &p.ib;
+	cfg.accept = false;
+	cfg.user = &p.sb;
+	assert_int_equal(net_endpoint_new(&p.b, p.base, &cfg), 0);
+	p.sa.echo = true;
+	assert_int_equal(
+	    net_connect_host(p.b, dial_host, net_endpoint_port(p.a), p.ia.pk, NULL, &p.cb), 0);
+	assert_true(run_until(&p, &p.sb.ready, 1, 3000));
+	int64_t sid;
+	assert_int_equal(net_stream_open(p.cb, &sid), 0);
+	uint8_t *big = calloc(1, 300000);
+	assert_int_equal(net_stream_send(p.cb, sid, big, 300000, true), 0);
+	assert_true(run_until(&p, &p.sb.stream_closed, 1, 5000));
+	assert_int_equal(p.sb.rx_len[sid / 4], 300000);
+	assert_int_equal(p.sa.closed + p.sb.closed, 0);
+	free(big);
+	pair_close(&p);
+}
+
+static void test_net_quic_wildcard_and_ipv6(void **state)
+{
+	(void)state;
+	wildcard_case(NULL, "127.0.0.1");
+	wildcard_case("::1", "::1");
+	wildcard_case("::", "127.0.0.1");
+}
+
 int main(void)
 {
 	if (!getenv("MESH_LLM_LOG"))
@@ -712,6 +766,7 @@ int main(void)
 	    cmocka_unit_test(test_net_quic_peer_gone),
 	    cmocka_unit_test(test_net_quic_stream_reset),
 	    cmocka_unit_test(test_net_quic_garbage_packets),
+	    cmocka_unit_test(test_net_quic_wildcard_and_ipv6),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
