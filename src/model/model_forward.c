@@ -68,7 +68,7 @@ struct model_ctx {
 
 /* Jobs below this many multiply-adds run on the calling thread: waking the
  * workers costs tens of microseconds, more than small models' products. */
-#define MODEL_MIN_PARALLEL_WORK (256 * 1024)
+#define MODEL_MIN_PARALLEL_WORK (1024 * 1024)
 
 static void pool_run(struct model_ctx *c, ml_pool_fn fn, void *arg, double work)
 {
