@@ -99,7 +99,7 @@ int main(int argc, char **argv)
 	if (n_gen < 1)
 		n_gen = 128;
 
-	ml_log_set_level(ML_LOG_WARN);
+	ml_log_set_level(ML_LOG_INFO);
 	kern_init();
 	char rev[64] = "unknown";
 	FILE *g = popen("git rev-parse --short HEAD 2>/dev/null", "r");

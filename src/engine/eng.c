@@ -112,6 +112,10 @@ struct eng {
 	uint64_t next_id;
 	/* engine thread only */
 	uint64_t next_order;
+	uint64_t n_steps;       /* forward passes */
+	uint64_t n_step_tokens; /* batch entries over all of them */
+	uint64_t n_decode;      /* of those, one-token decode entries */
+	double t_forward;       /* seconds in model_forward */
 };
 
 struct eng_params eng_default_params(void)
@@ -459,6 +463,7 @@ static void engine_step(struct eng *e)
 		n++;
 	}
 	budget -= n;
+	const int budget_decode = budget;
 
 	/* Prompt chunks, oldest request first, with what is left. */
 	while (budget > 0) {
@@ -499,7 +504,12 @@ static void engine_step(struct eng *e)
 		.seq = e->b_seq,
 		.logits = e->b_logits,
 	};
+	double t0 = ml_time_s();
 	int rc = model_forward(e->ctx, &b, e->logits);
+	e->t_forward += ml_time_s() - t0;
+	e->n_steps++;
+	e->n_step_tokens += (uint64_t)n;
+	e->n_decode += (uint64_t)(e->p.n_batch - budget_decode);
 	if (rc < 0) {
 		snprintf(e->errmsg, sizeof(e->errmsg), "forward pass failed: %s",
 			 ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
@@ -726,6 +736,12 @@ void eng_free(struct eng *e)
 		pthread_mutex_unlock(&e->mu);
 		pthread_join(e->thread, NULL);
 	}
+	if (e->n_steps)
+		ML_INFO("engine %s: %llu forward passes, %.2f tokens per pass on average (%llu decode, "
+			"%llu prompt), %.1f s computing",
+			e->name, (unsigned long long)e->n_steps,
+			(double)e->n_step_tokens / (double)e->n_steps, (unsigned long long)e->n_decode,
+			(unsigned long long)(e->n_step_tokens - e->n_decode), e->t_forward);
 	pthread_cond_destroy(&e->cv);
 	pthread_mutex_destroy(&e->mu);
 	for (int i = 0; i < e->p.n_parallel; i++) {
