@@ -25,6 +25,9 @@ static void kern_init_once(void)
 		ML_INFO("kernels: MESH_LLM_KERNELS=generic, using scalar kernels");
 		return;
 	}
+	if (env != NULL && env[0] != '\0' && strcmp(env, "auto") != 0)
+		ML_WARN("kernels: MESH_LLM_KERNELS=%s not understood (want generic or auto); "
+			"choosing by CPU features", env);
 	const struct ml_cpu_features *cpu = ml_cpu_features();
 	g_isa_names[0] = '\0';
 #if defined(__x86_64__)

@@ -102,6 +102,17 @@ static void test_f16_rounding(void **state)
 	assert_int_equal(kern_f32_to_f16(-0.0f), 0x8000);
 	assert_int_equal(kern_f32_to_f16(0x1p-25f), 0);      /* tie to even: 0 */
 	assert_int_equal(kern_f32_to_f16(0x1.8p-24f), 2);    /* 1.5 ulp -> 2 */
+	/* edge cases, expected values from F16C (vcvtps2ph, round to nearest even) */
+	static const uint32_t in[] = {0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fa5a5a5u, 0x7f800000u,
+				      0xff800000u, 0x477ff000u, 0x477fefffu, 0x33000000u, 0x33000001u,
+				      0x387fe000u};
+	static const uint16_t want[] = {0x7e00, 0xfe00, 0x7e00, 0x7f2d, 0x7c00, 0xfc00,
+					0x7c00, 0x7bff, 0x0000, 0x0001, 0x0400};
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+		float f;
+		memcpy(&f, &in[i], 4);
+		assert_int_equal(kern_f32_to_f16(f), want[i]);
+	}
 }
 
 static void test_bf16(void **state)
