@@ -56,6 +56,9 @@ struct coll {
 	bool gated;
 	bool started;
 	bool open;
+	/* at this request's first token, note how many tokens |watch| has */
+	struct coll *watch;
+	int watch_at;
 };
 
 static void coll_init(struct coll *c)
@@ -102,6 +105,11 @@ static void on_event(const struct eng_event *ev, void *user)
 		c->text[c->n_text] = '\0';
 	} else {
 		c->bad = true;
+	}
+	if (ev->finish == ENG_FINISH_NONE && c->n_tokens == 0 && c->watch) {
+		pthread_mutex_lock(&c->watch->mu);
+		c->watch_at = c->watch->n_tokens;
+		pthread_mutex_unlock(&c->watch->mu);
 	}
 	if (ev->finish == ENG_FINISH_NONE) {
 		if (ev->token < 0 || c->n_tokens >= MAX_TOK)
@@ -419,6 +427,51 @@ static void test_eng_concurrent_equals_alone(void **state)
 	eng_free(e);
 }
 
+/* A long prompt is processed in chunks of what n_batch leaves, and the
+ * generating slot gets a token at every one of those steps. Tiny batches
+ * still give the reference continuation. */
+static void test_eng_chunked_prefill(void **state)
+{
+	(void)state;
+	static int32_t prompt[150];
+	prompt[0] = 1;
+	for (int j = 1; j < 150; j++)
+		prompt[j] = 3 + (j * 89 + 5) % 447;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	struct eng *e = open_engine(STORIES, 2, 256, 16, 4);
+	struct coll a, b;
+	coll_init(&a);
+	coll_init(&b);
+	a.gated = true;
+	b.watch = &a;
+	struct eng_request ra = greedy_req(rp.ids, rp.n_ids, 100);
+	struct eng_request rb = greedy_req(prompt, 150, 4);
+	assert_int_equal(submit(e, &ra, &a), 0);
+	assert_true(coll_wait(&a, true));
+	assert_int_equal(submit(e, &rb, &b), 0);
+	coll_open(&a);
+	assert_true(coll_wait(&b, false));
+	assert_true(coll_wait(&a, false));
+	assert_false(a.bad);
+	assert_false(b.bad);
+	/* 150 prompt tokens at 15 per step: 10 steps, each with a token for a */
+	assert_true(b.watch_at >= 10 && b.watch_at <= 12);
+	assert_memory_equal(a.tokens, rp.greedy, 64 * sizeof(int32_t));
+	coll_destroy(&a);
+	coll_destroy(&b);
+	eng_free(e);
+
+	for (int nb = 1; nb <= 3; nb++) {
+		e = open_engine(STORIES, 1, 128, nb, 4);
+		struct eng_request r = greedy_req(rp.ids, rp.n_ids, 16);
+		run_one(e, &r, &a);
+		assert_memory_equal(a.tokens, rp.greedy, 16 * sizeof(int32_t));
+		coll_destroy(&a);
+		eng_free(e);
+	}
+}
+
 static void test_eng_stop_strings(void **state)
 {
 	(void)state;
@@ -662,6 +715,7 @@ int main(void)
 		cmocka_unit_test(test_eng_greedy_syn_llama),
 		cmocka_unit_test(test_eng_greedy_syn_qwen2),
 		cmocka_unit_test(test_eng_concurrent_equals_alone),
+		cmocka_unit_test(test_eng_chunked_prefill),
 		cmocka_unit_test(test_eng_stop_strings),
 		cmocka_unit_test(test_eng_max_tokens_and_eos),
 		cmocka_unit_test(test_eng_context_limits),
