@@ -8,6 +8,7 @@
  * $MESH_LLM_SHARED. A vocab file that has vectors but does not load (for
  * example an unsupported tokenizer model) fails the test. */
 #include <dirent.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -995,6 +996,55 @@ static void test_bad_metadata(void **state)
 	tok_vocab_free(v);
 }
 
+/* One vocab shared by several threads: tok_encode keeps no state in the
+ * vocab (the engine and the API tokenize concurrently). */
+struct thr_arg {
+	const struct tok_vocab *v;
+	const char *text;
+	size_t len;
+	int32_t *want;
+	size_t want_n;
+	int bad;
+};
+
+static void *thr_main(void *p)
+{
+	struct thr_arg *a = p;
+	for (int i = 0; i < 50; i++) {
+		size_t n;
+		int32_t ids[4096];
+		int rc = tok_encode(a->v, a->text, a->len, true, true, ids, 4096, &n);
+		if (rc != 0 || n != a->want_n || memcmp(ids, a->want, n * sizeof(int32_t)) != 0)
+			a->bad++;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	(void)state;
+	const char *names[] = {"qwen2", "llama-spm", "bert-bge"};
+	const char *text = "<|im_start|>user\nHello, y'all! 1234 \xe6\x97\xa5\xe6\x9c\xac caf\xc3\xa9   \n"
+			   "The quick brown fox<|im_end|>";
+	for (size_t k = 0; k < 3; k++) {
+		struct tok_vocab *v = vocab_named(names[k]);
+		size_t n;
+		int32_t *want = encode(v, text, strlen(text), true, true, &n);
+		pthread_t th[4];
+		struct thr_arg args[4];
+		for (int i = 0; i < 4; i++) {
+			args[i] = (struct thr_arg){v, text, strlen(text), want, n, 0};
+			assert_int_equal(pthread_create(&th[i], NULL, thr_main, &args[i]), 0);
+		}
+		for (int i = 0; i < 4; i++) {
+			pthread_join(th[i], NULL);
+			assert_int_equal(args[i].bad, 0);
+		}
+		free(want);
+		tok_vocab_free(v);
+	}
+}
+
 int main(void)
 {
 	find_shared();
@@ -1009,6 +1059,7 @@ int main(void)
 		cmocka_unit_test(test_invalid_utf8),
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_bad_metadata),
+		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_speed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
