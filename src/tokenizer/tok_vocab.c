@@ -582,7 +582,8 @@ int tok_vocab_load(struct tok_vocab **out, const struct gguf_file *gf)
 	get_special(v, gf, "tokenizer.ggml.seperator_token_id", &v->sep);
 	get_special(v, gf, "tokenizer.ggml.padding_token_id", &v->pad);
 	get_special(v, gf, "tokenizer.ggml.mask_token_id", &v->mask);
-	get_special(v, gf, "tokenizer.ggml.cls_token_id", &v->bos);
+	if (!gguf_find(gf, "tokenizer.ggml.bos_token_id")) /* BERT: CLS plays BOS */
+		get_special(v, gf, "tokenizer.ggml.cls_token_id", &v->bos);
 	get_flag(gf, "tokenizer.ggml.add_bos_token", &ab);
 	get_flag(gf, "tokenizer.ggml.add_eos_token", &ae);
 	get_flag(gf, "tokenizer.ggml.add_sep_token", &v->add_sep);
