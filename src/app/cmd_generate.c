@@ -312,7 +312,7 @@ int app_cmd_generate(int argc, char **argv)
 	long n_ctx = o.ctx_size;
 	if (n_ctx == 0)
 		n_ctx = hp->n_ctx_train < GEN_DEFAULT_CTX ? hp->n_ctx_train : GEN_DEFAULT_CTX;
-	if (n_prompt >= n_ctx) {
+	if (n_prompt > n_ctx) {
 		fprintf(stderr, "mesh-llm generate: the prompt has %d tokens, the context only %ld (--ctx-size)\n",
 			n_prompt, n_ctx);
 		goto done;
@@ -387,7 +387,7 @@ int app_cmd_generate(int argc, char **argv)
 		fflush(stdout);
 		if (n_gen == o.n_predict)
 			break;
-		if (n_hist >= n_ctx) {
+		if (n_hist > n_ctx) { /* no position left for this token */
 			stop = "context full";
 			break;
 		}
