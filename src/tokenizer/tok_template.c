@@ -24,6 +24,7 @@
 #include "tokenizer/tok_template.h"
 
 #include "base/ml_err.h"
+#include "tokenizer/tok_unicode.h"
 
 #include <math.h>
 #include <setjmp.h>
@@ -1534,7 +1535,7 @@ static struct tnode *parse_if(struct tj_parser *P, size_t pos)
 {
 	static const char *const ends[] = {"elif", "else", "endif", NULL};
 	struct tnode *n = nnew(P, N_IF, pos);
-	n->a = parse_tuple(P, true, false);
+	n->a = parse_tuple(P, false, false);
 	block_end(P);
 	struct nvec body = {0};
 	parse_body(P, ends, &body);
@@ -2042,7 +2043,10 @@ static void to_str(struct tj_render *R, struct tval v, struct tj_sb *sb, int dep
 {
 	char buf[64];
 	switch (v.t) {
-	case TV_UNDEF: return;
+	case TV_UNDEF:
+		if (depth > 0) /* inside a list or dict: repr(Undefined) */
+			sb_adds(&R->c, sb, "Undefined");
+		return;
 	case TV_NONE: sb_adds(&R->c, sb, "None"); return;
 	case TV_BOOL: sb_adds(&R->c, sb, v.u.b ? "True" : "False"); return;
 	case TV_INT: sb_addf(&R->c, sb, "%lld", (long long)v.u.i); return;
@@ -2257,6 +2261,7 @@ static const char *const str_methods[] = {
 	"title", "capitalize", "replace", "find", "rfind", "count", "join", "format", "isdigit",
 	"isalpha", "isalnum", "isspace", "islower", "isupper", "splitlines", NULL};
 static const char *const dict_methods[] = {"items", "keys", "values", "get", NULL};
+static const char *const list_methods[] = {"count", "index", NULL};
 
 static bool in_names(const char *const *names, const char *s, size_t n)
 {
@@ -2342,6 +2347,10 @@ static struct tval get_attr(struct tj_render *R, const struct tnode *at, struct 
 			return method(R, obj, name, n);
 		return no_attr(R, obj, name, n);
 	case TV_LOOP: return loop_attr(R, obj.u.loop, name);
+	case TV_LIST:
+		if (in_names(list_methods, name, n))
+			return method(R, obj, name, n);
+		return no_attr(R, obj, name, n);
 	default: return no_attr(R, obj, name, n);
 	}
 }
@@ -2614,24 +2623,48 @@ static struct tval str_split(struct tj_render *R, struct args *a, struct tval s,
 	}
 }
 
+/* Simple (one to one) case mapping from the tokenizer's Unicode tables;
+ * uppercase is found as the code point whose lowercase is |c|, at the
+ * offsets the cased scripts use. */
+static uint32_t u_lower(uint32_t c)
+{
+	return tok_ucd_tolower(c);
+}
+
+static uint32_t u_upper(uint32_t c)
+{
+	if (c < 0x80)
+		return c >= 'a' && c <= 'z' ? c - 32 : c;
+	static const int32_t delta[] = {32, 1, 80, 48, 40, 37, 38, 63, 64, -121, 8, 74, 86, 100, 112, 126, 128};
+	for (size_t k = 0; k < sizeof(delta) / sizeof(delta[0]); k++) {
+		int64_t u = (int64_t)c - delta[k];
+		if (u > 0 && u <= 0x10FFFF && u_lower((uint32_t)u) == c && (uint32_t)u != c)
+			return (uint32_t)u;
+	}
+	return c;
+}
+
+static bool u_cased(uint32_t c)
+{
+	return u_lower(c) != c || u_upper(c) != c;
+}
+
+/* mode 0 upper, 1 lower, 2 str.title(), 3 str.capitalize() */
 static struct tval case_map(struct tj_render *R, struct tval s, int mode)
 {
-	/* mode 0 upper, 1 lower, 2 title, 3 capitalize; ASCII letters only */
-	char *o = tj_alloc(&R->c, s.u.s.n + 1);
-	bool prev_alpha = false;
-	for (size_t i = 0; i < s.u.s.n; i++) {
-		char ch = s.u.s.s[i];
-		bool lower = ch >= 'a' && ch <= 'z', upper = ch >= 'A' && ch <= 'Z';
-		bool up = mode == 0 || (mode == 2 && !prev_alpha) || (mode == 3 && i == 0);
-		if (up && lower)
-			ch = (char)(ch - 32);
-		else if (!up && upper)
-			ch = (char)(ch + 32);
-		o[i] = ch;
-		prev_alpha = lower || upper || ((unsigned char)ch >= 0x80 && mode == 2 && prev_alpha);
+	char *o = tj_alloc(&R->c, s.u.s.n * 2 + 4);
+	size_t i = 0, on = 0;
+	bool prev_cased = false, first = true;
+	while (i < s.u.s.n) {
+		uint32_t c = u8_next(s.u.s.s, s.u.s.n, &i);
+		bool up = mode == 0 || (mode == 2 && !prev_cased) || (mode == 3 && first);
+		uint32_t m = up ? u_upper(c) : u_lower(c);
+		prev_cased = u_cased(c);
+		first = false;
+		on += u8_put(o + on, m);
 	}
-	o[s.u.s.n] = 0;
-	return v_str(o, s.u.s.n);
+	o[on] = 0;
+	return v_str(o, on);
 }
 
 static struct tval str_format(struct tj_render *R, struct args *a, struct tval fmt)
@@ -2819,6 +2852,20 @@ static struct tval call_method(struct tj_render *R, struct tval m, struct args *
 			}
 		}
 		return r;
+	}
+	if (recv.t == TV_LIST) { /* count(x), index(x) */
+		struct tval x = arg(a, 0, NULL, V_UNDEF);
+		int64_t cnt = 0;
+		for (size_t i = 0; i < recv.u.l->n; i++) {
+			if (!v_equal(recv.u.l->v[i], x, 0))
+				continue;
+			if (name[0] == 'i')
+				return v_int((int64_t)i);
+			cnt++;
+		}
+		if (name[0] == 'i')
+			rt_fail(R, a->at, "list.index(x): x not in list");
+		return v_int(cnt);
 	}
 	if (recv.t == TV_LOOP) { /* loop.cycle(a, b, ...) */
 		if (a->npos == 0)
@@ -3056,6 +3103,8 @@ static bool v_contains(struct tj_render *R, const struct tnode *at, struct tval 
 /* selectattr/rejectattr/select/reject: |attr| when filtering on an attribute. */
 static struct tval filter_select(struct tj_render *R, struct tval seq, struct args *a, bool attr, bool keep)
 {
+	if (!truthy(seq)) /* jinja2 skips a false sequence without iterating it */
+		return v_list(&R->c, 0);
 	struct tlist *l = iter_list(R, a->at, seq);
 	struct tval r = v_list(&R->c, 0);
 	size_t first = attr ? 1 : 0;
@@ -3107,7 +3156,7 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 {
 	const struct tnode *at = a->at;
 	if (!strcmp(f, "safe") || !strcmp(f, "e") || !strcmp(f, "escape") || !strcmp(f, "forceescape"))
-		return f[0] == 's' ? v : v_tostr(R, v); /* autoescape is off as in transformers */
+		return v_tostr(R, v); /* Markup(str(v)); autoescape is off as in transformers */
 	if (!strcmp(f, "default") || !strcmp(f, "d")) {
 		bool boolean = truthy(arg(a, 1, "boolean", v_bool(false)));
 		if (v.t == TV_UNDEF || (boolean && !truthy(v)))
@@ -3130,8 +3179,8 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 	if (!strcmp(f, "title")) {
 		/* words start after runs of whitespace, '-', '(', '{', '[' or '<' */
 		struct tval s = v_tostr(R, v);
-		char *o = tj_alloc(&R->c, s.u.s.n + 1);
-		size_t i = 0;
+		char *o = tj_alloc(&R->c, s.u.s.n * 2 + 4);
+		size_t i = 0, on = 0;
 		bool start = true;
 		while (i < s.u.s.n) {
 			size_t at = i, nx;
@@ -3143,18 +3192,18 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 			} else {
 				u8_next(s.u.s.s, s.u.s.n, &i);
 			}
-			for (size_t k = at; k < i; k++) {
-				char c = s.u.s.s[k];
-				if (!sep && start && c >= 'a' && c <= 'z')
-					c = (char)(c - 32);
-				else if (!sep && !start && c >= 'A' && c <= 'Z')
-					c = (char)(c + 32);
-				o[k] = c;
+			if (sep) {
+				memcpy(o + on, s.u.s.s + at, i - at);
+				on += i - at;
+			} else {
+				size_t j = at;
+				uint32_t c = u8_next(s.u.s.s, s.u.s.n, &j);
+				on += u8_put(o + on, start ? u_upper(c) : u_lower(c));
 			}
 			start = sep;
 		}
-		o[s.u.s.n] = 0;
-		return v_str(o, s.u.s.n);
+		o[on] = 0;
+		return v_str(o, on);
 	}
 	if (!strcmp(f, "upper") || !strcmp(f, "lower") || !strcmp(f, "capitalize")) {
 		int mode = f[0] == 'u' ? 0 : f[0] == 'l' ? 1 : 3;
@@ -3243,7 +3292,7 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 	if (!strcmp(f, "select") || !strcmp(f, "reject"))
 		return filter_select(R, v, a, false, f[0] == 's');
 	if (!strcmp(f, "map")) {
-		struct tlist *l = iter_list(R, at, v);
+		struct tlist *l = truthy(v) ? iter_list(R, at, v) : v_list(&R->c, 0).u.l;
 		struct tval r = v_list(&R->c, l->n);
 		struct tval attr = arg(a, SIZE_MAX, "attribute", V_UNDEF);
 		if (attr.t != TV_UNDEF) {
@@ -3264,7 +3313,11 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		return r;
 	}
 	if (!strcmp(f, "indent")) {
-		struct tval s = v_tostr(R, v);
+		if (v.t == TV_UNDEF)
+			undef_fail(R, at, v);
+		if (v.t != TV_STR) /* jinja2 appends "\n" to the value itself */
+			rt_fail(R, at, "unsupported operand type(s) for +=: '%s' and 'str'", type_name(v));
+		struct tval s = v;
 		struct tval w = arg(a, 0, "width", v_int(4));
 		bool first = truthy(arg(a, 1, "first", v_bool(false)));
 		bool blank = truthy(arg(a, 2, "blank", v_bool(false)));
@@ -3315,8 +3368,8 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		return v_float(x);
 	}
 	if (!strcmp(f, "abs")) {
-		if (v.t == TV_INT)
-			return v_int(v.u.i < 0 && v.u.i != INT64_MIN ? -v.u.i : v.u.i);
+		if (v.t == TV_INT || v.t == TV_BOOL)
+			return v_int(num_i(v) < 0 && num_i(v) != INT64_MIN ? -num_i(v) : num_i(v));
 		if (is_num(v))
 			return v_float(fabs(num_f(v)));
 		rt_fail(R, at, "bad operand type for abs(): '%s'", type_name(v));
@@ -3418,6 +3471,8 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 	rt_fail(R, at, "no filter named '%s'", f);
 }
 
+static struct tval arith(struct tj_render *R, const struct tnode *n, int op, struct tval a, struct tval b);
+
 static bool apply_test(struct tj_render *R, const char *t, struct tval v, struct args *a)
 {
 	const struct tnode *at = a->at;
@@ -3449,7 +3504,7 @@ static bool apply_test(struct tj_render *R, const char *t, struct tval v, struct
 	if (!strcmp(t, "false"))
 		return v.t == TV_BOOL && !v.u.b;
 	if (!strcmp(t, "callable"))
-		return v.t == TV_MACRO || v.t == TV_FUNC || v.t == TV_METHOD;
+		return v.t == TV_MACRO || v.t == TV_FUNC || v.t == TV_METHOD || v.t == TV_UNDEF;
 	if (!strcmp(t, "equalto") || !strcmp(t, "eq") || !strcmp(t, "=="))
 		return v_equal(v, x, 0);
 	if (!strcmp(t, "ne") || !strcmp(t, "!="))
@@ -3468,23 +3523,18 @@ static bool apply_test(struct tj_render *R, const char *t, struct tval v, struct
 	if (!strcmp(t, "in"))
 		return v_contains(R, at, x, v);
 	if (!strcmp(t, "odd") || !strcmp(t, "even") || !strcmp(t, "divisibleby")) {
-		if (v.t != TV_INT && v.t != TV_BOOL)
-			rt_fail(R, at, "test '%s' needs an integer, not %s", t, type_name(v));
-		int64_t d = t[0] == 'd' ? (x.t == TV_INT ? x.u.i : 0) : 2;
-		if (d == 0)
-			rt_fail(R, at, "integer division or modulo by zero");
-		int64_t r = d == -1 ? 0 : num_i(v) % d;
-		return t[0] == 'o' ? r != 0 : r == 0;
+		/* value % 2 == 1, value % 2 == 0, value % num == 0 */
+		struct tval r = arith(R, at, OP_MOD, v, t[0] == 'd' ? x : v_int(2));
+		return v_equal(r, v_int(t[0] == 'o' ? 1 : 0), 0);
 	}
 	if (!strcmp(t, "lower") || !strcmp(t, "upper")) {
 		if (v.t != TV_STR)
 			return false;
 		struct tval m = case_map(R, v, t[0] == 'l' ? 1 : 0);
 		bool cased = false;
-		for (size_t i = 0; i < v.u.s.n; i++) {
-			char ch = v.u.s.s[i];
-			cased |= (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-		}
+		size_t i = 0;
+		while (i < v.u.s.n)
+			cased |= u_cased(u8_next(v.u.s.s, v.u.s.n, &i));
 		return cased && v_equal(m, v, 0);
 	}
 	rt_fail(R, at, "no test named '%s'", t);
@@ -3763,7 +3813,9 @@ static void count_iteration(struct tj_render *R, const struct tnode *n)
 		tj_fail_at(&R->c, ML_ERR_RANGE, n->pos, "more than %d loop iterations", TJ_MAX_ITERATIONS);
 }
 
-static void exec_for(struct tj_render *R, struct frame *F, const struct tnode *n)
+/* Returns what the else block ended with (break or continue there belong
+ * to an enclosing loop). */
+static int exec_for(struct tj_render *R, struct frame *F, const struct tnode *n)
 {
 	struct tlist *items = iter_list(R, n, eval(R, F, n->a));
 	if (n->b) {
@@ -3778,10 +3830,6 @@ static void exec_for(struct tj_render *R, struct frame *F, const struct tnode *n
 		}
 		items = kept.u.l;
 	}
-	if (items->n == 0) {
-		exec_body(R, F, n->kw, n->nkw);
-		return;
-	}
 	struct tloop *lp = tj_zalloc(&R->c, sizeof(*lp));
 	lp->items = items;
 	lp->depth = 1; /* nested loops are each depth 1; only recursive loops go deeper */
@@ -3790,15 +3838,22 @@ static void exec_for(struct tj_render *R, struct frame *F, const struct tnode *n
 	/* each iteration starts with fresh variables (as in jinja2); nothing
 	 * can keep a reference to the frame, so it is reused */
 	struct frame *body = frame_new(R, F);
+	bool completed = false;
 	for (size_t i = 0; i < items->n; i++) {
 		count_iteration(R, n);
 		lp->idx = i;
 		body->vars.n = 0;
 		frame_set(R, body, "loop", lv);
 		bind_targets(R, body, n, items->v[i]);
-		if (exec_body(R, body, n->args, n->nargs) == EX_BREAK)
+		int r = exec_body(R, body, n->args, n->nargs);
+		if (r == EX_NORMAL)
+			completed = true;
+		else if (r == EX_BREAK)
 			break;
 	}
+	/* jinja2 runs the else block unless an iteration ran to its end (so
+	 * also when every iteration ended in break or continue) */
+	return completed ? EX_NORMAL : exec_body(R, F, n->kw, n->nkw);
 }
 
 static int exec_body(struct tj_render *R, struct frame *F, struct tnode *const *b, size_t nb)
@@ -3815,7 +3870,12 @@ static int exec_body(struct tj_render *R, struct frame *F, struct tnode *const *
 				return r;
 			break;
 		}
-		case N_FOR: exec_for(R, F, n); break;
+		case N_FOR: {
+			int r = exec_for(R, F, n);
+			if (r != EX_NORMAL)
+				return r;
+			break;
+		}
 		case N_SET:
 			if (n->s) {
 				struct tval ns = lookup(R, F, n->names[0]);
