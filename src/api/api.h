@@ -84,6 +84,14 @@ int api_eng_backend_init(struct api_eng_backend **out, struct eng *e);
 void api_eng_backend_free(struct api_eng_backend *b); /* accepts NULL */
 const struct api_backend *api_eng_backend_get(struct api_eng_backend *b);
 
+/* Tokenizes a rendered prompt the way the API does: special-token strings
+ * become their tokens, no automatic BOS/EOS, then BOS is prepended when the
+ * model's metadata asks for one and the text did not already start with it
+ * (templates that write {{ bos_token }}). *ids is malloc'd (caller frees). */
+struct tok_vocab;
+int api_tokenize_prompt(const struct tok_vocab *v, const char *text, size_t len, int32_t **ids,
+                        int *n_ids);
+
 /* Model id for a GGUF path: the file name without directories and
  * without the ".gguf" suffix. Writes at most |cap| bytes (NUL-terminated). */
 void api_model_id_from_path(const char *path, char *out, size_t cap);

@@ -17,17 +17,14 @@ struct api_eng_backend {
 	struct api_backend be;
 };
 
-/* Tokenizes with special-token parsing and no automatic specials, then
- * prepends BOS when the model wants one and the text (e.g. a template that
- * writes {{ bos_token }}) did not already start with it. */
-static int tokenize(struct api_eng_backend *b, const char *text, size_t len, int32_t **ids_out,
-                    int *n_out)
+int api_tokenize_prompt(const struct tok_vocab *v, const char *text, size_t len, int32_t **ids_out,
+                        int *n_out)
 {
-	const struct tok_vocab *v = eng_vocab(b->e);
 	size_t cap = len + 8, n = 0;
 	int32_t *ids = malloc(cap * sizeof(*ids));
 	if (!ids)
 		return ML_ERR_NOMEM;
+	/* ids[0] is kept free for a BOS */
 	int rc = tok_encode(v, text, len, false, true, ids + 1, cap - 1, &n);
 	if (rc == ML_ERR_RANGE) {
 		cap = n + 2;
@@ -39,26 +36,26 @@ static int tokenize(struct api_eng_backend *b, const char *text, size_t len, int
 		ids = bigger;
 		rc = tok_encode(v, text, len, false, true, ids + 1, cap - 1, &n);
 	}
-	if (rc) {
+	if (rc || n > (size_t)1 << 30) {
 		free(ids);
-		return rc;
+		return rc ? rc : ML_ERR_RANGE;
 	}
 	int32_t bos = tok_bos(v);
-	size_t first = 1;
 	if (tok_add_bos(v) && bos >= 0 && (n == 0 || ids[1] != bos)) {
 		ids[0] = bos;
-		first = 0;
 		n++;
-	}
-	if (first)
+	} else {
 		memmove(ids, ids + 1, n * sizeof(*ids));
-	if (n > (size_t)1 << 30) {
-		free(ids);
-		return ML_ERR_RANGE;
 	}
 	*ids_out = ids;
 	*n_out = (int)n;
 	return 0;
+}
+
+static int tokenize(struct api_eng_backend *b, const char *text, size_t len, int32_t **ids_out,
+                    int *n_out)
+{
+	return api_tokenize_prompt(eng_vocab(b->e), text, len, ids_out, n_out);
 }
 
 static int be_chat_prompt(void *ctx, const struct tok_chat_msg *msgs, size_t n_msgs, int32_t **ids,

@@ -13,9 +13,9 @@
 #include "engine/eng.h"
 #include "sampler/smp.h"
 
-#define API_MAX_STOP 4        /* OpenAI allows up to 4 stop sequences */
-#define API_MAX_MESSAGES 4096 /* messages per chat request */
-#define API_MAX_STOP_LEN 256  /* bytes per stop sequence */
+#define API_MAX_STOP ENG_MAX_STOP /* OpenAI allows 4; the engine takes 8 */
+#define API_MAX_MESSAGES 4096     /* messages per chat request */
+#define API_MAX_STOP_LEN 256      /* bytes per stop sequence */
 
 struct api_err {
 	int status;     /* HTTP status */

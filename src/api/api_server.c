@@ -555,7 +555,7 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	er.max_tokens = r.max_tokens;
 	er.sampling = r.sampling;
 	er.ignore_eos = r.ignore_eos;
-	for (int i = 0; i < r.n_stop && i < ENG_MAX_STOP - 1; i++)
+	for (int i = 0; i < r.n_stop && i < ENG_MAX_STOP; i++)
 		er.stop[i] = r.stop[i];
 	ml_error_clear();
 	rc = be->ops->submit(be->ctx, &er, on_eng_event, j, &j->id);

@@ -80,7 +80,7 @@ check "top_p out of range" 400 '"param":"top_p"' -- "$A$C" \
 check "max_tokens not an integer" 400 '"param":"max_tokens"' -- "$A$C" \
 	-d '{"messages":[{"role":"user","content":"a"}],"max_tokens":"ten"}'
 check "too many stop sequences" 400 '"param":"stop"' -- "$A$C" \
-	-d '{"messages":[{"role":"user","content":"a"}],"stop":["a","b","c","d","e"]}'
+	-d '{"messages":[{"role":"user","content":"a"}],"stop":["a","b","c","d","e","f","g","h","i"]}'
 check "stream not a boolean" 400 '"param":"stream"' -- "$A$C" \
 	-d '{"messages":[{"role":"user","content":"a"}],"stream":1}'
 check "unknown model" 404 'model_not_found' -- "$A$C" \
@@ -121,7 +121,12 @@ check_b() { # name want -- args
 	shift 3
 	local code
 	code=$(curl -s -o "$tmp/body" -w '%{http_code}' "$@")
-	if [ "$code" = "$want" ]; then pass "$name -> $want"; else fail "$name: $code, want $want: $(head -c 200 "$tmp/body")"; fi
+	if [ "$code" = "$want" ]; then pass "$name -> $want"; else
+		fail "$name: $code, want $want: $(head -c 200 "$tmp/body")"
+		echo "diagnostics: B=$B pid $pidB alive: $(kill -0 "$pidB" 2>&1 && echo yes)"
+		curl -sv "$@" 2>&1 | head -20
+		ss -ltnp 2>/dev/null | grep ":$portB " || echo "nothing listens on $portB"
+	fi
 }
 check_b "no API key" 401 -- "$B/v1/models"
 jq -e '.error.code == "invalid_api_key"' "$tmp/body" >/dev/null || fail "401 body: $(cat "$tmp/body")"
