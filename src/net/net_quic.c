@@ -31,6 +31,7 @@
 
 #define SCID_LEN 16
 #define TXBUF_SIZE 65536
+#define GSO_MAX_BYTES 64000 /* below the 65507-byte UDP limit of one GSO send */
 #define MAX_VEC 16
 #define CHUNK_MIN 16384      /* small sends are appended into one chunk of this size */
 #define CHUNK_MAX (1u << 20) /* large sends are split so acked memory is freed early */
@@ -624,6 +625,48 @@ static void conn_send_close(struct net_conn *c)
 	conn_finish(c, &info);
 }
 
+/* Packets of one write burst, laid out back to back in ep->txbuf so that
+ * runs of equal-sized packets leave in one GSO system call. */
+struct tx_batch {
+	size_t len;  /* bytes in txbuf */
+	size_t seg;  /* size of the first packet; 0 when empty */
+	bool closed; /* the last packet was shorter: nothing may follow */
+};
+
+static void batch_flush(struct net_conn *c, const ngtcp2_path *path, struct tx_batch *b)
+{
+	if (b->len == 0)
+		return;
+	const struct sockaddr *to =
+	    path->remote.addrlen ? path->remote.addr : (struct sockaddr *)&c->remote;
+	socklen_t tolen = path->remote.addrlen ? path->remote.addrlen : c->remote_len;
+	if (net_udp_send_segments(&c->ep->udp, to, tolen, c->ep->txbuf, b->len, b->seg) != 0)
+		ML_DEBUG("net: send: %s", ml_last_error());
+	b->len = b->seg = 0;
+	b->closed = false;
+}
+
+/* Accounts a packet of |n| bytes just written at txbuf + b->len. A GSO
+ * run is packets of one size, the last possibly shorter. */
+static void batch_add(struct net_conn *c, const ngtcp2_path *path, struct tx_batch *b, size_t n,
+                      size_t mtu)
+{
+	uint8_t *tx = c->ep->txbuf;
+	if (b->len > 0 && n > b->seg) {
+		/* bigger than the run so far: send the run, start over with it */
+		size_t at = b->len;
+		batch_flush(c, path, b);
+		memmove(tx, tx + at, n);
+	}
+	if (b->len == 0)
+		b->seg = n;
+	else if (n < b->seg)
+		b->closed = true;
+	b->len += n;
+	if (b->closed || b->len + mtu > GSO_MAX_BYTES)
+		batch_flush(c, path, b);
+}
+
 /* Writes as many packets as congestion control, pacing, flow control and
  * the send quantum allow. Never called from inside an ngtcp2 callback. */
 static void conn_write(struct net_conn *c)
@@ -639,7 +682,7 @@ static void conn_write(struct net_conn *c)
 	ngtcp2_path_storage_zero(&ps);
 	ngtcp2_pkt_info pi;
 	size_t mtu = ngtcp2_conn_get_path_max_tx_udp_payload_size(c->conn);
-	if (mtu == 0 || mtu > TXBUF_SIZE)
+	if (mtu == 0 || mtu > TXBUF_SIZE / 2)
 		mtu = NGTCP2_MAX_UDP_PAYLOAD_SIZE;
 	size_t max_pkts = ngtcp2_conn_get_send_quantum(c->conn) / mtu;
 	if (max_pkts < 1)
@@ -647,9 +690,10 @@ static void conn_write(struct net_conn *c)
 	if (max_pkts > MAX_BURST_PKTS)
 		max_pkts = MAX_BURST_PKTS;
 	size_t npkts = 0;
-	uint8_t *buf = c->ep->txbuf;
+	struct tx_batch batch = {0};
 
 	for (;;) {
+		uint8_t *buf = c->ep->txbuf + batch.len;
 		ngtcp2_ssize ndata = -1, n;
 		struct net_dgram *d = c->ready ? c->dq_head : NULL;
 		if (d) {
@@ -674,10 +718,9 @@ static void conn_write(struct net_conn *c)
 				conn_fail(c, (int)n, "writev_datagram");
 				return;
 			}
-			if (n == 0) {
-				/* not accepted now (pacing, cwnd): retry on the next write */
-				break;
-			}
+			if (n == 0)
+				break; /* not accepted now (pacing, cwnd): retry on the next write
+				        */
 		} else {
 			struct net_stream *s = c->sq_head;
 			ngtcp2_vec vec[MAX_VEC];
@@ -723,8 +766,7 @@ static void conn_write(struct net_conn *c)
 			if (n == 0)
 				break;
 		}
-		if (conn_send_packet(c, &ps.path, buf, (size_t)n) != 0)
-			ML_DEBUG("net: send: %s", ml_last_error());
+		batch_add(c, &ps.path, &batch, (size_t)n, mtu);
 		if (++npkts >= max_pkts) {
 			/* more may be ready: come back after the loop has had a turn */
 			if (c->sq_head || c->dq_head)
@@ -732,6 +774,7 @@ static void conn_write(struct net_conn *c)
 			break;
 		}
 	}
+	batch_flush(c, &ps.path, &batch);
 	ngtcp2_conn_update_pkt_tx_time(c->conn, ts);
 	conn_arm_timer(c);
 }
@@ -1421,8 +1464,10 @@ void net_endpoint_get_stats(const struct net_endpoint *ep, struct net_endpoint_s
 	st->tx_packets = ep->udp.tx_packets;
 	st->tx_bytes = ep->udp.tx_bytes;
 	st->tx_dropped = ep->udp.tx_dropped;
+	st->tx_calls = ep->udp.tx_calls;
 	st->rx_packets = ep->udp.rx_packets;
 	st->rx_bytes = ep->udp.rx_bytes;
+	st->rx_calls = ep->udp.rx_calls;
 	st->conns = ep->nconns;
 }
 

@@ -125,7 +125,9 @@ void net_endpoint_set_netem(struct net_endpoint *ep, uint32_t delay_us, uint32_t
 
 struct net_endpoint_stats {
 	uint64_t tx_packets, tx_bytes, tx_dropped; /* dropped = netem loss or full socket buffer */
+	uint64_t tx_calls; /* send system calls (GSO sends many packets per call) */
 	uint64_t rx_packets, rx_bytes;
+	uint64_t rx_calls; /* receive system calls (GRO delivers many packets per call) */
 	uint32_t conns;
 };
 void net_endpoint_get_stats(const struct net_endpoint *ep, struct net_endpoint_stats *st);

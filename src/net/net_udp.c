@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,19 +59,44 @@ static void udp_on_read(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	for (int i = 0; i < RX_BATCH; i++) {
 		struct sockaddr_storage from;
-		socklen_t fromlen = sizeof(from);
-		ssize_t n =
-		    recvfrom(fd, u->rxbuf, RXBUF_SIZE, 0, (struct sockaddr *)&from, &fromlen);
+		struct iovec iov = {u->rxbuf, RXBUF_SIZE};
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} ctl;
+		struct msghdr msg = {0};
+		msg.msg_name = &from;
+		msg.msg_namelen = sizeof(from);
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof(ctl.buf);
+		ssize_t n = recvmsg(fd, &msg, 0);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				ML_DEBUG("net: udp recvfrom: %s", strerror(errno));
+				ML_DEBUG("net: udp recvmsg: %s", strerror(errno));
 			return;
 		}
-		u->rx_packets++;
-		u->rx_bytes += (uint64_t)n;
-		u->recv_fn(u->user, u->rxbuf, (size_t)n, (struct sockaddr *)&from, fromlen);
-		if (u->fd < 0) /* closed from inside the callback */
-			return;
+		/* With UDP_GRO the kernel may hand over several datagrams of
+		 * |seg| bytes (the last shorter) in one buffer. */
+		size_t seg = (size_t)n;
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm))
+			if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+				int g = 0;
+				memcpy(&g, CMSG_DATA(cm), sizeof(g));
+				if (g > 0)
+					seg = (size_t)g;
+			}
+		u->rx_calls++;
+		for (size_t off = 0; off < (size_t)n; off += seg) {
+			size_t len = (size_t)n - off < seg ? (size_t)n - off : seg;
+			u->rx_packets++;
+			u->rx_bytes += len;
+			u->recv_fn(u->user, u->rxbuf + off, len, (struct sockaddr *)&from,
+			           msg.msg_namelen);
+			if (u->fd < 0) /* closed from inside the callback */
+				return;
+		}
 	}
 }
 
@@ -79,6 +105,7 @@ static int udp_send_now(struct net_udp *u, const struct sockaddr *to, socklen_t 
 {
 	for (;;) {
 		ssize_t n = sendto(u->fd, data, len, 0, to, tolen);
+		u->tx_calls++;
 		if (n >= 0) {
 			u->tx_packets++;
 			u->tx_bytes += len;
@@ -141,6 +168,7 @@ int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockad
 	u->recv_fn = fn;
 	u->user = user;
 	ml_rng_seed(&u->rng, 1);
+	u->gso_off = getenv("MESH_LLM_NO_GSO") != NULL;
 	int rc = 0;
 	u->rxbuf = malloc(RXBUF_SIZE);
 	if (!u->rxbuf) {
@@ -155,6 +183,10 @@ int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockad
 	int buf = 8 << 20; /* the kernel caps this at rmem_max/wmem_max */
 	setsockopt(u->fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 	setsockopt(u->fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	if (!getenv("MESH_LLM_NO_GSO")) {
+		int on = 1;
+		setsockopt(u->fd, SOL_UDP, UDP_GRO, &on, sizeof(on)); /* best effort */
+	}
 	if (addr->sa_family == AF_INET6) {
 		int off = 0;
 		setsockopt(u->fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
@@ -257,5 +289,71 @@ int net_udp_send(struct net_udp *u, const struct sockaddr *to, socklen_t tolen, 
 	}
 	if (u->q_head == d)
 		udp_arm_queue(u);
+	return 0;
+}
+
+int net_udp_send_segments(struct net_udp *u, const struct sockaddr *to, socklen_t tolen,
+                          const uint8_t *data, size_t len, size_t seg)
+{
+	if (u->fd < 0)
+		return ml_error(ML_ERR_CLOSED, "%s: socket closed", __func__);
+	if (seg == 0)
+		return ml_error(ML_ERR_INVALID, "%s: zero segment size", __func__);
+	size_t nseg = (len + seg - 1) / seg;
+	bool shaped = u->delay_ns || u->jitter_ns || u->loss > 0;
+	if (nseg > 1 && !shaped && !u->gso_off && nseg <= 64) {
+		struct iovec iov = {(void *)data, len};
+		union {
+			char buf[CMSG_SPACE(sizeof(uint16_t))];
+			struct cmsghdr align;
+		} ctl;
+		memset(&ctl, 0, sizeof(ctl));
+		struct msghdr msg = {0};
+		msg.msg_name = (void *)to;
+		msg.msg_namelen = tolen;
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof(ctl.buf);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_UDP;
+		cm->cmsg_type = UDP_SEGMENT;
+		cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+		uint16_t gso = (uint16_t)seg;
+		memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
+		for (;;) {
+			ssize_t n = sendmsg(u->fd, &msg, 0);
+			u->tx_calls++;
+			if (n >= 0) {
+				u->tx_packets += nseg;
+				u->tx_bytes += len;
+				return 0;
+			}
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS ||
+			    errno == ECONNREFUSED || errno == EHOSTUNREACH ||
+			    errno == ENETUNREACH) {
+				u->tx_dropped += nseg;
+				return 0;
+			}
+			if (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT ||
+			    errno == EOPNOTSUPP) {
+				/* no GSO here (or not on this route): stop trying */
+				ML_DEBUG(
+				    "net: UDP GSO unavailable (%s); sending one datagram per call",
+				    strerror(errno));
+				u->gso_off = true;
+				break;
+			}
+			return ml_error(ML_ERR_IO, "%s: sendmsg: %s", __func__, strerror(errno));
+		}
+	}
+	for (size_t off = 0; off < len; off += seg) {
+		size_t n = len - off < seg ? len - off : seg;
+		int rc = net_udp_send(u, to, tolen, data + off, n);
+		if (rc)
+			return rc;
+	}
 	return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "base/ml_rng.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -35,8 +36,9 @@ struct net_udp {
 	struct net_udp_delayed *q_head, *q_tail; /* ordered by due time */
 	struct event *q_timer;
 	struct event_base *base;
+	bool gso_off; /* the kernel refused UDP_SEGMENT once; send one by one */
 	/* counters */
-	uint64_t tx_packets, tx_bytes, tx_dropped, rx_packets, rx_bytes;
+	uint64_t tx_packets, tx_bytes, tx_dropped, tx_calls, rx_packets, rx_bytes, rx_calls;
 };
 
 /* Parses a numeric IPv4/IPv6 address or resolves a host name (first result)
@@ -44,8 +46,9 @@ struct net_udp {
 int net_udp_resolve(const char *host, uint16_t port, struct sockaddr_storage *out,
                     socklen_t *outlen);
 
-/* Binds a socket to |addr| (port 0 = ephemeral) and starts reading on
- * |base|. Returns 0, ML_ERR_IO (errno in the message) or ML_ERR_NOMEM. */
+/* Binds a socket to |addr|. UDP GSO is used when the kernel has it, unless
+ * the environment variable MESH_LLM_NO_GSO is set (for comparisons). (port 0 = ephemeral) and
+ * starts reading on |base|. Returns 0, ML_ERR_IO (errno in the message) or ML_ERR_NOMEM. */
 int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockaddr *addr,
                  socklen_t len, net_udp_recv_fn fn, void *user);
 /* Stops reading, drops queued delayed packets and closes the socket.
@@ -56,6 +59,12 @@ void net_udp_close(struct net_udp *u);
  * retransmits. Returns 0 or ML_ERR_IO for hard errors. */
 int net_udp_send(struct net_udp *u, const struct sockaddr *to, socklen_t tolen, const uint8_t *data,
                  size_t len);
+/* Sends |len| bytes as datagrams of |seg| bytes each (the last may be
+ * shorter) with one system call when the kernel supports UDP GSO, else one
+ * by one. With the delay/loss knob active every datagram is shaped on its
+ * own. Same errors as net_udp_send. */
+int net_udp_send_segments(struct net_udp *u, const struct sockaddr *to, socklen_t tolen,
+                          const uint8_t *data, size_t len, size_t seg);
 /* Sets the one-way delay, jitter (uniform in [-jitter, +jitter], clamped at
  * zero delay; jitter may reorder packets) and loss probability (0..1) of
  * outgoing packets. |seed| makes loss and jitter reproducible. */
