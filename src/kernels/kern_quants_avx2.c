@@ -198,6 +198,9 @@ static void from_f32_bf16(const float *x, void *vy, int64_t n)
 
 /* ---------------- activation quantizers (bit-identical to generic) ---------------- */
 
+/* A macro, not a variable: clang requires an integer constant expression. */
+#define ROUND_NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 /* One 32-float block -> 32 int8 (id = 127/amax, round half to even); returns
  * d = amax/127 and the int32 lanes' sum in *sum. */
 static inline float q8_block_avx2(const float *x, int8_t *qs, int *sum)
@@ -216,11 +219,10 @@ static inline float q8_block_avx2(const float *x, int8_t *qs, int *sum)
 	const float d = amax / 127.f;
 	const float id = amax != 0.0f ? 127.f / amax : 0.0f;
 	const __m256 mul = _mm256_set1_ps(id);
-	const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-	__m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), rnd));
-	__m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), rnd));
-	__m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), rnd));
-	__m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), rnd));
+	__m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, mul), ROUND_NEAREST));
+	__m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, mul), ROUND_NEAREST));
+	__m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, mul), ROUND_NEAREST));
+	__m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, mul), ROUND_NEAREST));
 	if (sum)
 		*sum = hsum_i32_8(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
 	i0 = _mm256_packs_epi32(i0, i1);
@@ -281,13 +283,12 @@ static void quantize_act_q8_K(const float *x, void *vy, int64_t n)
 		}
 		const float iscale = -127.f / max;
 		const __m256 mul = _mm256_set1_ps(iscale);
-		const int rnd = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-		const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+			const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
 		for (int j = 0; j < KERN_QK_K; j += 32) {
-			__m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), mul), rnd));
-			__m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), mul), rnd));
-			__m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), mul), rnd));
-			__m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), mul), rnd));
+			__m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j), mul), ROUND_NEAREST));
+			__m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), mul), ROUND_NEAREST));
+			__m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), mul), ROUND_NEAREST));
+			__m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), mul), ROUND_NEAREST));
 			/* MIN(127, v): values are >= -127 by construction */
 			const __m256i c127 = _mm256_set1_epi32(127);
 			i0 = _mm256_min_epi32(i0, c127);
