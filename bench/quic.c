@@ -292,8 +292,8 @@ int main(int argc, char **argv)
 	git_rev(rev, sizeof(rev));
 	printf("bench-quic: git %s; cpu features: %s; %d logical cores\n", rev,
 	       ml_cpu_feature_string(), ml_cpu_count_logical());
-	printf("loopback, ngtcp2 0.12 + GnuTLS, server on its own thread; one UDP syscall per "
-	       "packet\n");
+	printf("loopback, ngtcp2 0.12 + GnuTLS, server on its own thread, UDP GSO/GRO %s\n",
+	       getenv("MESH_LLM_NO_GSO") ? "off (MESH_LLM_NO_GSO)" : "on where the kernel has it");
 
 	struct server s;
 	if (server_start(&s) != 0) {

@@ -919,44 +919,36 @@ static void fill_params(const struct net_endpoint *ep, ngtcp2_transport_params *
 	p->max_datagram_frame_size = ep->cfg.datagrams ? 65535 : 0;
 }
 
-static const ngtcp2_callbacks *quic_callbacks(bool dialer)
+/* Fills |cb| for one role; a local per connection, so no shared state. */
+static void quic_callbacks(ngtcp2_callbacks *cb, bool dialer)
 {
-	static ngtcp2_callbacks cbs[2];
-	static bool init;
-	if (!init) {
-		for (int i = 0; i < 2; i++) {
-			ngtcp2_callbacks *cb = &cbs[i];
-			memset(cb, 0, sizeof(*cb));
-			if (i == 1) {
-				cb->client_initial = ngtcp2_crypto_client_initial_cb;
-				cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
-			} else {
-				cb->recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
-			}
-			cb->recv_crypto_data = cb_recv_crypto_data;
-			cb->encrypt = ngtcp2_crypto_encrypt_cb;
-			cb->decrypt = ngtcp2_crypto_decrypt_cb;
-			cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
-			cb->update_key = ngtcp2_crypto_update_key_cb;
-			cb->delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
-			cb->delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
-			cb->get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
-			cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
-			cb->rand = cb_rand;
-			cb->get_new_connection_id = cb_get_new_cid;
-			cb->remove_connection_id = cb_remove_cid;
-			cb->handshake_completed = cb_handshake_completed;
-			cb->stream_open = cb_stream_open;
-			cb->recv_stream_data = cb_recv_stream_data;
-			cb->acked_stream_data_offset = cb_acked_stream_data_offset;
-			cb->stream_close = cb_stream_close;
-			cb->extend_max_stream_data = cb_extend_max_stream_data;
-			cb->recv_datagram = cb_recv_datagram;
-			cb->recv_stateless_reset = cb_recv_stateless_reset;
-		}
-		init = true;
+	memset(cb, 0, sizeof(*cb));
+	if (dialer) {
+		cb->client_initial = ngtcp2_crypto_client_initial_cb;
+		cb->recv_retry = ngtcp2_crypto_recv_retry_cb;
+	} else {
+		cb->recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
 	}
-	return &cbs[dialer ? 1 : 0];
+	cb->recv_crypto_data = cb_recv_crypto_data;
+	cb->encrypt = ngtcp2_crypto_encrypt_cb;
+	cb->decrypt = ngtcp2_crypto_decrypt_cb;
+	cb->hp_mask = ngtcp2_crypto_hp_mask_cb;
+	cb->update_key = ngtcp2_crypto_update_key_cb;
+	cb->delete_crypto_aead_ctx = ngtcp2_crypto_delete_crypto_aead_ctx_cb;
+	cb->delete_crypto_cipher_ctx = ngtcp2_crypto_delete_crypto_cipher_ctx_cb;
+	cb->get_path_challenge_data = ngtcp2_crypto_get_path_challenge_data_cb;
+	cb->version_negotiation = ngtcp2_crypto_version_negotiation_cb;
+	cb->rand = cb_rand;
+	cb->get_new_connection_id = cb_get_new_cid;
+	cb->remove_connection_id = cb_remove_cid;
+	cb->handshake_completed = cb_handshake_completed;
+	cb->stream_open = cb_stream_open;
+	cb->recv_stream_data = cb_recv_stream_data;
+	cb->acked_stream_data_offset = cb_acked_stream_data_offset;
+	cb->stream_close = cb_stream_close;
+	cb->extend_max_stream_data = cb_extend_max_stream_data;
+	cb->recv_datagram = cb_recv_datagram;
+	cb->recv_stateless_reset = cb_recv_stateless_reset;
 }
 
 static int conn_setup_tls(struct net_conn *c)
@@ -1064,10 +1056,12 @@ int net_connect(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t 
 	};
 	ngtcp2_settings settings;
 	ngtcp2_transport_params params;
+	ngtcp2_callbacks cbs;
 	fill_settings(ep, &settings);
 	fill_params(ep, &params);
-	int nrc = ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1,
-	                                 quic_callbacks(true), &settings, &params, NULL, c);
+	quic_callbacks(&cbs, true);
+	int nrc = ngtcp2_conn_client_new(&c->conn, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cbs,
+	                                 &settings, &params, NULL, c);
 	if (nrc != 0) {
 		rc = ml_error(ML_ERR_NOMEM, "%s: ngtcp2_conn_client_new: %s", __func__,
 		              ngtcp2_strerror(nrc));
@@ -1122,16 +1116,18 @@ static struct net_conn *conn_accept(struct net_endpoint *ep, const ngtcp2_pkt_hd
 	};
 	ngtcp2_settings settings;
 	ngtcp2_transport_params params;
+	ngtcp2_callbacks cbs;
 	fill_settings(ep, &settings);
 	fill_params(ep, &params);
+	quic_callbacks(&cbs, false);
 	params.original_dcid = hd->dcid;
 	params.stateless_reset_token_present = 1;
 	if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token,
 	                                                 ep->reset_secret, sizeof(ep->reset_secret),
 	                                                 &scid) != 0)
 		goto fail;
-	int nrc = ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version,
-	                                 quic_callbacks(false), &settings, &params, NULL, c);
+	int nrc = ngtcp2_conn_server_new(&c->conn, &hd->scid, &scid, &path, hd->version, &cbs,
+	                                 &settings, &params, NULL, c);
 	if (nrc != 0) {
 		ML_WARN("net: cannot accept connection: %s", ngtcp2_strerror(nrc));
 		goto fail;
