@@ -21,10 +21,15 @@ start_server() {
 		sleep 0.1
 	done
 	[ -n "$p" ] || { echo "no ready banner:"; cat "$log"; return 1; }
+	local ok=0
 	for _ in $(seq 1 100); do
-		[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/health")" = 200 ] && break
+		if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/health")" = 200 ]; then
+			ok=1
+			break
+		fi
 		sleep 0.1
 	done
+	[ $ok = 1 ] || { echo "/health never answered 200 on port $p:"; cat "$log"; return 1; }
 	printf -v "$__var" "%s" "$p"
 	LAST_SERVER_PID=$pid
 }
