@@ -2472,7 +2472,6 @@ static struct tlist *iter_list(struct tj_render *R, const struct tnode *at, stru
 	case TV_UNDEF: return v_list(&R->c, 0).u.l;
 	case TV_LIST: return v.u.l;
 	case TV_DICT:
-	case TV_NS:
 		r = v_list(&R->c, v.u.d->n);
 		for (size_t i = 0; i < v.u.d->n; i++)
 			list_push(&R->c, r.u.l, v.u.d->k[i]);
