@@ -1,6 +1,9 @@
 /* Engine throughput: aggregate generated tokens per second with 1, 2, 4 and
  * 8 concurrent greedy requests through the continuous-batching engine, the
- * single-request run being the baseline.
+ * single-request run being the baseline. Beside each, the same work done by
+ * calling model_forward() directly (all prompts in one pass, then one pass
+ * per token for all sequences, argmax on the logits): the engine's own cost
+ * (thread hand-off, sampling, detokenizing, events) is the difference.
  *
  *   build/bench-engine [model.gguf] [n_gen] [n_threads]
  *
@@ -14,6 +17,7 @@
 
 #include "base/ml_err.h"
 #include "base/ml_log.h"
+#include "base/ml_pool.h"
 #include "base/ml_time.h"
 #include "engine/eng.h"
 #include "kernels/kern.h"
@@ -85,6 +89,43 @@ static double run_once(struct eng *e, int conc, int n_gen, int n_vocab)
 	return d.n_tokens / dt;
 }
 
+/* The same work without the engine: returns tokens/s or < 0. */
+static double raw_once(struct model_ctx *c, int conc, int n_gen, int n_vocab, float *logits)
+{
+	static int32_t tok[MAX_CONC * N_PROMPT], pos[MAX_CONC * N_PROMPT], seq[MAX_CONC * N_PROMPT];
+	static int8_t want[MAX_CONC * N_PROMPT];
+	int n = 0;
+
+	double t0 = ml_time_s();
+	for (int i = 0; i < conc; i++) {
+		model_kv_truncate(c, i, 0);
+		for (int j = 0; j < N_PROMPT; j++, n++) {
+			tok[n] = j == 0 ? 1 : 3 + (j * 97 + 31 * i) % (n_vocab - 3);
+			pos[n] = j;
+			seq[n] = i;
+			want[n] = j == N_PROMPT - 1;
+		}
+	}
+	for (int step = 0; step < n_gen; step++) {
+		struct model_batch b = {n, tok, NULL, pos, seq, want};
+		if (model_forward(c, &b, logits) < 0)
+			return -1.0;
+		for (int i = 0; i < conc; i++) {
+			const float *l = logits + (size_t)i * (size_t)n_vocab;
+			int best = 0;
+			for (int v = 1; v < n_vocab; v++)
+				if (l[v] > l[best])
+					best = v;
+			tok[i] = best;
+			pos[i] = N_PROMPT + step;
+			seq[i] = i;
+			want[i] = 1;
+		}
+		n = conc;
+	}
+	return conc * n_gen / (ml_time_s() - t0);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -121,34 +162,55 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const struct model_hparams *hp = eng_hparams(e);
+	struct model *m = NULL;
+	struct ml_pool *pool = NULL;
+	struct model_ctx *mc = NULL;
+	struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
+	float *logits = malloc((size_t)MAX_CONC * (size_t)hp->n_vocab * sizeof(float));
+	if (!logits || model_load(&m, &mp) < 0 ||
+	    ml_pool_init(&pool, n_threads > 0 ? n_threads : p.n_threads > 0 ? p.n_threads : 2) < 0 ||
+	    model_ctx_init(&mc, m, pool, MAX_CONC, N_PROMPT + n_gen + 1, MAX_CONC * N_PROMPT) < 0) {
+		fprintf(stderr, "bench-engine: cannot set up the direct baseline: %s\n",
+			ml_last_error());
+		return 1;
+	}
 	printf("bench-engine: %s (%s, %d layers, n_embd %d, vocab %d), git %s, kernels: %s\n",
 	       eng_model_name(e), hp->arch_name, hp->n_layer, hp->n_embd, hp->n_vocab, rev,
 	       kern_isa_names());
 	printf("  %d-token prompts, %d greedy tokens per request, %d runs after 1 warm-up\n",
 	       N_PROMPT, n_gen, N_RUNS);
-	printf("  %-11s %16s %22s %10s\n", "concurrent", "tokens/s median", "spread (min..max)",
-	       "vs 1");
+	printf("  %-11s %16s %22s %8s %17s %9s\n", "concurrent", "tokens/s median",
+	       "spread (min..max)", "vs 1", "model_forward only", "engine %");
 
 	double base = 0.0;
 	int status = 0;
 	static const int concs[] = {1, 2, 4, 8};
 	for (size_t c = 0; c < sizeof(concs) / sizeof(concs[0]); c++) {
-		double v[N_RUNS];
-		if (run_once(e, concs[c], n_gen, hp->n_vocab) < 0)
+		double v[N_RUNS], raw[N_RUNS];
+		if (run_once(e, concs[c], n_gen, hp->n_vocab) < 0 ||
+		    raw_once(mc, concs[c], n_gen, hp->n_vocab, logits) < 0)
 			status = 1;
+		/* alternate so that load changes on the machine hit both alike */
 		for (int i = 0; i < N_RUNS; i++) {
 			v[i] = run_once(e, concs[c], n_gen, hp->n_vocab);
-			if (v[i] < 0)
+			raw[i] = raw_once(mc, concs[c], n_gen, hp->n_vocab, logits);
+			if (v[i] < 0 || raw[i] < 0)
 				status = 1;
 		}
 		qsort(v, N_RUNS, sizeof(v[0]), cmp_double);
-		double med = v[N_RUNS / 2];
+		qsort(raw, N_RUNS, sizeof(raw[0]), cmp_double);
+		double med = v[N_RUNS / 2], raw_med = raw[N_RUNS / 2];
 		if (c == 0)
 			base = med;
-		printf("  %-11d %16.1f %10.1f..%-10.1f %9.2fx\n", concs[c], med, v[0],
-		       v[N_RUNS - 1], base > 0 ? med / base : 0.0);
+		printf("  %-11d %16.1f %10.1f..%-10.1f %7.2fx %17.1f %8.0f%%\n", concs[c], med, v[0],
+		       v[N_RUNS - 1], base > 0 ? med / base : 0.0, raw_med,
+		       raw_med > 0 ? 100.0 * med / raw_med : 0.0);
 	}
 	eng_free(e);
+	model_ctx_free(mc);
+	ml_pool_free(pool);
+	model_free(m);
+	free(logits);
 	if (status)
 		fprintf(stderr, "bench-engine: some requests did not finish with LENGTH\n");
 	return status;
