@@ -1149,8 +1149,11 @@ fail:
 	return NULL;
 }
 
+/* Feeds one packet to |c|. With |probe| the packet did not carry one of
+ * our CIDs and is only offered so ngtcp2 can recognise a stateless reset;
+ * any other failure then just drops the packet. */
 static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len,
-                      const struct sockaddr *from, socklen_t fromlen)
+                      const struct sockaddr *from, socklen_t fromlen, bool probe)
 {
 	struct net_endpoint *ep = c->ep;
 	ngtcp2_path path = {
@@ -1160,6 +1163,8 @@ static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len,
 	};
 	ngtcp2_pkt_info pi = {0};
 	int rv = ngtcp2_conn_read_pkt(c->conn, &path, &pi, data, len, ml_time_ns());
+	if (probe && rv != NGTCP2_ERR_DRAINING)
+		rv = 0;
 	if (rv == 0) {
 		conn_schedule_write(c);
 		return;
@@ -1277,7 +1282,7 @@ static void ep_on_packet(void *user, const uint8_t *data, size_t len, const stru
 	struct net_conn *c = net_cidmap_get(&ep->cids, vc.dcid, vc.dcidlen);
 	if (c) {
 		if (!c->dead)
-			conn_recv(c, data, len, from, fromlen);
+			conn_recv(c, data, len, from, fromlen, false);
 		return;
 	}
 	if (!(data[0] & 0x80)) {
@@ -1288,7 +1293,7 @@ static void ep_on_packet(void *user, const uint8_t *data, size_t len, const stru
 		if (len >= 21)
 			for (c = ep->conns; c; c = c->next)
 				if (!c->dead && addr_eq((struct sockaddr *)&c->remote, from)) {
-					conn_recv(c, data, len, from, fromlen);
+					conn_recv(c, data, len, from, fromlen, true);
 					return;
 				}
 		ep_send_stateless_reset(ep, vc.dcid, vc.dcidlen, len, from, fromlen);
@@ -1306,7 +1311,7 @@ static void ep_on_packet(void *user, const uint8_t *data, size_t len, const stru
 	c = conn_accept(ep, &hd, from, fromlen);
 	if (!c)
 		return;
-	conn_recv(c, data, len, from, fromlen);
+	conn_recv(c, data, len, from, fromlen, false);
 	if (!c->dead && !c->got_crypto) {
 		/* The Initial did not decrypt (garbage or a forgery): drop the
 		 * state now rather than holding it until the handshake timeout. */
