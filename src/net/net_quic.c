@@ -1460,6 +1460,19 @@ void net_endpoint_set_netem(struct net_endpoint *ep, uint32_t delay_us, uint32_t
 	                  loss_pct / 100.0, 0x6e65746dull);
 }
 
+int net_endpoint_send_raw(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t addrlen,
+                          const void *data, size_t len)
+{
+	/* Short enough that no receiver takes it for a stateless reset (21+
+	 * bytes) and answers it. */
+	if (len == 0 || len > 20 || ((const uint8_t *)data)[0] & 0x40)
+		return ml_error(ML_ERR_INVALID,
+		                "%s: raw datagrams are 1..20 bytes and start with a byte "
+		                "without bit 0x40",
+		                __func__);
+	return net_udp_send(&ep->udp, addr, addrlen, data, len);
+}
+
 void net_endpoint_get_stats(const struct net_endpoint *ep, struct net_endpoint_stats *st)
 {
 	st->tx_packets = ep->udp.tx_packets;

@@ -123,6 +123,13 @@ const uint8_t *net_endpoint_id(const struct net_endpoint *ep);
 void net_endpoint_set_netem(struct net_endpoint *ep, uint32_t delay_us, uint32_t jitter_us,
                             double loss_pct);
 
+/* Sends one plain UDP datagram of 1..20 bytes from the endpoint's socket,
+ * e.g. to punch a NAT hole towards |addr| before dialing it. The first byte
+ * must have bit 0x40 clear so no QUIC stack mistakes it for a packet
+ * (receivers drop it silently). Returns 0, ML_ERR_INVALID or ML_ERR_IO. */
+int net_endpoint_send_raw(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t addrlen,
+                          const void *data, size_t len);
+
 struct net_endpoint_stats {
 	uint64_t tx_packets, tx_bytes, tx_dropped; /* dropped = netem loss or full socket buffer */
 	uint64_t tx_calls; /* send system calls (GSO sends many packets per call) */

@@ -683,6 +683,11 @@ static void test_net_quic_garbage_packets(void **state)
 			for (int k = 0; k < 20; k++)
 				event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	}
+	/* hole-punch datagrams between the endpoints are ignored too */
+	assert_int_equal(
+	    net_endpoint_send_raw(p.b, (struct sockaddr *)&to, sizeof(to), "\0punch", 6), 0);
+	assert_int_equal(net_endpoint_send_raw(p.b, (struct sockaddr *)&to, sizeof(to), "punch", 5),
+	                 ML_ERR_INVALID);
 	for (int k = 0; k < 200; k++)
 		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	close(fd);
