@@ -131,11 +131,12 @@ int main(int argc, char **argv)
 	}
 
 	printf("\nmatrix %lldx%lld; dot = one row in L1, repeated; matvec = all rows from memory, 1 thread;\n"
-	       "matmul = kern_matmul, %lld tokens, %d threads. GB/s of weight bytes; median [min..max] of %d runs\n\n",
-	       (long long)rows, (long long)cols, (long long)n_tok, n_threads, N_REPS);
-	printf("%-5s | %-26s %-26s %6s | %-26s %-26s %6s | %s\n", "type", "dot generic GB/s",
+	       "matvec-%dt = kern_matmul, 1 token, %d threads; matmul = kern_matmul, %lld tokens, %d threads.\n"
+	       "GB/s of weight bytes; median [min..max] of %d runs\n\n",
+	       (long long)rows, (long long)cols, n_threads, n_threads, (long long)n_tok, n_threads, N_REPS);
+	printf("%-5s | %-26s %-26s %6s | %-26s %-26s %6s | %-24s | %s\n", "type", "dot generic GB/s",
 	       "dot dispatched GB/s", "x", "matvec generic GB/s", "matvec dispatched GB/s", "x",
-	       "matmul GFLOP/s");
+	       "matvec-Nt GB/s", "matmul GFLOP/s");
 
 	for (size_t ti = 0; ti < sizeof(TYPES) / sizeof(TYPES[0]); ti++) {
 		const enum ml_dtype t = TYPES[ti];
@@ -154,7 +155,7 @@ int main(int argc, char **argv)
 		char *xq = malloc(xrow * (size_t)n_tok);
 		kern_quantize_rows(dt->vec_dot_type, xf, cols, xq, n_tok, cols, 0, 1);
 
-		double v[2][N_REPS], m[2][N_REPS], mm[N_REPS];
+		double v[2][N_REPS], m[2][N_REPS], mm[N_REPS], mt[N_REPS];
 		const int dot_iters = quick ? 200 : 2000;
 		for (int which = 0; which < 2; which++) {
 			kern_vec_dot_fn dot = which ? dt->vec_dot : gt->vec_dot;
@@ -165,6 +166,14 @@ int main(int argc, char **argv)
 			for (int r = 0; r < N_REPS; r++)
 				m[which][r] = (double)wrow * rows / time_matvec(dot, rows, cols, w, wrow, xq, y) / 1e9;
 		}
+		/* threaded matrix-vector product through kern_matmul */
+		struct mm_job job1 = {t, w, rows, cols, 1, xq, y};
+		ml_pool_run(pool, mm_fn, &job1);
+		for (int r = 0; r < N_REPS; r++) {
+			double t0 = ml_time_s();
+			ml_pool_run(pool, mm_fn, &job1);
+			mt[r] = (double)wrow * rows / (ml_time_s() - t0) / 1e9;
+		}
 		struct mm_job job = {t, w, rows, cols, n_tok, xq, y};
 		ml_pool_run(pool, mm_fn, &job);
 		for (int r = 0; r < N_REPS; r++) {
@@ -174,15 +183,16 @@ int main(int argc, char **argv)
 		}
 		struct stats dg = summarize(v[0], N_REPS), dd = summarize(v[1], N_REPS);
 		struct stats mg = summarize(m[0], N_REPS), md = summarize(m[1], N_REPS);
-		struct stats sm = summarize(mm, N_REPS);
+		struct stats sm = summarize(mm, N_REPS), st = summarize(mt, N_REPS);
 		char c[6][40];
 		snprintf(c[0], 40, "%7.2f [%.2f..%.2f]", dg.med, dg.lo, dg.hi);
 		snprintf(c[1], 40, "%7.2f [%.2f..%.2f]", dd.med, dd.lo, dd.hi);
 		snprintf(c[2], 40, "%7.2f [%.2f..%.2f]", mg.med, mg.lo, mg.hi);
 		snprintf(c[3], 40, "%7.2f [%.2f..%.2f]", md.med, md.lo, md.hi);
 		snprintf(c[4], 40, "%6.1f [%.1f..%.1f]", sm.med, sm.lo, sm.hi);
-		printf("%-5s | %-26s %-26s %5.1fx | %-26s %-26s %5.1fx | %s\n", ml_dtype_name(t), c[0],
-		       c[1], dd.med / dg.med, c[2], c[3], md.med / mg.med, c[4]);
+		snprintf(c[5], 40, "%6.2f [%.2f..%.2f]", st.med, st.lo, st.hi);
+		printf("%-5s | %-26s %-26s %5.1fx | %-26s %-26s %5.1fx | %-24s | %s\n", ml_dtype_name(t),
+		       c[0], c[1], dd.med / dg.med, c[2], c[3], md.med / mg.med, c[5], c[4]);
 		fflush(stdout);
 		free(w);
 		free(xq);

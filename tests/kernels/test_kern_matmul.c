@@ -193,6 +193,37 @@ static void test_matmul_batch_invariant(void **state)
 	}
 }
 
+/* kern_quantize_rows honours x_stride and splits rows over threads exactly
+ * like one thread converting all of them. */
+static void test_quantize_rows_stride(void **state)
+{
+	(void)state;
+	struct ml_rng rng;
+	ml_rng_seed(&rng, 9);
+	const int64_t n_rows = 7, n_cols = 512, stride = 600;
+	float *x = malloc(n_rows * stride * sizeof(float));
+	for (int64_t i = 0; i < n_rows * stride; i++)
+		x[i] = (float)ml_rng_normal(&rng);
+	const enum ml_dtype vdts[] = {ML_DTYPE_F32, ML_DTYPE_F16, ML_DTYPE_BF16, ML_DTYPE_Q8_0,
+				      ML_DTYPE_Q8_1, ML_DTYPE_Q8_K};
+	for (size_t v = 0; v < sizeof(vdts) / sizeof(vdts[0]); v++) {
+		const size_t rs = ml_dtype_row_size(vdts[v], n_cols);
+		unsigned char *a = calloc(n_rows, rs), *b = calloc(n_rows, rs), *one = calloc(1, rs);
+		kern_quantize_rows(vdts[v], x, stride, a, n_rows, n_cols, 0, 1);
+		for (int ith = 0; ith < 3; ith++)
+			kern_quantize_rows(vdts[v], x, stride, b, n_rows, n_cols, ith, 3);
+		assert_memory_equal(a, b, n_rows * rs);
+		for (int64_t r = 0; r < n_rows; r++) {
+			kern_quantize_rows(vdts[v], x + r * stride, stride, one, 1, n_cols, 0, 1);
+			assert_memory_equal(one, a + r * rs, rs);
+		}
+		free(a);
+		free(b);
+		free(one);
+	}
+	free(x);
+}
+
 int main(void)
 {
 	kern_init();
@@ -200,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_matmul_all_types),
 		cmocka_unit_test(test_matmul_shapes),
 		cmocka_unit_test(test_matmul_batch_invariant),
+		cmocka_unit_test(test_quantize_rows_stride),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
