@@ -13,24 +13,24 @@ start_server() {
 	"$MESH_BIN" --model "$MODEL_PATH" --port 0 "$@" >"$log" 2>&1 &
 	local pid=$!
 	SERVER_PIDS+=("$pid")
-	local p=""
+	local _ss_p=""
 	for _ in $(seq 1 300); do
-		p=$(sed -n 's|.*API: *http://localhost:\([0-9]*\)/v1.*|\1|p' "$log" | head -1)
-		[ -n "$p" ] && break
+		_ss_p=$(sed -n 's|.*API: *http://localhost:\([0-9]*\)/v1.*|\1|p' "$log" | head -1)
+		[ -n "$_ss_p" ] && break
 		kill -0 "$pid" 2>/dev/null || { echo "server exited early:"; cat "$log"; return 1; }
 		sleep 0.1
 	done
-	[ -n "$p" ] || { echo "no ready banner:"; cat "$log"; return 1; }
-	local ok=0
+	[ -n "$_ss_p" ] || { echo "no ready banner:"; cat "$log"; return 1; }
+	local _ss_ok=0
 	for _ in $(seq 1 100); do
-		if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/health")" = 200 ]; then
-			ok=1
+		if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$_ss_p/health")" = 200 ]; then
+			_ss_ok=1
 			break
 		fi
 		sleep 0.1
 	done
-	[ $ok = 1 ] || { echo "/health never answered 200 on port $p:"; cat "$log"; return 1; }
-	printf -v "$__var" "%s" "$p"
+	[ $_ss_ok = 1 ] || { echo "/health never answered 200 on port $_ss_p:"; cat "$log"; return 1; }
+	printf -v "$__var" "%s" "$_ss_p"
 	LAST_SERVER_PID=$pid
 }
 
