@@ -72,6 +72,9 @@ struct eng_slot {
 	int n_tokens;        /* tokens in |tokens| */
 	int n_past;          /* of those, already in the KV cache */
 	int n_gen;           /* generated tokens */
+	int n_cached;        /* free slot: tokens[0..n_cached) are still in the KV cache */
+	int n_reuse;         /* set at admission: cached prompt prefix to keep */
+	uint64_t last_used;  /* when it was last given back (least recently used goes first) */
 	struct smp *smp;
 	struct tok_stream ts;
 	/* this step */
@@ -110,6 +113,7 @@ struct eng {
 	bool cancel_pending;
 	bool stop;
 	uint64_t next_id;
+	uint64_t n_finished; /* slots given back, for last_used (under mu) */
 	/* engine thread only */
 	uint64_t next_order;
 	uint64_t n_steps;       /* forward passes */
@@ -146,19 +150,25 @@ static void emit(struct eng_slot *s, struct eng_req *r, const char *text, size_t
 		.n_completion = s ? s->n_gen : 0,
 		.err = err,
 		.message = message,
+		.n_cached = s ? s->n_reuse : 0,
 	};
 	r->cb(&ev, r->user);
 }
 
-/* Gives slot |s| back (KV cleared) and sends the request's final event,
- * with |text| as its last piece of text. Frees the request. */
+/* Gives slot |s| back and sends the request's final event, with |text| as
+ * its last piece of text. Frees the request. A request that ended normally
+ * leaves its KV cache for reuse; a cancelled or failed one clears it. */
 static void slot_finish(struct eng *e, struct eng_slot *s, enum eng_finish finish,
 			const char *text, size_t len, int err, const char *message)
 {
 	struct eng_req *r = s->req;
+	bool keep = finish == ENG_FINISH_STOP || finish == ENG_FINISH_LENGTH;
 
-	model_kv_truncate(e->ctx, s->seq, 0);
+	if (!keep)
+		model_kv_truncate(e->ctx, s->seq, 0);
 	pthread_mutex_lock(&e->mu);
+	s->n_cached = keep ? s->n_past : 0;
+	s->last_used = ++e->n_finished;
 	s->req = NULL;
 	e->n_active--;
 	pthread_mutex_unlock(&e->mu);
@@ -294,9 +304,15 @@ static void slot_start(struct eng *e, struct eng_slot *s)
 {
 	struct eng_req *r = s->req;
 
+	/* Keep the cached prefix, but always compute the last prompt token:
+	 * its logits give the first generated token. */
+	int keep = s->n_reuse < r->n_prompt - 1 ? s->n_reuse : r->n_prompt - 1;
+	s->n_reuse = keep;
+	model_kv_truncate(e->ctx, s->seq, keep);
 	memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
 	s->n_tokens = r->n_prompt;
-	s->n_past = 0;
+	s->n_past = keep;
+	s->n_cached = 0;
 	s->n_gen = 0;
 	s->n_chunk = 0;
 	s->logit_row = -1;
@@ -305,8 +321,50 @@ static void slot_start(struct eng *e, struct eng_slot *s)
 	tok_stream_init(&s->ts, e->vocab, false);
 	/* The output continues a prompt, so its first piece keeps its space. */
 	s->ts.at_start = false;
-	ML_DEBUG("eng: request %llu -> slot %d (%d prompt tokens, waited %.3f s)",
-		 (unsigned long long)r->id, s->seq, r->n_prompt, ml_time_s() - r->t_start);
+	ML_DEBUG("eng: request %llu -> slot %d (%d prompt tokens, %d of them cached, waited %.3f s)",
+		 (unsigned long long)r->id, s->seq, r->n_prompt, keep, ml_time_s() - r->t_start);
+}
+
+/* Length of the prefix of |q|'s prompt still in free slot |s|'s cache. */
+static int cached_prefix(const struct eng_slot *s, const struct eng_req *q)
+{
+	int n = s->n_cached < q->n_prompt ? s->n_cached : q->n_prompt;
+	int i = 0;
+	while (i < n && s->tokens[i] == q->prompt[i])
+		i++;
+	return i;
+}
+
+/* The free slot for |q| (there is one). Candidates are the slots that
+ * would keep at least half of their cache (empty slots always qualify); of
+ * those the longest cached prefix wins, then the least recently used. When
+ * none qualifies (a shared BOS or system prompt only), the least recently
+ * used slot is overwritten, so one unrelated request does not evict a
+ * conversation's cache. Sets the slot's n_reuse. Called with e->mu held, on
+ * the engine thread (which owns the token arrays it reads). */
+static int pick_slot(struct eng *e, const struct eng_req *q)
+{
+	int best = -1, best_n = -1, lru = -1;
+	for (int i = 0; i < e->p.n_parallel; i++) {
+		const struct eng_slot *s = &e->slots[i];
+		if (s->req)
+			continue;
+		if (lru < 0 || s->last_used < e->slots[lru].last_used)
+			lru = i;
+		int n = cached_prefix(s, q);
+		if (2 * n < s->n_cached)
+			continue;
+		if (n > best_n || (n == best_n && s->last_used < e->slots[best].last_used)) {
+			best = i;
+			best_n = n;
+		}
+	}
+	if (best < 0) {
+		best = lru;
+		best_n = cached_prefix(&e->slots[lru], q);
+	}
+	e->slots[best].n_reuse = best_n;
+	return best;
 }
 
 /* Step 1: cancellations and admissions. Returns false when the engine
@@ -345,11 +403,10 @@ static bool take_work(struct eng *e)
 			if (e->slots[i].req && e->slots[i].req->cancel)
 				cancel_slot[i] = true;
 	}
-	for (int i = 0; i < e->p.n_parallel && e->q_head; i++) {
-		struct eng_slot *s = &e->slots[i];
-		if (s->req)
-			continue;
+	while (e->q_head && e->n_active < e->p.n_parallel) {
 		struct eng_req *q = e->q_head;
+		int i = pick_slot(e, q);
+		struct eng_slot *s = &e->slots[i];
 		e->q_head = q->next;
 		if (!e->q_head)
 			e->q_tail = NULL;

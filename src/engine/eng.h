@@ -3,6 +3,10 @@
  * thread runs continuous batching: every step, all running sequences
  * decode together in one model_forward(); new requests join between steps;
  * long prompts are processed in chunks so they do not stall the others.
+ * A finished request leaves its KV cache in its slot; a new request goes to
+ * the free slot that shares the longest prefix with its prompt and skips
+ * that prefix (chat turns resend the conversation). Results do not change:
+ * the forward pass computes a row the same way whatever batch it is in.
  *
  * Threads: eng_submit()/eng_cancel() may be called from any thread (the API
  * event loop). Events are delivered on the engine thread through the
@@ -61,6 +65,7 @@ struct eng_event {
 	int n_completion;
 	int err;          /* ENG_FINISH_ERROR: ML_ERR_* code */
 	const char *message; /* ENG_FINISH_ERROR: what went wrong */
+	int n_cached;     /* prompt tokens whose KV was reused from the slot's last request */
 };
 
 /* Events of one request: one per generated token (finish NONE, |token| set,
@@ -84,7 +89,8 @@ int eng_n_ctx(const struct eng *e);              /* per-slot context */
 /* The model's chat template (tokenizer.chat_template) or NULL. */
 const char *eng_chat_template(const struct eng *e);
 
-/* Queues a request. Returns 0 and its id, ML_ERR_BUSY when all slots and
+/* Queues a request. Returns 0 and its id (set before any event is
+ * delivered), ML_ERR_BUSY when all slots and
  * the wait queue are full, ML_ERR_RANGE when the prompt (plus at least one
  * token) does not fit in the context (message says both numbers).
  * |cb| gets every event of this request, the last with finish != NONE;

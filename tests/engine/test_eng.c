@@ -51,6 +51,7 @@ struct coll {
 	enum eng_finish finish;
 	int n_prompt;
 	int n_completion;
+	int n_cached;
 	int err;
 	/* gate: the first token event blocks the engine thread until opened */
 	bool gated;
@@ -123,6 +124,7 @@ static void on_event(const struct eng_event *ev, void *user)
 		c->finish = ev->finish;
 		c->n_prompt = ev->n_prompt;
 		c->n_completion = ev->n_completion;
+		c->n_cached = ev->n_cached;
 		c->err = ev->err;
 	}
 	pthread_cond_broadcast(&c->cv);
@@ -480,6 +482,70 @@ static void test_eng_chunked_prefill(void **state)
 	}
 }
 
+/* A finished request's KV stays in its slot; the next turn of the same
+ * conversation reuses it and gets what a fresh engine gives. */
+static void test_eng_prompt_cache(void **state)
+{
+	(void)state;
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	struct eng *e = open_engine(STORIES, 2, 256, 64, 4);
+	struct eng *fresh = open_engine(STORIES, 1, 256, 64, 4);
+	struct coll a, b, b0, c, d;
+	struct eng_request r = greedy_req(rp.ids, rp.n_ids, 20);
+	run_one(e, &r, &a);
+	assert_int_equal(a.n_cached, 0);
+	assert_memory_equal(a.tokens, rp.greedy, 20 * sizeof(int32_t));
+
+	/* an unrelated request takes the other (least recently used) slot */
+	int32_t other[3] = {1, 50, 60};
+	r = greedy_req(other, 3, 8);
+	run_one(e, &r, &d);
+	assert_int_equal(d.n_cached, 0);
+
+	/* next turn: prompt, answer, two more tokens */
+	int32_t turn[64];
+	int n = 0;
+	memcpy(turn, rp.ids, (size_t)rp.n_ids * sizeof(int32_t));
+	n = rp.n_ids;
+	memcpy(turn + n, a.tokens, 20 * sizeof(int32_t));
+	n += 20;
+	turn[n++] = 13;
+	turn[n++] = 400;
+	r = greedy_req(turn, n, 24);
+	run_one(e, &r, &b);
+	assert_int_equal(b.n_cached, rp.n_ids + 19); /* the last answer token was never decoded */
+	run_one(fresh, &r, &b0);
+	assert_int_equal(b0.n_cached, 0);
+	assert_memory_equal(b.tokens, b0.tokens, 24 * sizeof(int32_t));
+
+	/* the very same prompt again: all but its last token come from the cache */
+	r = greedy_req(turn, n, 24);
+	run_one(e, &r, &c);
+	assert_int_equal(c.n_cached, n - 1);
+	assert_memory_equal(c.tokens, b0.tokens, 24 * sizeof(int32_t));
+	coll_destroy(&a);
+
+	/* a prompt sharing only BOS with both caches overwrites the least
+	 * recently used one (d's) */
+	r = greedy_req(rp.ids, rp.n_ids, 20);
+	run_one(e, &r, &a);
+	assert_int_equal(a.n_cached, 1);
+	assert_memory_equal(a.tokens, rp.greedy, 20 * sizeof(int32_t));
+	coll_destroy(&c);
+	r = greedy_req(turn, n, 4);
+	run_one(e, &r, &c);
+	assert_int_equal(c.n_cached, n - 1);
+
+	coll_destroy(&a);
+	coll_destroy(&b);
+	coll_destroy(&b0);
+	coll_destroy(&c);
+	coll_destroy(&d);
+	eng_free(fresh);
+	eng_free(e);
+}
+
 static void test_eng_stop_strings(void **state)
 {
 	(void)state;
@@ -724,6 +790,7 @@ int main(void)
 		cmocka_unit_test(test_eng_greedy_syn_qwen2),
 		cmocka_unit_test(test_eng_concurrent_equals_alone),
 		cmocka_unit_test(test_eng_chunked_prefill),
+		cmocka_unit_test(test_eng_prompt_cache),
 		cmocka_unit_test(test_eng_stop_strings),
 		cmocka_unit_test(test_eng_max_tokens_and_eos),
 		cmocka_unit_test(test_eng_context_limits),
