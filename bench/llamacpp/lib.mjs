@@ -87,7 +87,8 @@ export async function openModel(path, maxThreads, useMmap = true) {
 		build: "never",
 		usePrebuiltBinaries: true,
 		skipDownload: true,
-		logLevel: nlc.LlamaLogLevel.error,
+		// LLAMACPP_LOG=warn|info|debug shows llama.cpp's own log (default: errors only)
+		logLevel: nlc.LlamaLogLevel[process.env.LLAMACPP_LOG ?? "error"] ?? nlc.LlamaLogLevel.error,
 		maxThreads,
 	});
 	const model = await llama.loadModel({ modelPath: path, gpuLayers: 0, useMmap });
