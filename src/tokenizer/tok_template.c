@@ -900,6 +900,8 @@ enum tn_kind {
 	E_OR,
 	E_CMP,       /* args operands, ops[] */
 	E_COND,      /* a cond, b then, c else (NULL: undefined) */
+	E_BLOCKVAL,  /* the body text of the enclosing filter block */
+	N_FILTERBLOCK, /* a filter chain over E_BLOCKVAL, args body */
 };
 
 enum tn_op {
@@ -1732,6 +1734,23 @@ static void parse_body(struct tj_parser *P, const char *const *ends, struct nvec
 			n = parse_set(P, pos);
 		} else if (!strcmp(name, "macro")) {
 			n = parse_macro(P, pos);
+		} else if (!strcmp(name, "filter")) {
+			static const char *const ends[] = {"endfilter", NULL};
+			n = nnew(P, N_FILTERBLOCK, pos);
+			struct tnode *val = nnew(P, E_BLOCKVAL, pos);
+			struct tnode *f = nnew(P, E_FILTER, cur(P)->pos);
+			f->a = val;
+			f->s = parse_dotted_name(P);
+			if (is_op(P, "("))
+				parse_call_args(P, f);
+			n->a = parse_filter_expr(P, f);
+			block_end(P);
+			struct nvec body = {0};
+			parse_body(P, ends, &body);
+			P->i++;
+			block_end(P);
+			n->args = body.v;
+			n->nargs = body.n;
 		} else if (!strcmp(name, "break") || !strcmp(name, "continue")) {
 			if (!P->loops)
 				TJ_SYNTAX(P->c, pos, "'%s' outside of a loop", name);
@@ -1761,6 +1780,7 @@ struct tj_render {
 	struct tj_sb *out;
 	long iterations;
 	int call_depth;
+	struct tval blockval;
 	int year, month, day, wday, yday, hour, min, sec;
 };
 
@@ -3204,6 +3224,22 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		o[on] = 0;
 		return v_str(o, on);
 	}
+	if (!strcmp(f, "center")) {
+		struct tval s = v_tostr(R, v), w = arg(a, 0, "width", v_int(80));
+		int64_t width = is_num(w) ? num_i(w) : 80, len = (int64_t)u8_count(s.u.s.s, s.u.s.n);
+		if (width > 4096)
+			width = 4096;
+		if (width <= len)
+			return s;
+		int64_t marg = width - len, left = marg / 2 + (marg & width & 1); /* as CPython */
+		struct tj_sb sb = {0};
+		for (int64_t i = 0; i < left; i++)
+			sb_adds(&R->c, &sb, " ");
+		sb_add(&R->c, &sb, s.u.s.s, s.u.s.n);
+		for (int64_t i = 0; i < marg - left; i++)
+			sb_adds(&R->c, &sb, " ");
+		return v_str(sb.s, sb.n);
+	}
 	if (!strcmp(f, "upper") || !strcmp(f, "lower") || !strcmp(f, "capitalize")) {
 		int mode = f[0] == 'u' ? 0 : f[0] == 'l' ? 1 : 3;
 		return case_map(R, v_tostr(R, v), mode);
@@ -3556,6 +3592,8 @@ static void eval_args(struct tj_render *R, struct frame *F, const struct tnode *
 		a->kw[i] = eval(R, F, n->kw[i]);
 }
 
+static struct tval str_percent(struct tj_render *R, const struct tnode *n, struct tval fmt, struct tval args);
+
 static struct tval arith(struct tj_render *R, const struct tnode *n, int op, struct tval a, struct tval b)
 {
 	if (op == OP_CONCAT) {
@@ -3568,6 +3606,8 @@ static struct tval arith(struct tj_render *R, const struct tnode *n, int op, str
 		undef_fail(R, n, a);
 	if (b.t == TV_UNDEF)
 		undef_fail(R, n, b);
+	if (op == OP_MOD && a.t == TV_STR)
+		return str_percent(R, n, a, b);
 	if (op == OP_ADD && a.t == TV_STR && b.t == TV_STR) {
 		size_t len = a.u.s.n + b.u.s.n;
 		if (len > TJ_MAX_OUTPUT)
@@ -3670,6 +3710,112 @@ static struct tval arith(struct tj_render *R, const struct tnode *n, int op, str
 			m += y;
 		return v_float(m);
 	}
+}
+
+/* Python's printf-style str % args for the usual conversions. */
+static struct tval str_percent(struct tj_render *R, const struct tnode *n, struct tval fmt, struct tval args)
+{
+	struct tval *argv = &args;
+	size_t argc = 1, used = 0;
+	if (args.t == TV_LIST && args.tuple) {
+		argv = args.u.l->v;
+		argc = args.u.l->n;
+	}
+	struct tj_sb sb = {0};
+	const char *s = fmt.u.s.s;
+	size_t len = fmt.u.s.n;
+	bool mapped = false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] != '%') {
+			sb_add(&R->c, &sb, s + i, 1);
+			continue;
+		}
+		if (++i >= len)
+			rt_fail(R, n, "incomplete format");
+		struct tval v;
+		if (s[i] == '%') {
+			sb_adds(&R->c, &sb, "%");
+			continue;
+		}
+		if (s[i] == '(') {
+			size_t j = i + 1;
+			while (j < len && s[j] != ')')
+				j++;
+			if (j >= len || args.t != TV_DICT)
+				rt_fail(R, n, "format requires a mapping");
+			struct tval *p = dict_find(args.u.d, v_str(s + i + 1, j - i - 1));
+			if (!p)
+				rt_fail(R, n, "format key '%.*s' not found", (int)(j - i - 1), s + i + 1);
+			v = *p;
+			mapped = true;
+			i = j + 1;
+		} else {
+			if (used >= argc)
+				rt_fail(R, n, "not enough arguments for format string");
+			v = argv[used++];
+		}
+		char spec[32];
+		size_t k = 0;
+		spec[k++] = '%';
+		while (i < len && strchr("-+ 0#", s[i]) && s[i] && k < 8)
+			spec[k++] = s[i++];
+		while (i < len && s[i] >= '0' && s[i] <= '9' && k < 16)
+			spec[k++] = s[i++];
+		if (i < len && s[i] == '.') {
+			spec[k++] = s[i++];
+			while (i < len && s[i] >= '0' && s[i] <= '9' && k < 24)
+				spec[k++] = s[i++];
+		}
+		if (i >= len)
+			rt_fail(R, n, "incomplete format");
+		char conv = s[i];
+		char buf[512];
+		if (conv == 's' || conv == 'r' || conv == 'a') {
+			struct tj_sb t = {0};
+			if (conv == 's')
+				to_str(R, v, &t, 0);
+			else
+				repr(R, v, &t, 1);
+			/* width pads and .precision cuts, in code points */
+			spec[k] = 0;
+			bool left = strchr(spec, '-') != NULL;
+			const char *dot = strchr(spec, '.');
+			size_t wstart = 1;
+			while (spec[wstart] && strchr("-+ 0#", spec[wstart]))
+				wstart++;
+			long width = atol(spec + wstart);
+			size_t keep = t.n;
+			if (dot)
+				keep = u8_offset(t.s ? t.s : "", t.n, (size_t)atol(dot + 1));
+			long cps = (long)u8_count(t.s ? t.s : "", keep);
+			for (long pad = width - cps; !left && pad > 0; pad--)
+				sb_adds(&R->c, &sb, " ");
+			sb_add(&R->c, &sb, t.s, keep);
+			for (long pad = width - cps; left && pad > 0; pad--)
+				sb_adds(&R->c, &sb, " ");
+		} else if (strchr("diouxXc", conv) && conv) {
+			if (!is_num(v))
+				rt_fail(R, n, "%%%c format: a number is required, not %s", conv, type_name(v));
+			memcpy(spec + k, "ll", 2);
+			k += 2;
+			spec[k++] = conv == 'i' || conv == 'u' ? 'd' : conv;
+			spec[k] = 0;
+			snprintf(buf, sizeof(buf), spec, (long long)num_i(v));
+			sb_adds(&R->c, &sb, buf);
+		} else if (strchr("eEfFgG", conv) && conv) {
+			if (!is_num(v))
+				rt_fail(R, n, "must be real number, not %s", type_name(v));
+			spec[k++] = conv;
+			spec[k] = 0;
+			snprintf(buf, sizeof(buf), spec, num_f(v));
+			sb_adds(&R->c, &sb, buf);
+		} else {
+			rt_fail(R, n, "unsupported format character '%c'", conv);
+		}
+	}
+	if (!mapped && used < argc && !(args.t == TV_LIST && !args.tuple) && args.t != TV_DICT)
+		rt_fail(R, n, "not all arguments converted during string formatting");
+	return v_str(sb.s ? sb.s : "", sb.n);
 }
 
 static struct tval eval(struct tj_render *R, struct frame *F, const struct tnode *n)
@@ -3780,6 +3926,7 @@ static struct tval eval(struct tj_render *R, struct frame *F, const struct tnode
 		}
 		return v_bool(true);
 	}
+	case E_BLOCKVAL: return R->blockval;
 	case E_COND:
 		if (truthy(eval(R, F, n->a)))
 			return eval(R, F, n->b);
@@ -3891,6 +4038,17 @@ static int exec_body(struct tj_render *R, struct frame *F, struct tnode *const *
 			exec_body(R, F, n->args, n->nargs);
 			R->out = saved;
 			frame_set(R, F, n->names[0], v_str(sb.s ? sb.s : "", sb.n));
+			break;
+		}
+		case N_FILTERBLOCK: {
+			struct tj_sb sb = {0}, *saved = R->out;
+			R->out = &sb;
+			int r = exec_body(R, F, n->args, n->nargs);
+			R->out = saved;
+			R->blockval = v_str(sb.s ? sb.s : "", sb.n);
+			to_str(R, eval(R, F, n->a), R->out, 0);
+			if (r != EX_NORMAL)
+				return r;
 			break;
 		}
 		case N_MACRO: {

@@ -301,6 +301,8 @@ static void test_filters(void **state)
 	      "a=1;b=2;|a1|z|['a']");
 	check("{{ 'abc' | list }}|{{ 'x' | string }}|{{ '  t  ' | trim }}|{{ 'aBc' | upper }}|{{ 'aBc' | lower }}|{{ 'ab' | replace('a', 'z') }}",
 	      "['a', 'b', 'c']|x|t|ABC|abc|zb");
+	check("{{ '%s and %d' % ('x', 3) }}|{{ '%5.2f|%-4s|%03d|%x|%r' % (3.14159, 'ab', 7, 255, 'q') }}|{{ '%(a)s-%(b)d' % {'a': 'A', 'b': 2} }}|{{ 'Hi' | center(7) }}|",
+	      "x and 3| 3.14|ab  |007|ff|'q'|A-2|   Hi  |");
 	check("{{ [1, 2, 3] | select('odd') | list }}|{{ [1, 2, 3] | reject('odd') | list }}|{{ [1, 2, 3] | sum }}|{{ [1, 3, 2] | max }}",
 	      "[1, 3]|[2]|6|3");
 }
@@ -322,6 +324,10 @@ static void test_statements(void **state)
 	check("{% for a, b in [[1, 2], [3, 4]] %}{{ a + b }}{% endfor %}|{% for m in messages %}{{ loop.previtem.role if loop.previtem }}{% endfor %}",
 	      "37|systemuser");
 	check("{{ strftime_now('%Y-%m-%d %d %b %Y %B %A') }}", "2024-07-26 26 Jul 2024 July Friday");
+	check("{% filter upper %}abc {{ messages[0].role }}{% endfilter %}|{% filter replace('a', 'b') | upper %}aaa{% endfilter %}",
+	      "ABC SYSTEM|BBB");
+	check("{% for i in [1, 2] %}{% continue %}{% else %}E{% endfor %}|{% for i in [1, 2] %}{% if i == 2 %}{% break %}{% endif %}{% else %}E{% endfor %}",
+	      "E|");
 }
 
 static void test_whitespace(void **state)
