@@ -416,9 +416,11 @@ static int cb_recv_stream_data(ngtcp2_conn *conn, uint32_t flags, int64_t sid, u
 	bool fin = (flags & NGTCP2_STREAM_DATA_FLAG_FIN) != 0;
 	if (c->ep->cfg.cb.on_stream_data && !c->close_pending)
 		c->ep->cfg.cb.on_stream_data(c, sid, data, len, fin, c->ep->cfg.user);
-	/* Consumed: give the credit back (the stream may be gone already). */
-	ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
-	ngtcp2_conn_extend_max_offset(conn, len);
+	if (!c->ep->cfg.manual_credit) {
+		/* Consumed: give the credit back (the stream may be gone already). */
+		ngtcp2_conn_extend_max_stream_offset(conn, sid, len);
+		ngtcp2_conn_extend_max_offset(conn, len);
+	}
 	return 0;
 }
 
@@ -1607,6 +1609,20 @@ int net_stream_shutdown(struct net_conn *c, int64_t sid, uint64_t app_error)
 	s->fin_queued = s->fin_sent = true;
 	s->queued_end = s->sent_off;
 	ngtcp2_conn_shutdown_stream(c->conn, sid, app_error);
+	conn_schedule_write(c);
+	return 0;
+}
+
+int net_stream_consume(struct net_conn *c, int64_t sid, size_t n)
+{
+	if (c->dead)
+		return ML_ERR_CLOSED;
+	if (!c->ep->cfg.manual_credit || n == 0)
+		return 0;
+	/* also for streams that closed meanwhile: the connection-level credit
+	 * must come back in any case */
+	ngtcp2_conn_extend_max_stream_offset(c->conn, sid, n);
+	ngtcp2_conn_extend_max_offset(c->conn, n);
 	conn_schedule_write(c);
 	return 0;
 }

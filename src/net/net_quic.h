@@ -12,7 +12,9 @@
  * chunk list that is freed as the peer acknowledges it; there is no limit
  * besides memory, so callers that produce a lot watch net_stream_unacked().
  * Received bytes are handed to on_stream_data in order and the flow-control
- * credit is returned as soon as the callback returns.
+ * credit is returned as soon as the callback returns (or, with manual_credit,
+ * when the application calls net_stream_consume: that is how a slow
+ * consumer pushes back on the sender).
  *
  * Threading: everything here runs on the loop's thread. Callbacks run on it
  * too, from inside packet processing: they may call net_stream_open,
@@ -78,24 +80,38 @@ struct net_quic_callbacks {
 };
 
 struct net_endpoint_config {
-	const struct net_ident *ident; /* copied */
-	const char *host;              /* address to bind, e.g. "127.0.0.1", "::", NULL = 0.0.0.0 */
-	uint16_t port;                 /* 0 = ephemeral (see net_endpoint_port) */
-	bool accept;                   /* accept incoming connections */
-	bool datagrams;                /* offer QUIC DATAGRAM frames */
-	uint32_t idle_timeout_ms; /* default 15000: a silent peer is declared gone after this */
-	uint32_t keepalive_ms;    /* PINGs when idle this long; default 5000, 0 = off */
-	uint32_t handshake_timeout_ms; /* default 10000 */
-	uint32_t initial_rtt_ms;    /* default 10 (the library default of 333 stalls handshakes) */
-	uint64_t stream_window;     /* initial per-stream receive window, default 1 MiB */
-	uint64_t conn_window;       /* initial per-connection receive window, default 8 MiB */
-	uint64_t max_stream_window; /* auto-tuning ceilings, default 16 MiB */
-	uint64_t max_conn_window;   /* and 64 MiB */
-	uint32_t max_streams;       /* concurrent streams the peer may open, default 1024 */
-	uint32_t
-	    max_conns; /* connections (both roles) before new dialers are ignored, default 512 */
+	/* copied */
+	const struct net_ident *ident;
+	/* address to bind, e.g. "127.0.0.1", "::" (dual stack); NULL = 0.0.0.0 */
+	const char *host;
+	/* 0 = ephemeral (see net_endpoint_port) */
+	uint16_t port;
+	/* accept incoming connections */
+	bool accept;
+	/* offer QUIC DATAGRAM frames */
+	bool datagrams;
+	/* receive credit comes back only through net_stream_consume() */
+	bool manual_credit;
+	/* a silent peer is declared gone after this; default 15000 */
+	uint32_t idle_timeout_ms;
+	/* PINGs when idle this long; default 5000, 0 = off */
+	uint32_t keepalive_ms;
+	/* default 10000 */
+	uint32_t handshake_timeout_ms;
+	/* default 10 (the library default of 333 stalls handshakes) */
+	uint32_t initial_rtt_ms;
+	/* initial receive windows per stream and per connection, default 1 MiB
+	 * and 8 MiB; auto-tuning may grow them to the ceilings, default 16 MiB
+	 * and 64 MiB */
+	uint64_t stream_window, conn_window;
+	uint64_t max_stream_window, max_conn_window;
+	/* concurrent streams the peer may open, default 1024 */
+	uint32_t max_streams;
+	/* connections (both roles) before new dialers are ignored, default 512 */
+	uint32_t max_conns;
 	struct net_quic_callbacks cb;
-	void *user; /* passed to every callback */
+	/* passed to every callback */
+	void *user;
 };
 
 /* A libevent base with precise (sub-millisecond) timers, which pacing and
@@ -185,6 +201,12 @@ int net_stream_send(struct net_conn *c, int64_t sid, const void *data, size_t le
 /* Aborts both directions of |sid| with |app_error| (RESET_STREAM and
  * STOP_SENDING). on_stream_close follows. Returns 0 or ML_ERR_NOT_FOUND. */
 int net_stream_shutdown(struct net_conn *c, int64_t sid, uint64_t app_error);
+/* With |manual_credit|: the application has consumed |n| more bytes of
+ * |sid| (delivered earlier by on_stream_data), so the peer may send that
+ * much more. Call it for every delivered byte, also after the stream
+ * closed, or the connection-wide window shrinks for good. Without
+ * manual_credit it does nothing. Returns 0 or ML_ERR_CLOSED. */
+int net_stream_consume(struct net_conn *c, int64_t sid, size_t n);
 /* Bytes queued on |sid| and not yet acknowledged (0 for unknown streams). */
 uint64_t net_stream_unacked(const struct net_conn *c, int64_t sid);
 /* Per-stream application pointer. */

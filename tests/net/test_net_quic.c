@@ -703,6 +703,61 @@ static void test_net_quic_garbage_packets(void **state)
 	pair_close(&p);
 }
 
+/* With manual_credit a receiver that does not consume stops the sender
+ * after one window; consuming lets the rest through. */
+static void test_net_quic_manual_credit(void **state)
+{
+	(void)state;
+	struct pair p;
+	pair_open(&p, 0, false);
+	net_endpoint_free(p.a);
+	struct net_endpoint_config cfg;
+	net_endpoint_default_config(&cfg);
+	cfg.host = "127.0.0.1";
+	cfg.cb = (struct net_quic_callbacks){.on_conn_ready = s_ready,
+	                                     .on_stream_data = s_data,
+	                                     .on_stream_close = s_sclose,
+	                                     .on_conn_closed = s_closed};
+	cfg.ident = &p.ia;
+	cfg.accept = true;
+	cfg.user = &p.sa;
+	cfg.manual_credit = true;
+	cfg.stream_window = cfg.max_stream_window = 64 << 10;
+	cfg.conn_window = cfg.max_conn_window = 1 << 20;
+	assert_int_equal(net_endpoint_new(&p.a, p.base, &cfg), 0);
+	p.sa.verify_pattern = true;
+	pair_connect(&p);
+	int64_t sid;
+	assert_int_equal(net_stream_open(p.cb, &sid), 0);
+	const size_t total = 1 << 20;
+	uint8_t *buf = malloc(total);
+	for (size_t i = 0; i < total; i++)
+		buf[i] = pattern(i);
+	assert_int_equal(net_stream_send(p.cb, sid, buf, total, true), 0);
+	/* let it run: only one stream window gets through */
+	uint64_t end = ml_time_ns() + 300000000u;
+	while (ml_time_ns() < end)
+		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	assert_true(p.sa.rx_bytes == 64 << 10);
+	assert_true(net_stream_unacked(p.cb, sid) >= total - (64 << 10));
+	/* consume as it arrives */
+	uint64_t consumed = 0;
+	end = ml_time_ns() + 10000000000ull;
+	while (!p.sa.fin_seen && ml_time_ns() < end) {
+		if (p.sa.rx_bytes > consumed) {
+			assert_int_equal(
+			    net_stream_consume(p.sa.conn, sid, p.sa.rx_bytes - consumed), 0);
+			consumed = p.sa.rx_bytes;
+		}
+		event_base_loop(p.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	}
+	assert_true(p.sa.fin_seen);
+	assert_true(p.sa.rx_bytes == total);
+	assert_true(p.sa.bad_bytes == 0);
+	free(buf);
+	pair_close(&p);
+}
+
 /* Endpoints bound to the wildcard address (as a node is) and over IPv6. */
 static void wildcard_case(const char *bind_host, const char *dial_host)
 {
@@ -777,6 +832,7 @@ int main(void)
 	    cmocka_unit_test(test_net_quic_stream_reset),
 	    cmocka_unit_test(test_net_quic_garbage_packets),
 	    cmocka_unit_test(test_net_quic_wildcard_and_ipv6),
+	    cmocka_unit_test(test_net_quic_manual_credit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
