@@ -29,7 +29,8 @@
 /* Per-endpoint record of what the callbacks saw. */
 struct side {
 	const char *name;
-	bool echo; /* echo every stream's bytes back, fin included */
+	bool echo;           /* echo every stream's bytes back, fin included */
+	bool hello_on_ready; /* open a stream and send "hello" from on_conn_ready */
 	bool verify_pattern;
 	int ready, closed, opened, stream_closed, dgrams;
 	struct net_conn *conn; /* last ready connection */
@@ -51,6 +52,11 @@ static void s_ready(struct net_conn *c, void *u)
 	struct side *s = u;
 	s->ready++;
 	s->conn = c;
+	if (s->hello_on_ready) {
+		int64_t sid;
+		assert_int_equal(net_stream_open(c, &sid), 0);
+		assert_int_equal(net_stream_send(c, sid, "hello", 5, true), 0);
+	}
 }
 
 static void s_open(struct net_conn *c, int64_t sid, void *u)
@@ -254,6 +260,22 @@ static void test_net_quic_handshake(void **state)
 	assert_int_equal(net_conn_get_info(p.cb, &info), 0);
 	assert_true(info.handshake_ns > 0);
 	assert_int_equal(p.sa.closed + p.sb.closed, 0);
+	pair_close(&p);
+}
+
+/* Both sides send from inside on_conn_ready (the usual HELLO pattern). */
+static void test_net_quic_send_on_ready(void **state)
+{
+	(void)state;
+	struct pair p;
+	pair_open(&p, 0, false);
+	p.sa.hello_on_ready = p.sb.hello_on_ready = true;
+	pair_connect(&p);
+	assert_true(run_until_bool(&p, &p.sa.fin_seen, 2000));
+	assert_true(run_until_bool(&p, &p.sb.fin_seen, 2000));
+	assert_int_equal(p.sa.rx_len[0], 5); /* dialer's first stream: id 0 */
+	assert_memory_equal(p.sa.rx[0], "hello", 5);
+	assert_int_equal(p.sb.rx_len[0], 5); /* acceptor's first stream: id 1, index 0 */
 	pair_close(&p);
 }
 
@@ -821,6 +843,7 @@ int main(void)
 		ml_log_set_level(ML_LOG_WARN);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_net_quic_handshake),
+	    cmocka_unit_test(test_net_quic_send_on_ready),
 	    cmocka_unit_test(test_net_quic_wrong_id_refused),
 	    cmocka_unit_test(test_net_quic_acceptor_refuses),
 	    cmocka_unit_test(test_net_quic_echo),
