@@ -1198,9 +1198,17 @@ static void conn_recv(struct net_conn *c, const uint8_t *data, size_t len,
 			info.app_error = false;
 			snprintf(reason, sizeof(reason),
 			         "peer no longer knows this connection (stateless reset)");
-		} else if (!rl && info.err != ML_ERR_CLOSED)
+		} else if (!rl && info.err != ML_ERR_CLOSED && !info.app_error &&
+		           ccerr.error_code >= 0x100 && ccerr.error_code <= 0x1ff) {
+			/* CRYPTO_ERROR: 0x100 + TLS alert (42 bad_certificate is
+			 * what a pinning mismatch or allow_peer refusal gives) */
+			snprintf(reason, sizeof(reason),
+			         "peer refused the TLS handshake (alert %u)",
+			         (unsigned)(ccerr.error_code - 0x100));
+		} else if (!rl && info.err != ML_ERR_CLOSED) {
 			snprintf(reason, sizeof(reason), "peer closed with transport error 0x%llx",
 			         (unsigned long long)ccerr.error_code);
+		}
 		conn_finish(c, &info);
 		return;
 	}
@@ -1289,15 +1297,24 @@ static void ep_on_packet(void *user, const uint8_t *data, size_t len, const stru
 	}
 	if (!(data[0] & 0x80)) {
 		/* A short-header packet for no connection of ours is either a
-		 * stateless reset from a peer that lost our connection (its
-		 * "DCID" is random) or a packet for a connection we lost. Let the
-		 * connection to that address check the reset token first. */
-		if (len >= 21)
-			for (c = ep->conns; c; c = c->next)
-				if (!c->dead && addr_eq((struct sockaddr *)&c->remote, from)) {
-					conn_recv(c, data, len, from, fromlen, true);
+		 * stateless reset from a peer that lost one of our connections
+		 * (its "DCID" is random) or a packet for a connection we lost
+		 * (we restarted, or closed and the close got lost). Offer it to
+		 * every connection with that peer address so ngtcp2 can check
+		 * the reset token; if none recognises it, answer with our own
+		 * reset. Resets shrink by a byte per exchange and are rate
+		 * limited, so two endpoints cannot loop for long. */
+		if (len >= 21) {
+			struct net_conn *next;
+			for (c = ep->conns; c; c = next) {
+				next = c->next;
+				if (c->dead || !addr_eq((struct sockaddr *)&c->remote, from))
+					continue;
+				conn_recv(c, data, len, from, fromlen, true);
+				if (c->dead)
 					return;
-				}
+			}
+		}
 		ep_send_stateless_reset(ep, vc.dcid, vc.dcidlen, len, from, fromlen);
 		return;
 	}
