@@ -782,7 +782,10 @@ struct tval {
 		} s;
 		struct tlist *l;
 		struct tdict *d;
-		const struct tnode *m;
+		struct {
+			const struct tnode *node;
+			struct frame *closure; /* the scope it was defined in */
+		} mac;
 		int fn;
 		struct {
 			struct tval *recv;
@@ -902,6 +905,7 @@ enum tn_kind {
 	E_COND,      /* a cond, b then, c else (NULL: undefined) */
 	E_BLOCKVAL,  /* the body text of the enclosing filter block */
 	N_FILTERBLOCK, /* a filter chain over E_BLOCKVAL, args body */
+	N_CALLBLOCK,   /* a the call (E_CALL), b the caller macro (N_MACRO) */
 };
 
 enum tn_op {
@@ -1734,6 +1738,45 @@ static void parse_body(struct tj_parser *P, const char *const *ends, struct nvec
 			n = parse_set(P, pos);
 		} else if (!strcmp(name, "macro")) {
 			n = parse_macro(P, pos);
+		} else if (!strcmp(name, "call")) {
+			static const char *const ends[] = {"endcall", NULL};
+			n = nnew(P, N_CALLBLOCK, pos);
+			struct tnode *m = nnew(P, N_MACRO, pos);
+			struct svec params = {0};
+			struct nvec defs = {0};
+			m->s = "caller";
+			if (is_op(P, "(")) {
+				P->i++;
+				while (!is_op(P, ")")) {
+					if (params.n)
+						expect_op(P, ",");
+					sv_push(P->c, &params, expect_name(P));
+					nv_push(P->c, &defs, NULL);
+					if (is_op(P, "=")) {
+						P->i++;
+						defs.v[defs.n - 1] = parse_expr(P, true);
+					}
+				}
+				P->i++;
+			}
+			n->a = parse_expr(P, true);
+			if (n->a->kind != E_CALL)
+				TJ_SYNTAX(P->c, n->a->pos, "expected a macro call after 'call'");
+			block_end(P);
+			int loops = P->loops;
+			P->loops = 0;
+			struct nvec body = {0};
+			parse_body(P, ends, &body);
+			P->loops = loops;
+			P->i++;
+			block_end(P);
+			m->names = params.v;
+			m->nnames = params.n;
+			m->kw = defs.v;
+			m->nkw = defs.n;
+			m->args = body.v;
+			m->nargs = body.n;
+			n->b = m;
 		} else if (!strcmp(name, "filter")) {
 			static const char *const ends[] = {"endfilter", NULL};
 			n = nnew(P, N_FILTERBLOCK, pos);
@@ -1929,7 +1972,7 @@ static bool v_equal(struct tval a, struct tval b, int depth)
 		}
 		return true;
 	case TV_NS: return a.u.d == b.u.d;
-	case TV_MACRO: return a.u.m == b.u.m;
+	case TV_MACRO: return a.u.mac.node == b.u.mac.node;
 	case TV_FUNC: return a.u.fn == b.u.fn;
 	case TV_LOOP: return a.u.loop == b.u.loop;
 	default: return false;
@@ -2082,7 +2125,7 @@ static void to_str(struct tj_render *R, struct tval v, struct tj_sb *sb, int dep
 		sb_adds(&R->c, sb, ">");
 		return;
 	}
-	case TV_MACRO: sb_addf(&R->c, sb, "<Macro '%s'>", v.u.m->s); return;
+	case TV_MACRO: sb_addf(&R->c, sb, "<Macro '%s'>", v.u.mac.node->s); return;
 	case TV_FUNC: sb_adds(&R->c, sb, "<function>"); return;
 	case TV_METHOD: sb_addf(&R->c, sb, "<built-in method %s>", v.u.meth.name); return;
 	case TV_LOOP: sb_adds(&R->c, sb, "<LoopContext>"); return;
@@ -2949,16 +2992,17 @@ static struct tval strftime_now(struct tj_render *R, struct args *a)
 	return v_str(sb.s ? sb.s : "", sb.n);
 }
 
-static struct tval call_macro(struct tj_render *R, const struct tnode *m, struct args *a)
+static struct tval call_macro(struct tj_render *R, struct tval mv, struct args *a)
 {
+	const struct tnode *m = mv.u.mac.node;
 	if (R->call_depth >= TJ_MAX_CALL_DEPTH)
 		tj_fail_at(&R->c, ML_ERR_RANGE, a->at->pos, "macro calls nested deeper than %d",
 			   TJ_MAX_CALL_DEPTH);
 	if (a->npos > m->nnames)
 		rt_fail(R, a->at, "macro '%s' takes not more than %zu argument(s)", m->s, m->nnames);
-	struct frame *F = frame_new(R, R->root);
+	struct frame *F = frame_new(R, mv.u.mac.closure);
 	for (size_t k = 0; k < a->nkw; k++) {
-		bool known = false;
+		bool known = !strcmp(a->kwn[k], "caller");
 		for (size_t i = 0; i < m->nnames; i++)
 			known |= !strcmp(m->names[i], a->kwn[k]);
 		if (!known)
@@ -2978,6 +3022,9 @@ static struct tval call_macro(struct tj_render *R, const struct tnode *m, struct
 		}
 		frame_set(R, F, m->names[i], v);
 	}
+	struct tval caller = arg(a, SIZE_MAX, "caller", V_UNDEF);
+	if (caller.t != TV_UNDEF)
+		frame_set(R, F, "caller", caller);
 	struct tj_sb sb = {0}, *saved = R->out;
 	R->out = &sb;
 	R->call_depth++;
@@ -2991,7 +3038,7 @@ static struct tval call(struct tj_render *R, struct tval fn, struct args *a)
 {
 	switch (fn.t) {
 	case TV_UNDEF: undef_fail(R, a->at, fn);
-	case TV_MACRO: return call_macro(R, fn.u.m, a);
+	case TV_MACRO: return call_macro(R, fn, a);
 	case TV_METHOD: return call_method(R, fn, a);
 	case TV_FUNC:
 		switch (fn.u.fn) {
@@ -4040,6 +4087,24 @@ static int exec_body(struct tj_render *R, struct frame *F, struct tnode *const *
 			frame_set(R, F, n->names[0], v_str(sb.s ? sb.s : "", sb.n));
 			break;
 		}
+		case N_CALLBLOCK: {
+			struct tval fn = eval(R, F, n->a->a);
+			struct args a;
+			eval_args(R, F, n->a, &a, 0);
+			struct tval caller = {.t = TV_MACRO};
+			caller.u.mac.node = n->b;
+			caller.u.mac.closure = F;
+			a.kwn = tj_alloc(&R->c, (a.nkw + 1) * sizeof(*a.kwn));
+			memcpy(a.kwn, n->a->kwn, a.nkw * sizeof(*a.kwn));
+			struct tval *kw = tj_alloc(&R->c, (a.nkw + 1) * sizeof(*kw));
+			memcpy(kw, a.kw, a.nkw * sizeof(*kw));
+			a.kwn[a.nkw] = "caller";
+			kw[a.nkw] = caller;
+			a.kw = kw;
+			a.nkw++;
+			to_str(R, call(R, fn, &a), R->out, 0);
+			break;
+		}
 		case N_FILTERBLOCK: {
 			struct tj_sb sb = {0}, *saved = R->out;
 			R->out = &sb;
@@ -4053,7 +4118,8 @@ static int exec_body(struct tj_render *R, struct frame *F, struct tnode *const *
 		}
 		case N_MACRO: {
 			struct tval m = {.t = TV_MACRO};
-			m.u.m = n;
+			m.u.mac.node = n;
+			m.u.mac.closure = F;
 			frame_set(R, F, n->s, m);
 			break;
 		}
@@ -4192,9 +4258,9 @@ int tok_template_render(const struct tok_template *t, const struct tok_chat_msg 
 	for (size_t i = 0; i < n_msgs; i++) {
 		struct tval d = v_dict(&R.c);
 		const char *role = msgs[i].role ? msgs[i].role : "";
-		const char *content = msgs[i].content ? msgs[i].content : "";
+		const char *content = msgs[i].content;
 		dict_set_s(&R.c, d.u.d, "role", v_str(role, strlen(role)));
-		dict_set_s(&R.c, d.u.d, "content", v_str(content, strlen(content)));
+		dict_set_s(&R.c, d.u.d, "content", content ? v_str(content, strlen(content)) : V_NONE);
 		list_push(&R.c, list.u.l, d);
 	}
 	frame_set(&R, R.root, "messages", list);

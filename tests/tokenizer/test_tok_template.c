@@ -326,6 +326,9 @@ static void test_statements(void **state)
 	check("{{ strftime_now('%Y-%m-%d %d %b %Y %B %A') }}", "2024-07-26 26 Jul 2024 July Friday");
 	check("{% filter upper %}abc {{ messages[0].role }}{% endfilter %}|{% filter replace('a', 'b') | upper %}aaa{% endfilter %}",
 	      "ABC SYSTEM|BBB");
+	check("{% macro wrap(tag) %}<{{ tag }}>{{ caller() }}</{{ tag }}>{% endmacro %}{% call wrap('b') %}x {{ messages[0].role }}{% endcall %}|"
+	      "{% macro each(items) %}{% for i in items %}[{{ caller(i) }}]{% endfor %}{% endmacro %}{% call(x) each([1, 2]) %}{{ x * 10 }}{% endcall %}",
+	      "<b>x system</b>|[10][20]");
 	check("{% for i in [1, 2] %}{% continue %}{% else %}E{% endfor %}|{% for i in [1, 2] %}{% if i == 2 %}{% break %}{% endif %}{% else %}E{% endfor %}",
 	      "E|");
 }
@@ -476,6 +479,13 @@ static void test_api(void **state)
 	char *out = NULL;
 	assert_int_equal(tok_template_render(t, NULL, 0, false, NULL, NULL, &out, NULL), 0);
 	assert_string_equal(out, "x");
+	free(out);
+	tok_template_free(t);
+	/* NULL content is None, as JSON null content is in transformers */
+	const struct tok_chat_msg tool_call = {"assistant", NULL};
+	assert_int_equal(tok_template_parse(&t, "{{ messages[0].content is none }}{{ bos_token }}|{{ messages[0].content }}"), 0);
+	assert_int_equal(tok_template_render(t, &tool_call, 1, false, NULL, NULL, &out, NULL), 0);
+	assert_string_equal(out, "True|None");
 	free(out);
 	tok_template_free(t);
 	tok_template_free(NULL);
