@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "base/ml_err.h"
@@ -783,6 +784,88 @@ static void test_net_quic_manual_credit(void **state)
 	pair_close(&p);
 }
 
+/* Two real processes: a forked child runs an echo endpoint on its own loop
+ * and exits when its only peer closes. */
+static void child_closed(struct net_conn *c, const struct net_close_info *info, void *u)
+{
+	(void)c;
+	(void)info;
+	event_base_loopbreak(u);
+}
+
+static void child_data(struct net_conn *c, int64_t sid, const uint8_t *data, size_t len, bool fin,
+                       void *u)
+{
+	(void)u;
+	net_stream_send(c, sid, data, len, fin);
+}
+
+static void test_net_quic_two_processes(void **state)
+{
+	(void)state;
+	struct net_ident ia;
+	uint8_t seed[32];
+	memset(seed, 5, sizeof(seed));
+	assert_int_equal(net_ident_from_seed(&ia, seed), 0);
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		struct event_base *base = net_event_base_new();
+		struct net_endpoint_config cfg;
+		net_endpoint_default_config(&cfg);
+		cfg.host = "127.0.0.1";
+		cfg.ident = &ia;
+		cfg.accept = true;
+		cfg.cb.on_stream_data = child_data;
+		cfg.cb.on_conn_closed = child_closed;
+		cfg.user = base;
+		struct net_endpoint *ep;
+		uint16_t port = 0;
+		if (net_endpoint_new(&ep, base, &cfg) == 0)
+			port = net_endpoint_port(ep);
+		if (write(fds[1], &port, sizeof(port)) != sizeof(port) || !port)
+			_exit(1);
+		close(fds[1]);
+		struct timeval limit = {20, 0};
+		event_base_loopexit(base, &limit);
+		event_base_dispatch(base);
+		net_endpoint_free(ep);
+		event_base_free(base);
+		_exit(0);
+	}
+	close(fds[1]);
+	uint16_t port = 0;
+	assert_int_equal(read(fds[0], &port, sizeof(port)), sizeof(port));
+	close(fds[0]);
+	assert_true(port != 0);
+
+	struct pair p;
+	pair_open(&p, 0, false);
+	assert_int_equal(net_connect_host(p.b, "127.0.0.1", port, ia.pk, NULL, &p.cb), 0);
+	assert_true(run_until(&p, &p.sb.ready, 1, 5000));
+	int64_t sid;
+	assert_int_equal(net_stream_open(p.cb, &sid), 0);
+	const size_t total = 4 << 20;
+	uint8_t *buf = malloc(total);
+	for (size_t i = 0; i < total; i++)
+		buf[i] = pattern(i);
+	assert_int_equal(net_stream_send(p.cb, sid, buf, total, true), 0);
+	assert_true(run_until(&p, &p.sb.stream_closed, 1, 20000));
+	size_t k = (size_t)(sid / 4);
+	assert_int_equal(p.sb.rx_len[k], total);
+	assert_memory_equal(p.sb.rx[k], buf, total);
+	assert_int_equal(net_conn_close(p.cb, 0, "done"), 0);
+	assert_true(run_until(&p, &p.sb.closed, 1, 2000));
+	int status = -1;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	free(buf);
+	pair_close(&p);
+}
+
 /* Endpoints bound to the wildcard address (as a node is) and over IPv6. */
 static void wildcard_case(const char *bind_host, const char *dial_host)
 {
@@ -859,6 +942,7 @@ int main(void)
 	    cmocka_unit_test(test_net_quic_garbage_packets),
 	    cmocka_unit_test(test_net_quic_wildcard_and_ipv6),
 	    cmocka_unit_test(test_net_quic_manual_credit),
+	    cmocka_unit_test(test_net_quic_two_processes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
