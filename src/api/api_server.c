@@ -67,7 +67,8 @@ struct api_job {
 	long long created;
 	double t_start; /* ml_time_s() at submission */
 	int n_prompt;
-	struct api_buf text; /* non-stream: the whole completion */
+	struct api_buf text;  /* non-stream: the whole completion */
+	struct api_buf spare; /* drained queue buffer, handed back to keep its capacity */
 
 	/* shared with the backend thread, under mu */
 	pthread_mutex_t mu;
@@ -194,6 +195,7 @@ static void job_free(struct api_job *j)
 		event_free(j->hup);
 	pthread_mutex_destroy(&j->mu);
 	api_buf_free(&j->q);
+	api_buf_free(&j->spare);
 	api_buf_free(&j->text);
 	free(j);
 }
@@ -413,8 +415,12 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	struct api_buf q;
 	pthread_mutex_lock(&j->mu);
+	/* swap in the drained buffer, so that in steady state the backend
+	 * thread appends without allocating */
 	q = j->q;
-	memset(&j->q, 0, sizeof(j->q));
+	j->q = j->spare;
+	j->q.len = 0;
+	memset(&j->spare, 0, sizeof(j->spare));
 	bool final = j->final, oom = j->oom;
 	enum eng_finish fin = j->finish;
 	int n_prompt = j->ev_n_prompt > 0 ? j->ev_n_prompt : j->n_prompt;
@@ -435,7 +441,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 			oom = true;
 		off += n;
 	}
-	api_buf_free(&q);
+	q.len = 0;
+	j->spare = q;
 	if (!final)
 		return;
 	double dt = ml_time_s() - j->t_start;
