@@ -10,7 +10,18 @@
  * ("quantized") to the weight type's vec-dot type (F32 -> F32, F16 -> F16,
  * BF16 -> BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 -> Q8_0 or Q8_1 as ggml does,
  * K-quants -> Q8_K), then each output is a dot product of one weight row with
- * one converted activation row. */
+ * one converted activation row.
+ *
+ * Guarantees (tests/kernels checks each):
+ *  - to_f32 reproduces ggml's dequantization bit for bit, and from_f32
+ *    reproduces llama-quantize's bytes (ggml's *_ref quantizers, no imatrix);
+ *  - the activation conversion of kern_quantize_rows() is bit-identical on
+ *    every instruction set; for Q8_0/Q8_1 it follows ggml's x86 SIMD
+ *    quantize_row_q8_0/q8_1 (scale 127/amax, round half to even), for Q8_K
+ *    quantize_row_q8_K_ref;
+ *  - SIMD dot products differ from the generic ones only in float summation
+ *    order; kern_matmul() gives each output bit-identical results whatever
+ *    the number of tokens in the batch and the number of threads. */
 #ifndef KERN_H
 #define KERN_H
 
