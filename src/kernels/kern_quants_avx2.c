@@ -7,6 +7,7 @@
  * kernels only in float summation order (tests/kernels checks the named
  * tolerance). The activation converters are bit-identical to the generic
  * ones. Each loop is a SIMD body followed by a scalar tail. */
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <string.h>
 
@@ -897,3 +898,13 @@ int kern_dispatch_avx2(struct kern_dispatch *d)
 	d->vec_dot_x4[ML_DTYPE_Q6_K] = vec_dot_x4_q6_K_q8_K;
 	return 28;
 }
+
+#else /* not x86: kern.c never calls this; keeps the build portable */
+#include "kernels/kern_impl.h"
+
+int kern_dispatch_avx2(struct kern_dispatch *d)
+{
+	(void)d;
+	return 0;
+}
+#endif
