@@ -53,7 +53,9 @@ static void on_event(const struct eng_event *ev, void *user)
 static double run_once(struct eng *e, int conc, int n_gen, int n_vocab)
 {
 	static int32_t prompts[MAX_CONC][N_PROMPT];
+	static int run_no; /* new prompts every run: no reuse of cached prefixes */
 	struct done_count d = {.n_done = 0};
+	run_no++;
 	pthread_mutex_init(&d.mu, NULL);
 	pthread_cond_init(&d.cv, NULL);
 
@@ -61,7 +63,7 @@ static double run_once(struct eng *e, int conc, int n_gen, int n_vocab)
 	for (int i = 0; i < conc; i++) {
 		prompts[i][0] = 1;
 		for (int j = 1; j < N_PROMPT; j++)
-			prompts[i][j] = 3 + (j * 97 + 31 * i) % (n_vocab - 3);
+			prompts[i][j] = 3 + (j * 97 + 31 * i + 7 * run_no) % (n_vocab - 3);
 		struct eng_request r;
 		memset(&r, 0, sizeof(r));
 		r.prompt = prompts[i];
