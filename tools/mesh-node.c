@@ -8,7 +8,9 @@
  *
  * Writes its invite token to --token-file and its /mesh/status JSON to
  * --status-file (rewritten atomically every 100 ms). SIGINT/SIGTERM leave
- * the mesh cleanly; SIGKILL is what tests use for a crash. */
+ * the mesh cleanly; SIGKILL is what tests use for a crash; SIGUSR1 makes
+ * the node announce a new served model name (for change-propagation
+ * timing). */
 #include "base/ml_err.h"
 #include "base/ml_log.h"
 #include "mesh/mesh.h"
@@ -25,6 +27,7 @@ struct node {
 	struct mesh *mesh;
 	const char *status_file;
 	bool leaving;
+	int changes;
 };
 
 static void write_file(const char *path, const char *text)
@@ -71,6 +74,17 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
 	}
 	n->leaving = true;
 	mesh_leave(n->mesh, left, n);
+}
+
+/* SIGUSR1: start "serving" the next test model, a change to gossip. */
+static void on_usr1(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct node *n = arg;
+	char name[32];
+	snprintf(name, sizeof(name), "test-model-%d", ++n->changes);
+	mesh_set_serving(n->mesh, name, NULL, NULL, 0, 0, 0);
 }
 
 static void usage(void)
@@ -174,11 +188,14 @@ int main(int argc, char **argv)
 	struct event *sigterm = evsignal_new(n.base, SIGTERM, on_signal, &n);
 	event_add(sigint, NULL);
 	event_add(sigterm, NULL);
+	struct event *sigusr1 = evsignal_new(n.base, SIGUSR1, on_usr1, &n);
+	event_add(sigusr1, NULL);
 	event_base_dispatch(n.base);
 	on_status(-1, 0, &n);
 	event_free(st);
 	event_free(sigint);
 	event_free(sigterm);
+	event_free(sigusr1);
 	mesh_free(n.mesh);
 	event_base_free(n.base);
 	return 0;

@@ -220,14 +220,17 @@ void mesh_members_conn_up(struct mesh_members *t, const uint8_t id[NET_ID_LEN], 
 	struct mesh_member *m = mesh_members_find(t, id);
 	if (!m || m->self)
 		return;
-	if (m->state == MESH_DEAD && inc >= m->inc) {
-		set_state(m, MESH_ALIVE, now);
-		m->last_heard_ns = now;
-		emit(t, m, inc > m->inc ? MESH_EV_REJOINED : MESH_EV_ALIVE);
-	} else if (m->state == MESH_LEFT && inc > m->inc) {
+	if (inc > m->inc && (m->state == MESH_DEAD || m->state == MESH_LEFT)) {
+		/* a restart: its announcement (same incarnation) follows at once */
+		m->inc = inc;
+		m->seq = 0;
 		set_state(m, MESH_ALIVE, now);
 		m->last_heard_ns = now;
 		emit(t, m, MESH_EV_REJOINED);
+	} else if (m->state == MESH_DEAD && inc == m->inc) {
+		set_state(m, MESH_ALIVE, now);
+		m->last_heard_ns = now;
+		emit(t, m, MESH_EV_ALIVE);
 	} else if (m->state == MESH_ALIVE || m->state == MESH_SUSPECT) {
 		mesh_members_heard(t, id, now);
 	}
