@@ -2,15 +2,16 @@
  * its continuous-batching step.
  *
  * Threads. eng_submit() and eng_cancel() run on any thread; they only touch
- * the wait queue, slot ownership (slot->req) and cancel flags, all under
- * e->mu, and wake the engine thread through e->cv. Everything else (slot
+ * the wait queue, slot ownership (slot->req), counters and cancel flags, all
+ * under e->mu, and wake the engine thread through e->cv. Everything else (slot
  * token arrays, samplers, the model context, batch arrays) belongs to the
  * engine thread alone. Callbacks run on the engine thread without e->mu
  * held, so a callback may call eng_submit()/eng_cancel().
  *
  * One step:
- *   1. take cancellations (queued or running) and admit waiting requests
- *      into free slots, oldest first;
+ *   1. take cancellations (queued or running) and admit waiting requests,
+ *      oldest first, each into the free slot whose leftover KV cache shares
+ *      the longest prefix with its prompt (that prefix is not recomputed);
  *   2. build one batch: one token for every generating slot, then prompt
  *      chunks of slots still in prefill (oldest first) with what is left of
  *      n_batch, so a long prompt takes several steps and decoding slots
