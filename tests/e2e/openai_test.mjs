@@ -128,6 +128,26 @@ await check('chat streaming equals non-streaming', async () => {
   assert.ok(s.chunks >= 3);
 });
 
+await check('no model field, no usage chunk unless asked, unicode round trip', async () => {
+  const msgs = [{ role: 'system', content: 'Tell a story.' },
+    { role: 'user', content: [{ type: 'text', text: 'Ünïcödé 日本 🙂 ' }, { type: 'text', text: 'and a cat' }] }];
+  const r = await client.chat.completions.create({ messages: msgs, temperature: 0, max_tokens: 24 });
+  assert.equal(r.model, modelId);
+  const t = await applyTemplate([msgs[0], { role: 'user', content: 'Ünïcödé 日本 🙂 and a cat' }]);
+  assert.equal(r.usage.prompt_tokens, t.tokens.length);
+  const stream = await client.chat.completions.create({
+    messages: msgs, temperature: 0, max_tokens: 24, stream: true,
+  });
+  let text = '';
+  let usageSeen = false;
+  for await (const c of stream) {
+    if (c.usage) usageSeen = true;
+    text += c.choices[0]?.delta?.content ?? '';
+  }
+  assert.equal(usageSeen, false);
+  assert.equal(text, r.choices[0].message.content);
+});
+
 await check('max_tokens -> finish_reason length', async () => {
   const r = await chat(story, { max_tokens: 5 });
   assert.equal(r.choices[0].finish_reason, 'length');
