@@ -161,7 +161,9 @@ void net_endpoint_get_stats(const struct net_endpoint *ep, struct net_endpoint_s
  * Returns 0, ML_ERR_NOMEM or ML_ERR_AUTH (TLS setup). */
 int net_connect(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t addrlen,
                 const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out);
-/* Same with a host name or numeric address. Also ML_ERR_NOT_FOUND. */
+/* Same with a numeric address or a host name. Name resolution blocks the
+ * loop (getaddrinfo), so the mesh should pass numeric addresses. Also
+ * ML_ERR_NOT_FOUND. */
 int net_connect_host(struct net_endpoint *ep, const char *host, uint16_t port,
                      const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out);
 

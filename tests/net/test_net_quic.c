@@ -280,6 +280,42 @@ static void test_net_quic_send_on_ready(void **state)
 	pair_close(&p);
 }
 
+/* Dialing nobody times out; closing before the handshake ends is orderly. */
+static void test_net_quic_dial_failures(void **state)
+{
+	(void)state;
+	struct pair p;
+	pair_open(&p, 0, false);
+	net_endpoint_free(p.b);
+	struct net_endpoint_config cfg;
+	net_endpoint_default_config(&cfg);
+	cfg.host = "127.0.0.1";
+	cfg.cb = (struct net_quic_callbacks){.on_conn_ready = s_ready, .on_conn_closed = s_closed};
+	cfg.ident = &p.ib;
+	cfg.user = &p.sb;
+	cfg.handshake_timeout_ms = 300;
+	assert_int_equal(net_endpoint_new(&p.b, p.base, &cfg), 0);
+	/* a port where nobody listens: our own endpoint b does not accept */
+	struct net_conn *c;
+	uint64_t t0 = ml_time_ns();
+	assert_int_equal(
+	    net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.b), p.ia.pk, NULL, &c), 0);
+	assert_true(run_until(&p, &p.sb.closed, 1, 3000));
+	double ms = (double)(ml_time_ns() - t0) / 1e6;
+	assert_int_equal(p.sb.close.err, ML_ERR_TIMEOUT);
+	assert_true(ms >= 250 && ms < 2500);
+	/* cancel a dial before it completes */
+	assert_int_equal(
+	    net_connect_host(p.b, "127.0.0.1", net_endpoint_port(p.a), p.ia.pk, NULL, &c), 0);
+	assert_int_equal(net_conn_close(c, 5, "changed my mind"), 0);
+	assert_true(run_until(&p, &p.sb.closed, 2, 2000));
+	assert_int_equal(p.sb.close.err, ML_ERR_CLOSED);
+	assert_int_equal(p.sb.ready, 0);
+	run_until(&p, &p.sa.ready, 1, 100);
+	assert_int_equal(p.sa.ready, 0);
+	pair_close(&p);
+}
+
 static void test_net_quic_wrong_id_refused(void **state)
 {
 	(void)state;
@@ -929,6 +965,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_net_quic_handshake),
 	    cmocka_unit_test(test_net_quic_send_on_ready),
+	    cmocka_unit_test(test_net_quic_dial_failures),
 	    cmocka_unit_test(test_net_quic_wrong_id_refused),
 	    cmocka_unit_test(test_net_quic_acceptor_refuses),
 	    cmocka_unit_test(test_net_quic_echo),
