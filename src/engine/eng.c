@@ -114,13 +114,11 @@ struct eng {
 	bool cancel_pending;
 	bool stop;
 	uint64_t next_id;
-	uint64_t n_finished; /* slots given back, for last_used (under mu) */
+	uint64_t n_finished; /* slots given back, for last_used */
+	struct eng_stats stats; /* totals (n_parallel/n_active/n_queued filled on read) */
 	/* engine thread only */
 	uint64_t next_order;
-	uint64_t n_steps;       /* forward passes */
-	uint64_t n_step_tokens; /* batch entries over all of them */
-	uint64_t n_decode;      /* of those, one-token decode entries */
-	double t_forward;       /* seconds in model_forward */
+	uint64_t n_decode; /* one-token decode entries over all forward passes */
 };
 
 struct eng_params eng_default_params(void)
@@ -170,6 +168,10 @@ static void slot_finish(struct eng *e, struct eng_slot *s, enum eng_finish finis
 	pthread_mutex_lock(&e->mu);
 	s->n_cached = keep ? s->n_past : 0;
 	s->last_used = ++e->n_finished;
+	e->stats.n_requests++;
+	e->stats.n_prompt_tokens += (uint64_t)r->n_prompt;
+	e->stats.n_cached_tokens += (uint64_t)s->n_reuse;
+	e->stats.n_generated += (uint64_t)s->n_gen;
 	s->req = NULL;
 	e->n_active--;
 	pthread_mutex_unlock(&e->mu);
@@ -564,10 +566,13 @@ static void engine_step(struct eng *e)
 	};
 	double t0 = ml_time_s();
 	int rc = model_forward(e->ctx, &b, e->logits);
-	e->t_forward += ml_time_s() - t0;
-	e->n_steps++;
-	e->n_step_tokens += (uint64_t)n;
+	double dt = ml_time_s() - t0;
 	e->n_decode += (uint64_t)(e->p.n_batch - budget_decode);
+	pthread_mutex_lock(&e->mu);
+	e->stats.busy_s += dt;
+	e->stats.n_steps++;
+	e->stats.n_step_tokens += (uint64_t)n;
+	pthread_mutex_unlock(&e->mu);
 	if (rc < 0) {
 		snprintf(e->errmsg, sizeof(e->errmsg), "forward pass failed: %s",
 			 ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
@@ -794,12 +799,16 @@ void eng_free(struct eng *e)
 		pthread_mutex_unlock(&e->mu);
 		pthread_join(e->thread, NULL);
 	}
-	if (e->n_steps)
-		ML_INFO("engine %s: %llu forward passes, %.2f tokens per pass on average (%llu decode, "
-			"%llu prompt), %.1f s computing",
-			e->name, (unsigned long long)e->n_steps,
-			(double)e->n_step_tokens / (double)e->n_steps, (unsigned long long)e->n_decode,
-			(unsigned long long)(e->n_step_tokens - e->n_decode), e->t_forward);
+	const struct eng_stats *st = &e->stats;
+	if (st->n_steps)
+		ML_INFO("engine %s: %llu requests, %llu forward passes, %.2f tokens per pass on "
+			"average (%llu decode, %llu prompt; %llu prompt tokens reused from cache), "
+			"%.1f s computing",
+			e->name, (unsigned long long)st->n_requests, (unsigned long long)st->n_steps,
+			(double)st->n_step_tokens / (double)st->n_steps,
+			(unsigned long long)e->n_decode,
+			(unsigned long long)(st->n_step_tokens - e->n_decode),
+			(unsigned long long)st->n_cached_tokens, st->busy_s);
 	pthread_cond_destroy(&e->cv);
 	pthread_mutex_destroy(&e->mu);
 	for (int i = 0; i < e->p.n_parallel; i++) {
@@ -822,6 +831,17 @@ void eng_free(struct eng *e)
 }
 
 /* ---- accessors ------------------------------------------------------- */
+
+void eng_get_stats(const struct eng *e, struct eng_stats *out)
+{
+	struct eng *m = (struct eng *)e; /* the mutex only */
+	pthread_mutex_lock(&m->mu);
+	*out = e->stats;
+	out->n_parallel = e->p.n_parallel;
+	out->n_active = e->n_active;
+	out->n_queued = e->n_queued;
+	pthread_mutex_unlock(&m->mu);
+}
 
 const struct tok_vocab *eng_vocab(const struct eng *e)
 {

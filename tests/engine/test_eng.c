@@ -537,6 +537,18 @@ static void test_eng_prompt_cache(void **state)
 	run_one(e, &r, &c);
 	assert_int_equal(c.n_cached, n - 1);
 
+	struct eng_stats st;
+	eng_get_stats(e, &st);
+	assert_int_equal(st.n_parallel, 2);
+	assert_int_equal(st.n_active, 0);
+	assert_int_equal(st.n_queued, 0);
+	assert_int_equal(st.n_requests, 6);
+	assert_int_equal(st.n_generated, 20 + 8 + 24 + 24 + 20 + 4);
+	assert_int_equal(st.n_prompt_tokens, (uint64_t)(rp.n_ids * 2 + 3 + n * 3));
+	assert_int_equal(st.n_cached_tokens, (uint64_t)(rp.n_ids + 19 + 1 + 2 * (n - 1)));
+	assert_true(st.n_steps > 0 && st.busy_s > 0);
+	assert_int_equal(st.n_step_tokens, st.n_prompt_tokens - st.n_cached_tokens +
+					       st.n_generated - st.n_requests);
 	coll_destroy(&a);
 	coll_destroy(&b);
 	coll_destroy(&b0);
