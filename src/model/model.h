@@ -87,11 +87,41 @@ struct model_batch {
 	                        * (NULL: for the last entry only) */
 };
 
-/* KV cache for |n_seq| sequences of |n_ctx| positions and scratch for up to
- * |n_batch| tokens per forward call, computing on |pool| (borrowed; must
- * outlive the ctx). */
+/* Element type of the KV cache. F16 halves its memory and the bytes that
+ * attention reads per token (llama.cpp's default); F32 is what the
+ * reference outputs in ../shared/refdata were made with. Switching moves
+ * the logits by about the amount llama.cpp's own F16-KV variant does
+ * (refdata README: ~0.006 on F32/F16 weights, ~0.1 on quantized ones). */
+enum model_kv_type {
+	MODEL_KV_F32,
+	MODEL_KV_F16,
+};
+
+struct model_ctx_params {
+	int n_seq;                  /* sequences held at once */
+	int n_ctx;                  /* positions per sequence */
+	int n_batch;                /* most entries per model_forward() call */
+	enum model_kv_type kv_type; /* KV cache element type */
+};
+
+/* Defaults for serving and benchmarks: 1 sequence, 512 positions, batches
+ * of 512, F16 KV cache. */
+struct model_ctx_params model_ctx_default_params(void);
+
+/* KV cache for p->n_seq sequences of p->n_ctx positions in p->kv_type and
+ * scratch for up to p->n_batch tokens per forward call, computing on |pool|
+ * (borrowed; must outlive the ctx; NULL computes on the calling thread).
+ * Returns ML_ERR_INVALID for values out of range, ML_ERR_NOMEM. */
+int model_ctx_init_params(struct model_ctx **out, struct model *m, struct ml_pool *pool,
+			  const struct model_ctx_params *p);
+
+/* As model_ctx_init_params() with an F32 KV cache (the first API; kept
+ * for callers that compare with F32-KV reference outputs). */
 int model_ctx_init(struct model_ctx **out, struct model *m, struct ml_pool *pool, int n_seq,
 		   int n_ctx, int n_batch);
+
+/* The KV cache type |ctx| was made with. */
+enum model_kv_type model_ctx_kv_type(const struct model_ctx *ctx);
 void model_ctx_free(struct model_ctx *ctx); /* accepts NULL */
 
 /* Forgets positions >= |pos| of sequence |seq| (pos = 0 clears it). */

@@ -14,9 +14,21 @@
  * entries that ask for them.
  *
  * Matrix products convert the activations once per vec-dot type
- * (kern_quantize_rows) and share them between q/k/v and between gate/up;
- * every product and the attention are split over the pool's threads. */
+ * (kern_quantize_rows) and share them between q/k/v and between gate/up.
+ * A batch of tokens goes through each product at once (kern_matmul's tiled
+ * matrix-matrix path), never token by token.
+ *
+ * Threads: every product is cut into chunks of weight rows that the pool's
+ * threads take from a shared counter, so a thread that the OS delays (cores
+ * shared with other processes) costs its chunk, not half the product. The
+ * attention is split over (token, KV head) units; per-row work (norms, RoPE
+ * and the KV-cache writes) and element-wise ops are split by rows when the
+ * batch is large enough to pay for waking the workers (MODEL_MIN_PARALLEL_WORK).
+ *
+ * The KV cache holds F32 or F16 rows (model_ctx_params.kv_type); K is
+ * stored after RoPE, both rounded to half once when written. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,9 +49,11 @@ struct model_ctx {
 	int n_layer;           /* layers held: layer_end - layer_begin */
 	int64_t n_q;           /* n_head * head_dim */
 	int64_t n_kv;          /* n_head_kv * head_dim */
+	enum model_kv_type kv_type;
+	size_t kv_esz;         /* bytes per cache element: 4 (F32) or 2 (F16) */
 
-	float *k_cache;        /* (n_layer, n_seq, n_ctx, n_kv) */
-	float *v_cache;        /* (n_layer, n_seq, n_ctx, n_kv) */
+	void *k_cache;         /* (n_layer, n_seq, n_ctx, n_kv) of kv_type */
+	void *v_cache;         /* (n_layer, n_seq, n_ctx, n_kv) of kv_type */
 	int32_t *seq_len;      /* (n_seq) positions held per sequence */
 	int32_t *seq_next;     /* (n_seq) scratch: next position while checking a batch */
 
@@ -55,8 +69,8 @@ struct model_ctx {
 	float *out_norm;       /* (n_batch, n_embd) last stage: normed rows that want logits */
 	void *xq;              /* (n_batch, row bytes of the widest input in any vec-dot type) */
 	size_t xq_row_cap;     /* bytes per xq row available */
-	const float **att_k;   /* (n_batch) K cache rows of each entry's sequence */
-	const float **att_v;   /* (n_batch) V cache rows */
+	const void **att_k;    /* (n_batch) K cache rows of each entry's sequence */
+	const void **att_v;    /* (n_batch) V cache rows */
 	int32_t *att_n;        /* (n_batch) positions each entry may see */
 	float *att_scratch;    /* (nth, n_ctx) softmax rows */
 
@@ -66,16 +80,37 @@ struct model_ctx {
 
 /* ---- threaded jobs ----------------------------------------------------- */
 
-/* Jobs below this many multiply-adds run on the calling thread: waking the
- * workers costs tens of microseconds, more than small models' products. */
-#define MODEL_MIN_PARALLEL_WORK (1024 * 1024)
+/* Jobs below this much work (in multiply-adds, or the equivalent for
+ * element-wise ops) run on the calling thread. Handing a job to the pool
+ * and waiting for it costs ~1-5 us when the workers are spinning; a single
+ * thread does 64K multiply-adds of a quantized product in ~5-10 us. The
+ * first version used 1M, which kept decode attention (2 * n_ctx * n_q per
+ * layer, ~0.7M for a 1B model at 160 positions) and every per-row op on one
+ * thread. */
+#define MODEL_MIN_PARALLEL_WORK (64 * 1024)
+/* Chunks of weight rows per thread in a product: more chunks balance
+ * threads that run at different speeds, fewer cost less bookkeeping. */
+#define MODEL_MM_CHUNKS_PER_THREAD 4
+
+static bool use_pool(const struct model_ctx *c, double work)
+{
+	return c->pool && c->nth > 1 && work >= MODEL_MIN_PARALLEL_WORK;
+}
 
 static void pool_run(struct model_ctx *c, ml_pool_fn fn, void *arg, double work)
 {
-	if (c->pool && c->nth > 1 && work >= MODEL_MIN_PARALLEL_WORK)
+	if (use_pool(c, work))
 		ml_pool_run(c->pool, fn, arg);
 	else
 		fn(arg, 0, 1);
+}
+
+/* Contiguous share [*lo, *hi) of |n| items for thread |ith| of |nth|. */
+static void share(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
+{
+	const int64_t per = (n + nth - 1) / nth;
+	*lo = per * ith < n ? per * ith : n;
+	*hi = *lo + per < n ? *lo + per : n;
 }
 
 struct quant_job {
@@ -98,20 +133,33 @@ struct mm {
 	int64_t y_stride;
 };
 
+/* Products of one converted input, cut into chunks[i] row chunks each;
+ * threads take chunks in order from |next|. */
 struct mm_job {
 	const struct mm *list;
 	int n;
 	const void *xq;
 	int64_t n_tok;
+	int chunks[4];
+	int n_chunks;
+	atomic_int next;
 };
 
 static void mm_fn(void *arg, int ith, int nth)
 {
-	const struct mm_job *j = arg;
-	for (int i = 0; i < j->n; i++) {
+	struct mm_job *j = arg;
+	(void)ith;
+	(void)nth;
+	for (;;) {
+		int k = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+		if (k >= j->n_chunks)
+			return;
+		int i = 0;
+		while (k >= j->chunks[i])
+			k -= j->chunks[i++];
 		const struct model_weight *w = j->list[i].w;
 		kern_matmul(w->type, w->data, w->n_rows, w->n_cols, j->xq, j->n_tok, j->list[i].y,
-			    j->list[i].y_stride, ith, nth);
+			    j->list[i].y_stride, k, j->chunks[i]);
 	}
 }
 
@@ -139,17 +187,89 @@ static void matmuls(struct model_ctx *c, const float *x, int64_t n_tok, const st
 			pool_run(c, quant_fn, &qj, (double)n_tok * (double)n_cols * 4);
 			xq = c->xq;
 		}
-		struct mm_job mj = {group, ng, xq, n_tok};
+		struct mm_job mj = {.list = group, .n = ng, .xq = xq, .n_tok = n_tok};
 		double work = 0;
-		for (int k = 0; k < ng; k++)
+		int64_t rows = 0;
+		for (int k = 0; k < ng; k++) {
 			work += (double)group[k].w->n_rows * (double)n_cols * (double)n_tok;
-		pool_run(c, mm_fn, &mj, work);
+			rows += group[k].w->n_rows;
+		}
+		const bool par = use_pool(c, work);
+		/* Row chunks of about rows / (nth * MODEL_MM_CHUNKS_PER_THREAD), at
+		 * least 16 rows (kern_matmul aligns shares to 16). */
+		int64_t target = par ? rows / ((int64_t)c->nth * MODEL_MM_CHUNKS_PER_THREAD) : rows;
+		if (target < 16)
+			target = 16;
+		for (int k = 0; k < ng; k++) {
+			int64_t ck = par ? (group[k].w->n_rows + target - 1) / target : 1;
+			mj.chunks[k] = (int)(ck < 1 ? 1 : ck);
+			mj.n_chunks += mj.chunks[k];
+		}
+		atomic_init(&mj.next, 0);
+		if (par)
+			ml_pool_run(c->pool, mm_fn, &mj);
+		else
+			mm_fn(&mj, 0, 1);
 	}
 }
 
 static void attn_fn(void *arg, int ith, int nth)
 {
 	kern_attn(arg, ith, nth);
+}
+
+/* y row i = rmsnorm(x row i) * w, rows split between threads. */
+struct norm_job {
+	float *y;
+	const float *x;
+	const float *w;
+	int64_t n_rows, n;
+	float eps;
+};
+
+static void norm_fn(void *arg, int ith, int nth)
+{
+	const struct norm_job *j = arg;
+	int64_t lo, hi;
+	share(j->n_rows, ith, nth, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++)
+		kern_rmsnorm(j->y + i * j->n, j->x + i * j->n, j->w, j->n, j->eps);
+}
+
+static void norm_rows(struct model_ctx *c, float *y, const float *x, const float *w, int64_t n_rows,
+		      int64_t n, float eps)
+{
+	struct norm_job j = {y, x, w, n_rows, n, eps};
+	pool_run(c, norm_fn, &j, (double)n_rows * (double)n * 3);
+}
+
+/* Element-wise y = a + b or y = silu(a) * b over |n| values, split between threads. */
+struct ew_job {
+	bool swiglu;
+	float *y;
+	const float *a, *b;
+	int64_t n;
+};
+
+static void ew_fn(void *arg, int ith, int nth)
+{
+	const struct ew_job *j = arg;
+	int64_t lo, hi;
+	share((j->n + 15) / 16, ith, nth, &lo, &hi); /* 16-value pieces keep threads off each other's lines */
+	lo *= 16;
+	hi = hi * 16 < j->n ? hi * 16 : j->n;
+	if (lo >= hi)
+		return;
+	if (j->swiglu)
+		kern_swiglu(j->y + lo, j->a + lo, j->b + lo, hi - lo);
+	else
+		kern_add(j->y + lo, j->a + lo, j->b + lo, hi - lo);
+}
+
+static void ew_run(struct model_ctx *c, bool swiglu, float *y, const float *a, const float *b, int64_t n)
+{
+	struct ew_job j = {swiglu, y, a, b, n};
+	pool_run(c, ew_fn, &j, (double)n * (swiglu ? 16 : 1));
 }
 
 /* ---- context ----------------------------------------------------------- */
@@ -173,13 +293,34 @@ static size_t max_row_bytes(const struct model *m, int64_t n_cols_max)
 	return best;
 }
 
+struct model_ctx_params model_ctx_default_params(void)
+{
+	struct model_ctx_params p = {.n_seq = 1, .n_ctx = 512, .n_batch = 512, .kv_type = MODEL_KV_F16};
+	return p;
+}
+
 int model_ctx_init(struct model_ctx **out, struct model *m, struct ml_pool *pool, int n_seq, int n_ctx,
 		   int n_batch)
 {
+	struct model_ctx_params p = {.n_seq = n_seq, .n_ctx = n_ctx, .n_batch = n_batch, .kv_type = MODEL_KV_F32};
+	return model_ctx_init_params(out, m, pool, &p);
+}
+
+enum model_kv_type model_ctx_kv_type(const struct model_ctx *c)
+{
+	return c->kv_type;
+}
+
+int model_ctx_init_params(struct model_ctx **out, struct model *m, struct ml_pool *pool,
+			  const struct model_ctx_params *p)
+{
 	const struct model_hparams *hp = &m->hp;
+	const int n_seq = p->n_seq, n_ctx = p->n_ctx, n_batch = p->n_batch;
 	struct model_ctx *c;
 
 	*out = NULL;
+	if (p->kv_type != MODEL_KV_F32 && p->kv_type != MODEL_KV_F16)
+		return ml_error(ML_ERR_INVALID, "model_ctx_init: unknown KV cache type %d", (int)p->kv_type);
 	if (n_seq < 1 || n_seq > 4096 || n_ctx < 1 || n_ctx > (1 << 24) || n_batch < 1 || n_batch > (1 << 20))
 		return ml_error(ML_ERR_INVALID, "model_ctx_init: n_seq %d, n_ctx %d, n_batch %d out of range",
 				n_seq, n_ctx, n_batch);
@@ -195,6 +336,8 @@ int model_ctx_init(struct model_ctx **out, struct model *m, struct ml_pool *pool
 	c->n_layer = m->layer_end - m->layer_begin;
 	c->n_q = (int64_t)hp->n_head * hp->head_dim;
 	c->n_kv = (int64_t)hp->n_head_kv * hp->head_dim;
+	c->kv_type = p->kv_type;
+	c->kv_esz = p->kv_type == MODEL_KV_F16 ? sizeof(kern_f16) : sizeof(float);
 
 	const size_t nb = (size_t)n_batch;
 	const size_t kv_floats = (size_t)c->n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)c->n_kv;
@@ -205,8 +348,8 @@ int model_ctx_init(struct model_ctx **out, struct model *m, struct ml_pool *pool
 		widest = c->n_q;
 	c->xq_row_cap = max_row_bytes(m, widest);
 
-	c->k_cache = calloc(kv_floats, sizeof(float));
-	c->v_cache = calloc(kv_floats, sizeof(float));
+	c->k_cache = calloc(kv_floats, c->kv_esz);
+	c->v_cache = calloc(kv_floats, c->kv_esz);
 	c->seq_len = calloc((size_t)n_seq, sizeof(int32_t));
 	c->seq_next = calloc((size_t)n_seq, sizeof(int32_t));
 	c->x = malloc(nb * (size_t)hp->n_embd * sizeof(float));
@@ -229,13 +372,14 @@ int model_ctx_init(struct model_ctx **out, struct model *m, struct ml_pool *pool
 	    !c->att_v || !c->att_n || !c->att_scratch) {
 		model_ctx_free(c);
 		return ml_error(ML_ERR_NOMEM, "model_ctx_init: out of memory for a KV cache of %.1f MB",
-				(double)kv_floats * 8.0 / 1e6);
+				(double)kv_floats * 2.0 * (double)(p->kv_type == MODEL_KV_F16 ? 2 : 4) / 1e6);
 	}
 	if (n_ctx > hp->n_ctx_train)
 		ML_WARN("context of %d positions is longer than the %d the model was trained with", n_ctx,
 			hp->n_ctx_train);
-	ML_DEBUG("model context: %d sequence(s) of %d positions, batches of up to %d, KV cache %.1f MB (f32)",
-		 n_seq, n_ctx, n_batch, (double)kv_floats * 8.0 / 1e6);
+	ML_DEBUG("model context: %d sequence(s) of %d positions, batches of up to %d, KV cache %.1f MB (%s)",
+		 n_seq, n_ctx, n_batch, (double)kv_floats * 2.0 * (double)c->kv_esz / 1e6,
+		 c->kv_type == MODEL_KV_F16 ? "f16" : "f32");
 	*out = c;
 	return 0;
 }
@@ -286,10 +430,54 @@ const float *model_ctx_result_norm(const struct model_ctx *c)
 
 /* ---- forward ----------------------------------------------------------- */
 
-static float *cache_row(const struct model_ctx *c, float *cache, int il, int seq, int pos)
+static char *cache_row(const struct model_ctx *c, void *cache, int il, int seq, int pos)
 {
 	size_t i = (((size_t)il * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx + (size_t)pos);
-	return cache + i * (size_t)c->n_kv;
+	return (char *)cache + i * (size_t)c->n_kv * c->kv_esz;
+}
+
+static void cache_store(const struct model_ctx *c, char *dst, const float *src)
+{
+	if (c->kv_type == MODEL_KV_F16)
+		kern_f32_to_f16_row((kern_f16 *)dst, src, c->n_kv);
+	else
+		memcpy(dst, src, (size_t)c->n_kv * sizeof(float));
+}
+
+/* Per entry, after the q/k/v products: qwen3's per-head norms, RoPE, and
+ * the K/V rows into the cache; rows split between threads. */
+struct qkv_job {
+	struct model_ctx *c;
+	const struct model_layer *L;
+	const struct model_batch *b;
+	int il;
+};
+
+static void qkv_post_fn(void *arg, int ith, int nth)
+{
+	const struct qkv_job *j = arg;
+	struct model_ctx *c = j->c;
+	const struct model_hparams *hp = &c->m->hp;
+	const struct model_layer *L = j->L;
+	const int64_t HD = hp->head_dim;
+	const bool neox = hp->rope_type == MODEL_ROPE_NEOX;
+	int64_t lo, hi;
+	share(j->b->n_tokens, ith, nth, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++) {
+		float *qi = c->q + i * c->n_q, *ki = c->k + i * c->n_kv;
+		if (L->q_norm) {
+			for (int h = 0; h < hp->n_head; h++)
+				kern_rmsnorm(qi + h * HD, qi + h * HD, L->q_norm, HD, hp->norm_eps);
+			for (int h = 0; h < hp->n_head_kv; h++)
+				kern_rmsnorm(ki + h * HD, ki + h * HD, L->k_norm, HD, hp->norm_eps);
+		}
+		const float *cs = c->rope_cs + (size_t)i * hp->n_rot;
+		kern_rope(qi, hp->n_head, (int)HD, hp->n_rot, cs, neox);
+		kern_rope(ki, hp->n_head_kv, (int)HD, hp->n_rot, cs, neox);
+		const int s = j->b->seq[i], p = j->b->pos[i];
+		cache_store(c, cache_row(c, c->k_cache, j->il, s, p), ki);
+		cache_store(c, cache_row(c, c->v_cache, j->il, s, p), c->v + i * c->n_kv);
+	}
 }
 
 /* Checks every entry before anything is written, so a bad batch leaves the
@@ -357,7 +545,6 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 	for (int i = 0; i < n; i++)
 		kern_rope_cache(c->rope_cs + (size_t)i * hp->n_rot, hp->n_rot, b->pos[i], hp->rope_freq_base,
 				hp->rope_freq_scale, m->rope_freqs);
-	const bool neox = hp->rope_type == MODEL_ROPE_NEOX;
 	int nr = n; /* rows still going through the layers */
 	const float kq_scale = 1.0f / sqrtf((float)HD);
 
@@ -365,8 +552,7 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 		const struct model_layer *L = &m->layers[il];
 
 		/* Attention block. */
-		for (int i = 0; i < n; i++)
-			kern_rmsnorm(c->xn + i * E, c->x + i * E, L->attn_norm, E, hp->norm_eps);
+		norm_rows(c, c->xn, c->x, L->attn_norm, n, E, hp->norm_eps);
 		struct mm qkv[3] = {{&L->wq, c->q, c->n_q}, {&L->wk, c->k, c->n_kv}, {&L->wv, c->v, c->n_kv}};
 		matmuls(c, c->xn, n, qkv, 3);
 		if (L->bq) {
@@ -374,26 +560,16 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 			kern_add_rows(c->k, c->n_kv, L->bk, c->n_kv, n);
 			kern_add_rows(c->v, c->n_kv, L->bv, c->n_kv, n);
 		}
+		struct qkv_job qj = {c, L, b, il};
+		pool_run(c, qkv_post_fn, &qj, (double)n * (double)(c->n_q + 2 * c->n_kv) * 4);
 		for (int i = 0; i < n; i++) {
-			float *qi = c->q + i * c->n_q, *ki = c->k + i * c->n_kv;
-			if (L->q_norm) {
-				for (int h = 0; h < hp->n_head; h++)
-					kern_rmsnorm(qi + h * HD, qi + h * HD, L->q_norm, HD, hp->norm_eps);
-				for (int h = 0; h < hp->n_head_kv; h++)
-					kern_rmsnorm(ki + h * HD, ki + h * HD, L->k_norm, HD, hp->norm_eps);
-			}
-			const float *cs = c->rope_cs + (size_t)i * hp->n_rot;
-			kern_rope(qi, hp->n_head, (int)HD, hp->n_rot, cs, neox);
-			kern_rope(ki, hp->n_head_kv, (int)HD, hp->n_rot, cs, neox);
-			memcpy(cache_row(c, c->k_cache, il, b->seq[i], b->pos[i]), ki, (size_t)c->n_kv * sizeof(float));
-			memcpy(cache_row(c, c->v_cache, il, b->seq[i], b->pos[i]), c->v + i * c->n_kv,
-			       (size_t)c->n_kv * sizeof(float));
 			c->att_k[i] = cache_row(c, c->k_cache, il, b->seq[i], 0);
 			c->att_v[i] = cache_row(c, c->v_cache, il, b->seq[i], 0);
 			c->att_n[i] = b->pos[i] + 1;
 		}
 		struct kern_attn_args aa = {
 			.n_tok = n,
+			.kv_f16 = c->kv_type == MODEL_KV_F16,
 			.n_head = hp->n_head,
 			.n_head_kv = hp->n_head_kv,
 			.head_dim = (int)HD,
@@ -436,17 +612,16 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 		matmuls(c, c->att, nr, &o, 1);
 		if (L->bo)
 			kern_add_rows(c->xn, E, L->bo, E, nr);
-		kern_add(c->x, c->x, c->xn, (int64_t)nr * E);
+		ew_run(c, false, c->x, c->x, c->xn, (int64_t)nr * E);
 
 		/* Feed-forward block. */
-		for (int i = 0; i < nr; i++)
-			kern_rmsnorm(c->xn + i * E, c->x + i * E, L->ffn_norm, E, hp->norm_eps);
+		norm_rows(c, c->xn, c->x, L->ffn_norm, nr, E, hp->norm_eps);
 		struct mm gu[2] = {{&L->w_gate, c->gate, F}, {&L->w_up, c->up, F}};
 		matmuls(c, c->xn, nr, gu, 2);
-		kern_swiglu(c->gate, c->gate, c->up, (int64_t)nr * F);
+		ew_run(c, true, c->gate, c->gate, c->up, (int64_t)nr * F);
 		struct mm d = {&L->w_down, c->xn, E};
 		matmuls(c, c->gate, nr, &d, 1);
-		kern_add(c->x, c->x, c->xn, (int64_t)nr * E);
+		ew_run(c, false, c->x, c->x, c->xn, (int64_t)nr * E);
 	}
 
 	for (int i = 0; i < n; i++)
@@ -458,8 +633,7 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 		return 0;
 	}
 	/* Logits for the rows kept above (the last entry's if b->logits is NULL). */
-	for (int i = 0; i < nr; i++)
-		kern_rmsnorm(c->out_norm + (size_t)i * E, c->x + i * E, m->output_norm, E, hp->norm_eps);
+	norm_rows(c, c->out_norm, c->x, m->output_norm, nr, E, hp->norm_eps);
 	c->n_out = nr;
 	if (nr > 0) {
 		struct mm lo = {&m->output, out, hp->n_vocab};

@@ -132,11 +132,12 @@ static void test_kern_attn(void **state)
 	fill(vc[0], NCTX * KVS, 14, 1.0);
 	fill(vc[1], NCTX * KVS, 15, 1.0);
 	const float *kp[NT] = {kc[0], kc[1], kc[0]}, *vp[NT] = {vc[0], vc[1], vc[0]};
+	const void *kpv[NT] = {kp[0], kp[1], kp[2]}, *vpv[NT] = {vp[0], vp[1], vp[2]};
 	const int32_t n_kv[NT] = {1, 7, 20};
 	struct kern_attn_args a = {
 		.n_tok = NT, .n_head = NH, .n_head_kv = NHK, .head_dim = HD,
 		.q = q, .q_stride = NH * HD, .out = out, .out_stride = NH * HD,
-		.k = kp, .v = vp, .kv_stride = KVS, .n_kv = n_kv,
+		.k = kpv, .v = vpv, .kv_stride = KVS, .n_kv = n_kv,
 		.scale = 1.0f / sqrtf(HD), .scratch = scratch, .scratch_stride = NCTX,
 	};
 	kern_attn(&a, 0, 1);
