@@ -10,7 +10,14 @@
  * Lifetime: a job lives until the backend's final event has been handled
  * on the loop thread. The HTTP request may go away first (client closed:
  * closecb, or our own close watcher); then the job cancels its backend
- * request and forgets the evhttp request. */
+ * request and forgets the evhttp request.
+ *
+ * Known limitations: a body over max_body (413) and request heads over
+ * max_headers (400) are refused by libevent 2.1 itself, before any callback,
+ * so those two replies carry its HTML page rather than an OpenAI JSON error
+ * (the status is right). A client that half-closes its side after sending
+ * the request is taken as gone (the close watcher cannot tell the two
+ * apart); HTTP clients do not do that. */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
