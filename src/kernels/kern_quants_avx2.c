@@ -311,9 +311,9 @@ static void quantize_act_q8_K(const float *x, void *vy, int64_t n)
 /* ---------------- 32-element blocks ---------------- */
 
 /* The 32-element formats apply one float scale per block, so the FMA into
- * the accumulator is a dependency chain of one FMA latency per block; four
- * accumulators over four blocks per iteration hide it. BLOCK_TERM(i) gives
- * the block's int32 lanes as __m256 and its combined scale. */
+ * the accumulator is a dependency chain of one FMA latency per block; for
+ * Q4_1/Q5_0/Q5_1 four accumulators over four blocks per iteration hide it.
+ * TERM(i, acc) returns acc plus block i's contribution. */
 #define DOT_BLOCKS_4(NB, TERM)                                                             \
 	__m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;          \
 	int64_t i = 0;                                                                    \
