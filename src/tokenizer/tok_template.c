@@ -43,6 +43,7 @@
 #define TJ_MAX_OUTPUT (16u << 20)            /* bytes of rendered text */
 #define TJ_MAX_ARENA ((size_t)256 << 20)     /* bytes of memory for one parse or render */
 #define TJ_MAX_RANGE 100000                  /* elements of range() */
+#define TJ_MAX_EVAL_DEPTH 1000               /* nested evaluation frames (C stack) */
 
 const char tok_template_chatml[] =
 	"{%- for message in messages %}"
@@ -1823,6 +1824,7 @@ struct tj_render {
 	struct tj_sb *out;
 	long iterations;
 	int call_depth;
+	int eval_depth; /* statement and expression frames, to bound the C stack */
 	struct tval blockval;
 	int year, month, day, wday, yday, hour, min, sec;
 };
@@ -1920,7 +1922,7 @@ static struct tval *dict_find_s(struct tdict *d, const char *k)
 	return NULL;
 }
 
-static void dict_set(struct tj_ctx *c, struct tdict *d, struct tval k, struct tval v)
+static __attribute__((noinline)) void dict_set(struct tj_ctx *c, struct tdict *d, struct tval k, struct tval v)
 {
 	struct tval *p = dict_find(d, k);
 	if (p) {
@@ -2040,7 +2042,7 @@ static void fmt_float(char *buf, size_t bn, double f)
 #undef PUT
 }
 
-static void to_str(struct tj_render *R, struct tval v, struct tj_sb *sb, int depth);
+static __attribute__((noinline)) void to_str(struct tj_render *R, struct tval v, struct tj_sb *sb, int depth);
 
 static void repr_str(struct tj_render *R, struct tval v, struct tj_sb *sb)
 {
@@ -2288,12 +2290,12 @@ static struct frame *frame_new(struct tj_render *R, struct frame *parent)
 	return f;
 }
 
-static void frame_set(struct tj_render *R, struct frame *f, const char *name, struct tval v)
+static __attribute__((noinline)) void frame_set(struct tj_render *R, struct frame *f, const char *name, struct tval v)
 {
 	dict_set_s(&R->c, &f->vars, name, v);
 }
 
-static struct tval lookup(struct tj_render *R, struct frame *f, const char *name)
+static __attribute__((noinline)) struct tval lookup(struct tj_render *R, struct frame *f, const char *name)
 {
 	for (; f; f = f->parent) {
 		struct tval *p = dict_find_s(&f->vars, name);
@@ -2390,7 +2392,7 @@ static struct tval loop_attr(struct tj_render *R, struct tloop *lp, const char *
 }
 
 /* jinja's getattr: attribute first, then item. */
-static struct tval get_attr(struct tj_render *R, const struct tnode *at, struct tval obj, const char *name)
+static __attribute__((noinline)) struct tval get_attr(struct tj_render *R, const struct tnode *at, struct tval obj, const char *name)
 {
 	size_t n = strlen(name);
 	switch (obj.t) {
@@ -2438,7 +2440,7 @@ static size_t u8_offset(const char *s, size_t n, size_t k)
 }
 
 /* jinja's getitem: item first, then attribute. */
-static struct tval get_item(struct tj_render *R, const struct tnode *at, struct tval obj, struct tval key)
+static __attribute__((noinline)) struct tval get_item(struct tj_render *R, const struct tnode *at, struct tval obj, struct tval key)
 {
 	if (obj.t == TV_UNDEF)
 		undef_fail(R, at, obj);
@@ -2474,7 +2476,7 @@ static struct tval get_item(struct tj_render *R, const struct tnode *at, struct 
 	return v_undef(msg);
 }
 
-static struct tval slice(struct tj_render *R, const struct tnode *at, struct tval obj, struct tval *st,
+static __attribute__((noinline)) struct tval slice(struct tj_render *R, const struct tnode *at, struct tval obj, struct tval *st,
 			 struct tval *sp, struct tval *step)
 {
 	if (obj.t == TV_UNDEF)
@@ -2528,7 +2530,7 @@ static struct tval slice(struct tj_render *R, const struct tnode *at, struct tva
 }
 
 /* Items a for loop (or list()) sees. */
-static struct tlist *iter_list(struct tj_render *R, const struct tnode *at, struct tval v)
+static __attribute__((noinline)) struct tlist *iter_list(struct tj_render *R, const struct tnode *at, struct tval v)
 {
 	struct tval r;
 	switch (v.t) {
@@ -3098,7 +3100,7 @@ static struct tval call(struct tj_render *R, struct tval fn, struct args *a)
 /* ---- filters and tests ---- */
 
 /* Python-style ordering; |ci| compares strings case-insensitively (ASCII). */
-static int v_compare(struct tj_render *R, const struct tnode *at, struct tval a, struct tval b, bool ci)
+static __attribute__((noinline)) int v_compare(struct tj_render *R, const struct tnode *at, struct tval a, struct tval b, bool ci)
 {
 	if (is_num(a) && is_num(b)) {
 		if (a.t != TV_FLOAT && b.t != TV_FLOAT)
@@ -3135,7 +3137,7 @@ static int v_compare(struct tj_render *R, const struct tnode *at, struct tval a,
 	rt_fail(R, at, "'<' not supported between instances of '%s' and '%s'", type_name(a), type_name(b));
 }
 
-static size_t v_length(struct tj_render *R, const struct tnode *at, struct tval v)
+static __attribute__((noinline)) size_t v_length(struct tj_render *R, const struct tnode *at, struct tval v)
 {
 	switch (v.t) {
 	case TV_UNDEF: return 0;
@@ -3147,7 +3149,7 @@ static size_t v_length(struct tj_render *R, const struct tnode *at, struct tval 
 	}
 }
 
-static bool v_contains(struct tj_render *R, const struct tnode *at, struct tval hay, struct tval x)
+static __attribute__((noinline)) bool v_contains(struct tj_render *R, const struct tnode *at, struct tval hay, struct tval x)
 {
 	switch (hay.t) {
 	case TV_UNDEF: return false;
@@ -3641,7 +3643,8 @@ static void eval_args(struct tj_render *R, struct frame *F, const struct tnode *
 
 static struct tval str_percent(struct tj_render *R, const struct tnode *n, struct tval fmt, struct tval args);
 
-static struct tval arith(struct tj_render *R, const struct tnode *n, int op, struct tval a, struct tval b)
+static __attribute__((noinline)) struct tval arith(struct tj_render *R, const struct tnode *n, int op,
+						  struct tval a, struct tval b)
 {
 	if (op == OP_CONCAT) {
 		struct tj_sb sb = {0};
@@ -3865,7 +3868,40 @@ static struct tval str_percent(struct tj_render *R, const struct tnode *n, struc
 	return v_str(sb.s ? sb.s : "", sb.n);
 }
 
+static struct tval eval_node(struct tj_render *R, struct frame *F, const struct tnode *n);
+static struct tval eval(struct tj_render *R, struct frame *F, const struct tnode *n);
+
+/* Calls, filters and tests, out of line to keep eval_node's frame small. */
+static __attribute__((noinline)) struct tval eval_call(struct tj_render *R, struct frame *F,
+						       const struct tnode *n)
+{
+	struct tval v = eval(R, F, n->a);
+	struct args a;
+	eval_args(R, F, n, &a, 0);
+	if (n->kind == E_CALL)
+		return call(R, v, &a);
+	if (n->kind == E_FILTER)
+		return apply_filter(R, n->s, v, &a);
+	bool r = apply_test(R, n->s, v, &a);
+	return v_bool(n->op ? !r : r);
+}
+
+static void depth_enter(struct tj_render *R, const struct tnode *n)
+{
+	if (++R->eval_depth > TJ_MAX_EVAL_DEPTH)
+		tj_fail_at(&R->c, ML_ERR_RANGE, n ? n->pos : 0, "template evaluation nested deeper than %d",
+			   TJ_MAX_EVAL_DEPTH);
+}
+
 static struct tval eval(struct tj_render *R, struct frame *F, const struct tnode *n)
+{
+	depth_enter(R, n);
+	struct tval v = eval_node(R, F, n);
+	R->eval_depth--;
+	return v;
+}
+
+static struct tval eval_node(struct tj_render *R, struct frame *F, const struct tnode *n)
 {
 	switch (n->kind) {
 	case E_LIT: return n->lit;
@@ -3904,25 +3940,9 @@ static struct tval eval(struct tj_render *R, struct frame *F, const struct tnode
 			step = eval(R, F, n->d);
 		return slice(R, n, obj, n->b ? &st : NULL, n->c ? &sp : NULL, n->d ? &step : NULL);
 	}
-	case E_CALL: {
-		struct tval fn = eval(R, F, n->a);
-		struct args a;
-		eval_args(R, F, n, &a, 0);
-		return call(R, fn, &a);
-	}
-	case E_FILTER: {
-		struct tval v = eval(R, F, n->a);
-		struct args a;
-		eval_args(R, F, n, &a, 0);
-		return apply_filter(R, n->s, v, &a);
-	}
-	case E_TEST: {
-		struct tval v = eval(R, F, n->a);
-		struct args a;
-		eval_args(R, F, n, &a, 0);
-		bool r = apply_test(R, n->s, v, &a);
-		return v_bool(n->op ? !r : r);
-	}
+	case E_CALL:
+	case E_FILTER:
+	case E_TEST: return eval_call(R, F, n);
 	case E_NEG:
 	case E_POS: {
 		struct tval v = eval(R, F, n->a);
@@ -3986,7 +4006,7 @@ static struct tval eval(struct tj_render *R, struct frame *F, const struct tnode
 
 enum { EX_NORMAL, EX_BREAK, EX_CONTINUE };
 
-static void bind_targets(struct tj_render *R, struct frame *F, const struct tnode *n, struct tval v)
+static __attribute__((noinline)) void bind_targets(struct tj_render *R, struct frame *F, const struct tnode *n, struct tval v)
 {
 	if (n->nnames == 1) {
 		frame_set(R, F, n->names[0], v);
@@ -4000,7 +4020,7 @@ static void bind_targets(struct tj_render *R, struct frame *F, const struct tnod
 		frame_set(R, F, n->names[i], l->v[i]);
 }
 
-static void count_iteration(struct tj_render *R, const struct tnode *n)
+static __attribute__((noinline)) void count_iteration(struct tj_render *R, const struct tnode *n)
 {
 	if (++R->iterations > TJ_MAX_ITERATIONS)
 		tj_fail_at(&R->c, ML_ERR_RANGE, n->pos, "more than %d loop iterations", TJ_MAX_ITERATIONS);
@@ -4008,7 +4028,7 @@ static void count_iteration(struct tj_render *R, const struct tnode *n)
 
 /* Returns what the else block ended with (break or continue there belong
  * to an enclosing loop). */
-static int exec_for(struct tj_render *R, struct frame *F, const struct tnode *n)
+static __attribute__((noinline)) int exec_for(struct tj_render *R, struct frame *F, const struct tnode *n)
 {
 	struct tlist *items = iter_list(R, n, eval(R, F, n->a));
 	if (n->b) {
@@ -4049,7 +4069,55 @@ static int exec_for(struct tj_render *R, struct frame *F, const struct tnode *n)
 	return completed ? EX_NORMAL : exec_body(R, F, n->kw, n->nkw);
 }
 
+static int exec_nodes(struct tj_render *R, struct frame *F, struct tnode *const *b, size_t nb);
+
+/* set/call/filter blocks (kept out of exec_nodes, whose frame recursion
+ * multiplies) */
+static __attribute__((noinline)) int exec_block(struct tj_render *R, struct frame *F, const struct tnode *n)
+{
+	if (n->kind == N_CALLBLOCK) {
+		struct tval fn = eval(R, F, n->a->a);
+		struct args a;
+		eval_args(R, F, n->a, &a, 0);
+		struct tval caller = {.t = TV_MACRO};
+		caller.u.mac.node = n->b;
+		caller.u.mac.closure = F;
+		a.kwn = tj_alloc(&R->c, (a.nkw + 1) * sizeof(*a.kwn));
+		struct tval *kw = tj_alloc(&R->c, (a.nkw + 1) * sizeof(*kw));
+		if (a.nkw) {
+			memcpy(a.kwn, n->a->kwn, a.nkw * sizeof(*a.kwn));
+			memcpy(kw, a.kw, a.nkw * sizeof(*kw));
+		}
+		a.kwn[a.nkw] = "caller";
+		kw[a.nkw] = caller;
+		a.kw = kw;
+		a.nkw++;
+		to_str(R, call(R, fn, &a), R->out, 0);
+		return EX_NORMAL;
+	}
+	struct tj_sb sb = {0}, *saved = R->out;
+	R->out = &sb;
+	int r = exec_body(R, F, n->args, n->nargs);
+	R->out = saved;
+	struct tval text = v_str(sb.s ? sb.s : "", sb.n);
+	if (n->kind == N_SETBLOCK) {
+		frame_set(R, F, n->names[0], text);
+		return EX_NORMAL;
+	}
+	R->blockval = text;
+	to_str(R, eval(R, F, n->a), R->out, 0);
+	return r;
+}
+
 static int exec_body(struct tj_render *R, struct frame *F, struct tnode *const *b, size_t nb)
+{
+	depth_enter(R, nb ? b[0] : NULL);
+	int r = exec_nodes(R, F, b, nb);
+	R->eval_depth--;
+	return r;
+}
+
+static int exec_nodes(struct tj_render *R, struct frame *F, struct tnode *const *b, size_t nb)
 {
 	for (size_t k = 0; k < nb; k++) {
 		const struct tnode *n = b[k];
@@ -4079,39 +4147,10 @@ static int exec_body(struct tj_render *R, struct frame *F, struct tnode *const *
 				bind_targets(R, F, n, eval(R, F, n->a));
 			}
 			break;
-		case N_SETBLOCK: {
-			struct tj_sb sb = {0}, *saved = R->out;
-			R->out = &sb;
-			exec_body(R, F, n->args, n->nargs);
-			R->out = saved;
-			frame_set(R, F, n->names[0], v_str(sb.s ? sb.s : "", sb.n));
-			break;
-		}
-		case N_CALLBLOCK: {
-			struct tval fn = eval(R, F, n->a->a);
-			struct args a;
-			eval_args(R, F, n->a, &a, 0);
-			struct tval caller = {.t = TV_MACRO};
-			caller.u.mac.node = n->b;
-			caller.u.mac.closure = F;
-			a.kwn = tj_alloc(&R->c, (a.nkw + 1) * sizeof(*a.kwn));
-			memcpy(a.kwn, n->a->kwn, a.nkw * sizeof(*a.kwn));
-			struct tval *kw = tj_alloc(&R->c, (a.nkw + 1) * sizeof(*kw));
-			memcpy(kw, a.kw, a.nkw * sizeof(*kw));
-			a.kwn[a.nkw] = "caller";
-			kw[a.nkw] = caller;
-			a.kw = kw;
-			a.nkw++;
-			to_str(R, call(R, fn, &a), R->out, 0);
-			break;
-		}
+		case N_SETBLOCK:
+		case N_CALLBLOCK:
 		case N_FILTERBLOCK: {
-			struct tj_sb sb = {0}, *saved = R->out;
-			R->out = &sb;
-			int r = exec_body(R, F, n->args, n->nargs);
-			R->out = saved;
-			R->blockval = v_str(sb.s ? sb.s : "", sb.n);
-			to_str(R, eval(R, F, n->a), R->out, 0);
+			int r = exec_block(R, F, n);
 			if (r != EX_NORMAL)
 				return r;
 			break;

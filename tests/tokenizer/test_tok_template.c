@@ -429,6 +429,17 @@ static void test_malformed(void **state)
 	snprintf(tmpl, sizeof(tmpl), "{{ %s1 }}", src);
 	expect_fail(tmpl, ML_ERR_FORMAT, "nested deeper");
 
+	/* recursion through macros whose bodies nest deeply: bounded before
+	 * the C stack is (about 0.5 MB at most) */
+	n = (size_t)snprintf(src, sizeof(src), "{%% macro f(n) %%}{%% if n < 1000 %%}");
+	for (int i = 0; i < 80; i++)
+		n += (size_t)snprintf(src + n, sizeof(src) - n, "{%% if 1 %%}");
+	n += (size_t)snprintf(src + n, sizeof(src) - n, "{{ f(n + 1) }}");
+	for (int i = 0; i < 80; i++)
+		n += (size_t)snprintf(src + n, sizeof(src) - n, "{%% endif %%}");
+	snprintf(src + n, sizeof(src) - n, "{%% endif %%}{%% endmacro %%}{{ f(0) }}");
+	expect_fail(src, ML_ERR_RANGE, "nested deeper than");
+
 	/* runaway work */
 	expect_fail("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", ML_ERR_RANGE, "macro calls nested");
 	expect_fail("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", ML_ERR_RANGE,
