@@ -14,6 +14,7 @@
 struct api_eng_backend {
 	struct eng *e;
 	struct tok_template *tmpl;
+	size_t max_piece; /* longest token text in bytes (control tokens included) */
 	struct api_backend be;
 };
 
@@ -52,9 +53,21 @@ int api_tokenize_prompt(const struct tok_vocab *v, const char *text, size_t len,
 	return 0;
 }
 
+/* Tokenizing runs on the event loop, and the tokenizers are not linear in
+ * the text length: a 4 MiB prompt took seconds and stalled every stream.
+ * No token is longer than max_piece bytes, so a text of len bytes has at
+ * least len / max_piece tokens; when that alone cannot fit the context, the
+ * prompt is refused without tokenizing it. */
 static int tokenize(struct api_eng_backend *b, const char *text, size_t len, int32_t **ids_out,
                     int *n_out)
 {
+	size_t n_ctx = (size_t)eng_n_ctx(b->e);
+	size_t at_least = (len + b->max_piece - 1) / b->max_piece;
+	if (at_least + 1 > n_ctx)
+		return ml_error(ML_ERR_RANGE,
+		                "This model's maximum context length is %zu tokens, but the prompt "
+		                "has at least %zu tokens (%zu bytes).",
+		                n_ctx, at_least, len);
 	return api_tokenize_prompt(eng_vocab(b->e), text, len, ids_out, n_out);
 }
 
@@ -134,6 +147,17 @@ int api_eng_backend_init(struct api_eng_backend **out, struct eng *e)
 			free(b);
 			return rc;
 		}
+	}
+	const struct tok_vocab *v = eng_vocab(e);
+	char piece[512];
+	b->max_piece = 1;
+	for (int32_t id = 0; id < tok_n_vocab(v); id++) {
+		int n = tok_piece(v, id, true, piece, sizeof(piece));
+		size_t t = strlen(tok_text(v, id) ? tok_text(v, id) : "");
+		if (n > 0 && (size_t)n > b->max_piece)
+			b->max_piece = (size_t)n;
+		if (t > b->max_piece) /* special-token strings are matched as written */
+			b->max_piece = t;
 	}
 	b->be.ops = &eng_ops;
 	b->be.ctx = b;

@@ -524,6 +524,14 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	} else {
 		rc = be->ops->text_prompt(be->ctx, r.prompt, r.prompt_len, &ids, &n_ids);
 	}
+	if (rc == ML_ERR_RANGE) {
+		api_err_set(&e, 400, NULL, kind == API_KIND_CHAT ? "messages" : "prompt",
+		            "context_length_exceeded", "%s",
+		            ml_last_error()[0] ? ml_last_error()
+		                               : "The prompt does not fit in the context.");
+		send_error(req, &e, NULL);
+		goto out;
+	}
 	if (rc) {
 		if (rc == ML_ERR_INVALID || rc == ML_ERR_FORMAT)
 			api_err_set(&e, 400, NULL, kind == API_KIND_CHAT ? "messages" : "prompt",
