@@ -89,6 +89,13 @@ check "completion prompt missing" 400 '"param":"prompt"' -- "$A/v1/completions" 
 long=$(printf 'Once upon a time there was a dog. %.0s' $(seq 1 40))
 check "prompt longer than the context" 400 '128 tokens.*[0-9]{3} tokens.*context_length_exceeded' -- \
 	"$A/v1/completions" -d "{\"prompt\":\"$long\"}"
+# a prompt of megabytes is refused before tokenizing it (which would stall the loop)
+python3 -c "import json; print(json.dumps({'prompt': 'Once upon a time there was a girl. ' * 100000}))" >"$tmp/huge_prompt.json"
+t0=$(date +%s%N)
+check "3.5 MB prompt refused quickly" 400 'at least [0-9]+ tokens.*context_length_exceeded' -- \
+	"$A/v1/completions" --data-binary @"$tmp/huge_prompt.json"
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ $ms -lt 3000 ] && pass "huge prompt answered in $ms ms" || fail "huge prompt took $ms ms"
 printf '{"messages":[{"role":"user","content":"bad \xc3\x28 utf8"}]}' >"$tmp/badutf8.json"
 check "invalid UTF-8" 400 'unable to decode byte.*invalid_json' -- "$A$C" --data-binary @"$tmp/badutf8.json"
 check "unknown route" 404 '"code":"not_found"' -- "$A/v2/whatever"
