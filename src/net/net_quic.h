@@ -18,9 +18,9 @@
  *
  * Threading: everything here runs on the loop's thread. Callbacks run on it
  * too, from inside packet processing: they may call net_stream_open,
- * net_stream_send, net_stream_shutdown, net_datagram_send and
- * net_conn_close (all only queue work; packets go out after the callback),
- * but must not free the endpoint.
+ * net_stream_send, net_stream_shutdown, net_stream_consume,
+ * net_datagram_send, net_conn_close and net_connect (all only queue work;
+ * packets go out after the callback), but must not free the endpoint.
  *
  * Lifetime: a struct net_conn is owned by the endpoint. The application's
  * pointer is valid from net_connect() (dialer) or on_conn_ready (acceptor)
@@ -158,7 +158,9 @@ void net_endpoint_get_stats(const struct net_endpoint *ep, struct net_endpoint_s
 /* Dials |addr|, expecting the peer's node id to be |expected_id|. |user|
  * is stored on the connection (net_conn_user). On success |*out| is the
  * new connection, which reports on_conn_ready or on_conn_closed later.
- * Returns 0, ML_ERR_NOMEM or ML_ERR_AUTH (TLS setup). */
+ * An IPv4 |addr| on a dual-stack ("::") endpoint is mapped to ::ffff:a.b.c.d.
+ * Returns 0, ML_ERR_INVALID (address family the socket cannot reach),
+ * ML_ERR_NOMEM or ML_ERR_AUTH (TLS setup). */
 int net_connect(struct net_endpoint *ep, const struct sockaddr *addr, socklen_t addrlen,
                 const uint8_t expected_id[NET_ID_LEN], void *user, struct net_conn **out);
 /* Same with a numeric address or a host name. Name resolution blocks the
@@ -217,8 +219,8 @@ void *net_stream_user(const struct net_conn *c, int64_t sid);
 
 /* Queues one unreliable datagram (copied). Returns 0, ML_ERR_UNSUPPORTED
  * (the peer did not offer datagrams), ML_ERR_RANGE (too large) or
- * ML_ERR_NOMEM. Queued datagrams that cannot be sent are dropped after a
- * while. */
+ * ML_ERR_NOMEM. At most 256 datagrams wait for congestion control; beyond
+ * that the oldest is dropped. */
 int net_datagram_send(struct net_conn *c, const void *data, size_t len);
 
 #endif
