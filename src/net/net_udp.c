@@ -222,9 +222,13 @@ void net_udp_close(struct net_udp *u)
 	if (u->q_timer)
 		event_free(u->q_timer);
 	u->rev = u->q_timer = NULL;
+	/* Delayed packets leave now rather than never: among them may be the
+	 * CONNECTION_CLOSEs of an endpoint shutting down. */
 	while (u->q_head) {
 		struct net_udp_delayed *d = u->q_head;
 		u->q_head = d->next;
+		if (u->fd >= 0)
+			udp_send_now(u, (struct sockaddr *)&d->to, d->tolen, d->data, d->len);
 		free(d);
 	}
 	u->q_tail = NULL;

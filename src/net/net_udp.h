@@ -51,7 +51,7 @@ int net_udp_resolve(const char *host, uint16_t port, struct sockaddr_storage *ou
  * starts reading on |base|. Returns 0, ML_ERR_IO (errno in the message) or ML_ERR_NOMEM. */
 int net_udp_open(struct net_udp *u, struct event_base *base, const struct sockaddr *addr,
                  socklen_t len, net_udp_recv_fn fn, void *user);
-/* Stops reading, drops queued delayed packets and closes the socket.
+/* Stops reading, sends queued delayed packets at once and closes the socket.
  * Accepts a zeroed or already-closed struct. */
 void net_udp_close(struct net_udp *u);
 /* Sends one datagram now, or queues a copy when a delay is configured.
