@@ -47,6 +47,7 @@ struct mesh_conn {
 	uint64_t next_ping_ns;
 	int join_token; /* >= 0 when dialed to join through token #i */
 	struct mesh_addr addr;
+	char addr_str[MESH_ADDR_STR_LEN];
 };
 
 struct mesh {
@@ -360,6 +361,10 @@ static uint64_t ctl_msg(struct mesh_conn *c, const struct net_frame_msg *msg)
 		uint64_t nonce, t;
 		if (mesh_ping_decode(msg->payload, msg->len, &nonce, &t))
 			return MESH_CLOSE_PROTO;
+		uint64_t now = now_ns();
+		struct mesh_member *mm = mesh_members_find(&m->members, c->peer);
+		if (mm && t <= now && now - t < 60000 * MS) /* our own clock, echoed */
+			mm->ping_us = (uint32_t)((now - t) / 1000) + 1;
 		return 0;
 	}
 	case NET_MSG_PEER_DOWN:
@@ -414,6 +419,7 @@ static void cb_ready(struct net_conn *nc, void *user)
 		const struct sockaddr *sa = net_conn_peer_addr(nc, &sl);
 		if (sa)
 			mesh_addr_from_sockaddr(&c->addr, sa);
+		mesh_addr_str(&c->addr, c->addr_str);
 	}
 	memcpy(c->peer, net_conn_peer_id(nc), NET_ID_LEN);
 	c->ready = true;
@@ -577,24 +583,28 @@ static void cb_closed(struct net_conn *nc, const struct net_close_info *info, vo
 			ML_INFO("mesh: connection with %s closed (%s)", who, info->reason);
 			mesh_members_conn_lost(&m->members, c->peer, now_ns());
 		}
-	} else if (!c->authed) {
-		if (c->join_token >= 0 || c->dialer) {
-			ML_DEBUG("mesh: could not reach %s: %s", who, info->reason);
-			if (mm) {
-				mm->dial_failures++;
-				uint32_t k = mm->dial_failures;
-				uint64_t back = k < 6 ? (250ull << k) : 10000;
-				if (mm->state == MESH_DEAD && back < 5000)
-					back = 5000;
-				mm->next_dial_ns = now_ns() + back * MS;
-			}
-			if (c->join_token >= 0) {
-				uint32_t k = ++m->join_attempt;
-				uint64_t back = k < 6 ? (100ull << k) : 5000;
-				m->join_next_ns = now_ns() + back * MS;
-				if (k % 10 == 3)
-					ML_WARN("mesh: still trying to reach the mesh (%s)", info->reason);
-			}
+	} else if (!c->authed && c->dialer && !c->superseded) {
+		/* a failed attempt; back off once every parallel attempt failed */
+		ML_DEBUG("mesh: could not reach %s at %s: %s", who, c->addr_str, info->reason);
+		bool others = false;
+		for (struct mesh_conn *o = m->conns; o; o = o->next)
+			if (o != c && o->dialer && !o->superseded &&
+			    memcmp(o->peer, c->peer, NET_ID_LEN) == 0)
+				others = true;
+		if (mm && !others) {
+			mm->dial_failures++;
+			uint32_t k = mm->dial_failures;
+			uint64_t back = k < 6 ? (250ull << k) : 10000;
+			if (mm->state == MESH_DEAD && back < 5000)
+				back = 5000;
+			mm->next_dial_ns = now_ns() + back * MS;
+		}
+		if (c->join_token >= 0 && !others && !m->joined) {
+			uint32_t k = ++m->join_attempt;
+			uint64_t back = k < 6 ? (100ull << k) : 5000;
+			m->join_next_ns = now_ns() + back * MS;
+			if (k % 10 == 3)
+				ML_WARN("mesh: still trying to reach the mesh (%s)", info->reason);
 		}
 	}
 	mesh_auth_clear(&c->auth);
@@ -637,6 +647,13 @@ static void conn_authed(struct mesh_conn *c)
 		         c->dialer ? "outgoing" : "incoming", who, a);
 	}
 	m->joined = true;
+	/* parallel attempts to other addresses of this peer are not needed */
+	for (struct mesh_conn *o = m->conns; o; o = o->next)
+		if (o != c && !o->authed && o->dialer && !o->superseded &&
+		    memcmp(o->peer, c->peer, NET_ID_LEN) == 0) {
+			o->superseded = true;
+			conn_close(o, MESH_CLOSE_DUPLICATE, "connected through another address");
+		}
 	/* One connection per pair: a newer incarnation wins, else the one
 	 * dialed by the smaller id, else the newest. */
 	for (struct mesh_conn *o = m->conns; o; o = o->next) {
@@ -749,6 +766,7 @@ static void dial(struct mesh *m, const struct mesh_addr *a, const uint8_t id[NET
 	memcpy(c->peer, id, NET_ID_LEN);
 	c->join_token = join_token;
 	c->addr = *a;
+	mesh_addr_str(a, c->addr_str);
 	struct net_conn *nc;
 	if (net_connect(m->ep, (struct sockaddr *)&ss, sl, id, c, &nc) != 0) {
 		conn_unlink(c);
@@ -758,28 +776,27 @@ static void dial(struct mesh *m, const struct mesh_addr *a, const uint8_t id[NET
 	c->nc = nc;
 }
 
+/* Dials every address of every token at once (the first to authenticate
+ * wins; the others are dropped), until one admits us. */
 static void dial_join(struct mesh *m, uint64_t now)
 {
 	if (m->joined || m->n_tokens == 0 || now < m->join_next_ns)
 		return;
 	for (struct mesh_conn *c = m->conns; c; c = c->next)
-		if (c->join_token >= 0 && !c->authed)
-			return; /* an attempt is in flight */
-	size_t total = 0;
-	for (size_t i = 0; i < m->n_tokens; i++)
-		total += m->tokens[i].n_addrs;
-	size_t k = m->join_attempt % total;
+		if (c->join_token >= 0 && !c->superseded)
+			return; /* attempts are in flight */
+	int n = 0;
 	for (size_t i = 0; i < m->n_tokens; i++) {
-		if (k < m->tokens[i].n_addrs) {
-			if (memcmp(m->tokens[i].issuer, m->ident.pk, NET_ID_LEN) == 0) {
-				m->join_attempt++;
-				return;
-			}
+		if (memcmp(m->tokens[i].issuer, m->ident.pk, NET_ID_LEN) == 0)
+			continue; /* our own token */
+		for (unsigned k = 0; k < m->tokens[i].n_addrs; k++, n++)
 			dial(m, &m->tokens[i].addrs[k], m->tokens[i].issuer, (int)i);
-			return;
-		}
-		k -= m->tokens[i].n_addrs;
 	}
+	if (n == 0) {
+		m->joined = true; /* only our own token: we are the mesh */
+		ML_INFO("mesh: the invite token names this node; continuing the mesh alone");
+	}
+	m->join_next_ns = now + 1000 * MS;
 }
 
 static void dial_members(struct mesh *m, uint64_t now)
@@ -799,9 +816,9 @@ static void dial_members(struct mesh *m, uint64_t now)
 		    mm->dial_failures == 0) {
 			continue;
 		}
-		const struct mesh_addr *a = &mm->ann->addrs[mm->dial_failures % mm->ann->n_addrs];
 		mm->next_dial_ns = now + 1000 * MS; /* cb_closed sets the real backoff */
-		dial(m, a, mm->id, -1);
+		for (unsigned k = 0; k < mm->ann->n_addrs && k < 8; k++)
+			dial(m, &mm->ann->addrs[k], mm->id, -1);
 	}
 }
 
@@ -1254,6 +1271,8 @@ json_t *mesh_status_json(const struct mesh *m)
 			json_object_set_new(n, "rtt_ms", json_real((double)mm->rtt_us / 1000.0));
 		else
 			json_object_set_new(n, "rtt_ms", json_null());
+		if (!mm->self && mm->ping_us && mm->conn)
+			json_object_set_new(n, "ping_ms", json_real((double)mm->ping_us / 1000.0));
 		json_object_set_new(n, "version", jstr(a->version));
 		json_object_set_new(n, "incarnation", json_integer((json_int_t)a->incarnation));
 		json_object_set_new(n, "seq", json_integer((json_int_t)a->seq));

@@ -161,8 +161,9 @@ const struct mesh_member *mesh_member_get(const struct mesh *mesh, const uint8_t
 bool mesh_peer_connected(const struct mesh *mesh, const uint8_t id[NET_ID_LEN]);
 
 /* {"mesh_id", "node_id", "port", "nodes": [{id, self, role, state,
- * addresses, vram_gb, models, serving, layers, rtt_ms, version,
- * incarnation, connected, last_seen_ms}]}. New reference (caller
+ * addresses, vram_gb, models, serving, layers, rtt_ms (QUIC smoothed RTT),
+ * ping_ms (last PING round trip through both event loops), version,
+ * incarnation, seq, connected, last_seen_ms}]}. New reference (caller
  * json_decref()s it); NULL on allocation failure. Dead and left nodes are
  * listed (state "dead"/"left") until forget_ms passes. */
 json_t *mesh_status_json(const struct mesh *mesh);

@@ -7,7 +7,6 @@
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 void mesh_auth_init(struct mesh_auth *a, bool dialer, const uint8_t secret[MESH_SECRET_LEN],
@@ -15,8 +14,11 @@ void mesh_auth_init(struct mesh_auth *a, bool dialer, const uint8_t secret[MESH_
                     uint64_t incarnation, const uint8_t *binding, size_t binding_len)
 {
 	memset(a, 0, sizeof(*a));
-	if (sodium_init() < 0)
-		abort(); /* no CSPRNG: nothing safe to do */
+	if (sodium_init() < 0) {
+		a->state = MESH_AUTH_FAILED; /* no CSPRNG: refuse every message */
+		snprintf(a->reason, sizeof(a->reason), "libsodium initialisation failed");
+		return;
+	}
 	a->dialer = dialer;
 	a->state = dialer ? MESH_AUTH_START : MESH_AUTH_WAIT_HELLO;
 	memcpy(a->secret, secret, MESH_SECRET_LEN);

@@ -51,7 +51,8 @@ struct mesh_member {
 	uint64_t last_heard_ns;    /* last direct message or newer announcement */
 	uint64_t state_since_ns;
 	bool forgotten;            /* DEAD/LEFT for forget_ns: hidden from listings */
-	uint32_t rtt_us;           /* our measurement, 0 = unknown */
+	uint32_t rtt_us;           /* QUIC smoothed RTT to it, 0 = unknown */
+	uint32_t ping_us;          /* last PING/PONG round trip (application level) */
 	void *conn;                /* the caller's connection object, if any */
 	uint64_t next_dial_ns;     /* dialing state, owned by the caller */
 	uint32_t dial_failures;
