@@ -63,6 +63,12 @@ CASES = [
     ("sys_only", True, [("system", "Only a system prompt.")]),
     ("no_messages", True, []),
     ("two_users", True, [("user", "first"), ("user", "second")]),
+    ("assistant_first", True, [("assistant", "I start."), ("user", "ok")]),
+    ("tool_result", True, [("user", "Weather in Paris?"), ("assistant", "Let me check."),
+                           ("tool", "{\"temp\": 20, \"unit\": \"C\"}"), ("tool", "second result"),
+                           ("assistant", "It is 20 C."), ("user", "Thanks")]),
+    ("long", False, [("system", "S")] + [(("user", "assistant")[i % 2], f"turn {i} <tag> & \"q\"")
+                                          for i in range(9)]),
 ]
 
 
