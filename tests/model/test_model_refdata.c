@@ -941,6 +941,112 @@ static void test_model_memory(void **state)
 	model_free(m);
 }
 
+/* ---- F16 KV cache ------------------------------------------------------- */
+
+/* How far an F16 KV cache may move the logits from the F32 cache, per
+ * weight type of the file (the loosest of its 2-D types). From the refdata
+ * README: llama.cpp's own F16-KV (+ flash attention) variant moves the
+ * last-position logits of these files by up to 0.006 (F32, F16), 0.03
+ * (BF16) and 0.07-0.15 (Q8_0 and the 4-6-bit types: a rounding change
+ * upstream flips 8-bit activations downstream). */
+static double kv_f16_tol(const char *t)
+{
+	if (strcmp(t, "F32") == 0 || strcmp(t, "F16") == 0)
+		return 6e-3;
+	if (strcmp(t, "BF16") == 0)
+		return 3e-2;
+	return 0.15;
+}
+
+/* The README's figures are for the last prompt position. Decode steps read
+ * more rounded cache rows, each also written by a rounded earlier step:
+ * measured here up to 2.6x the prompt figure over 16 steps (stories260K,
+ * whose logits are larger), so they get 3x. */
+#define KV_F16_DECODE_FACTOR 3.0
+
+/* Prompt (64 ids) plus 16 decode steps fed F32's greedy choice, with an
+ * F32 and an F16 KV cache: the last prompt position's logits within
+ * kv_f16_tol, the decode steps' within KV_F16_DECODE_FACTOR times it. The F16
+ * run repeats with no pool (one thread) and must give the same logits bit
+ * for bit: the thread split does not change any result. */
+static void test_model_kv_f16(void **state)
+{
+	(void)state;
+	const char *names[] = {"stories260K.gguf",     "syn-llama-F32.gguf",  "syn-llama-F16.gguf",
+			       "syn-llama-BF16.gguf",  "syn-llama-Q8_0.gguf", "syn-llama-Q4_K_M.gguf",
+			       "syn-qwen2-F32.gguf",   "syn-qwen2-Q4_0.gguf", "syn-qwen3-F32.gguf",
+			       "syn-qwen3-Q8_0.gguf"};
+	enum { NP = 64, NG = 16 };
+	for (size_t f = 0; f < sizeof(names) / sizeof(names[0]); f++) {
+		char path[1024];
+		model_path(names[f], path, sizeof(path));
+		struct model *m;
+		struct model_params mp = {path, 0, -1};
+		assert_int_equal(model_load(&m, &mp), 0);
+		const int nv = model_hparams(m)->n_vocab;
+		const char *ty = strstr(names[f], "F32") || strncmp(names[f], "stories", 7) == 0 ? "F32"
+				 : strstr(names[f], "BF16")                                          ? "BF16"
+				 : strstr(names[f], "F16")                                           ? "F16"
+												     : "Q";
+		const double tol = kv_f16_tol(ty);
+		int32_t ids[NP];
+		ids[0] = 1;
+		for (int i = 1; i < NP; i++)
+			ids[i] = 3 + (i * 97 + 13) % (nv < 450 ? nv - 3 : 447);
+
+		struct model_ctx *c32, *c16, *c16s;
+		struct model_ctx_params cp = model_ctx_default_params();
+		assert_int_equal(cp.kv_type, MODEL_KV_F16);
+		cp.n_ctx = 128;
+		cp.n_batch = NP;
+		assert_int_equal(model_ctx_init(&c32, m, pool, 1, cp.n_ctx, cp.n_batch), 0);
+		assert_int_equal(model_ctx_kv_type(c32), MODEL_KV_F32);
+		assert_int_equal(model_ctx_init_params(&c16, m, pool, &cp), 0);
+		assert_int_equal(model_ctx_init_params(&c16s, m, NULL, &cp), 0);
+		assert_int_equal(model_ctx_kv_type(c16), MODEL_KV_F16);
+		float *l32 = calloc((size_t)nv, sizeof(float)), *l16 = malloc((size_t)nv * sizeof(float));
+		float *l16s = malloc((size_t)nv * sizeof(float));
+		double d = 0, d0 = 0;
+		int same_argmax = 0;
+		for (int step = 0; step <= NG; step++) {
+			int32_t tok = argmax(l32, nv);
+			const int32_t *in = step == 0 ? ids : &tok;
+			const int nin = step == 0 ? NP : 1, pos0 = step == 0 ? 0 : NP + step - 1;
+			assert_int_equal(run_ids(c32, in, nin, 0, pos0, false, l32), 0);
+			assert_int_equal(run_ids(c16, in, nin, 0, pos0, false, l16), 0);
+			assert_int_equal(run_ids(c16s, in, nin, 0, pos0, false, l16s), 0);
+			assert_memory_equal(l16, l16s, (size_t)nv * sizeof(float));
+			for (int i = 0; i < nv; i++)
+				upd(step == 0 ? &d0 : &d, fabs(l32[i] - l16[i]));
+			same_argmax += argmax(l32, nv) == argmax(l16, nv);
+		}
+		printf("kv f16 %-22s max logit diff vs f32 KV: last prompt position %.3g, decode %.3g (tol %.3g), same argmax %d/%d\n",
+		       names[f], d0, d, tol, same_argmax, NG + 1);
+		assert_true(d0 <= tol);
+		assert_true(d <= KV_F16_DECODE_FACTOR * tol);
+		model_ctx_free(c32);
+		model_ctx_free(c16);
+		model_ctx_free(c16s);
+		free(l32);
+		free(l16);
+		free(l16s);
+		model_free(m);
+	}
+
+	/* a KV type that does not exist is refused */
+	char path[1024];
+	model_path("stories260K.gguf", path, sizeof(path));
+	struct model *m;
+	struct model_params mp = {path, 0, -1};
+	assert_int_equal(model_load(&m, &mp), 0);
+	struct model_ctx *c = NULL;
+	struct model_ctx_params cp = model_ctx_default_params();
+	cp.kv_type = (enum model_kv_type)7;
+	assert_int_equal(model_ctx_init_params(&c, m, pool, &cp), ML_ERR_INVALID);
+	assert_null(c);
+	model_free(m);
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static int cmp_str(const void *a, const void *b)
@@ -995,6 +1101,7 @@ int main(void)
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_rope_freqs_and_scaling);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_all_weight_types);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_memory);
+	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_kv_f16);
 	int rc = _cmocka_run_group_tests("model_refdata", tests, (size_t)nt, NULL, NULL);
 	for (int i = 0; i < nf; i++)
 		free(files[i]);
