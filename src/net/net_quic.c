@@ -25,6 +25,7 @@
 #include <ngtcp2/ngtcp2_crypto.h>
 #include <ngtcp2/ngtcp2_crypto_gnutls.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -896,6 +897,20 @@ static void ep_on_reap(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* ngtcp2's own trace, one line per call, at debug level. Very verbose: only
+ * when MESH_LLM_NGTCP2_LOG is set. */
+static void ngtcp2_log_line(void *user, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ngtcp2_log_line(void *user, const char *fmt, ...)
+{
+	(void)user;
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	ML_DEBUG("ngtcp2: %s", line);
+}
+
 static void fill_settings(const struct net_endpoint *ep, ngtcp2_settings *s)
 {
 	ngtcp2_settings_default(s);
@@ -905,6 +920,8 @@ static void fill_settings(const struct net_endpoint *ep, ngtcp2_settings *s)
 	s->max_stream_window = ep->cfg.max_stream_window;
 	s->handshake_timeout = (uint64_t)ep->cfg.handshake_timeout_ms * NGTCP2_MILLISECONDS;
 	s->cc_algo = NGTCP2_CC_ALGO_CUBIC;
+	if (getenv("MESH_LLM_NGTCP2_LOG"))
+		s->log_printf = ngtcp2_log_line;
 }
 
 static void fill_params(const struct net_endpoint *ep, ngtcp2_transport_params *p)
