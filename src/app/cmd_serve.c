@@ -23,6 +23,7 @@
 #include "base/ml_log.h"
 #include "base/ml_time.h"
 #include "engine/eng.h"
+#include "net/net_quic.h"
 
 #define DEFAULT_MODEL "stories260K.gguf"
 
@@ -291,7 +292,10 @@ int app_cmd_serve(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
-	sv.base = event_base_new();
+	/* the mesh shares this loop and wants precise timers */
+	sv.base = net_event_base_new();
+	if (!sv.base)
+		sv.base = event_base_new();
 	if (!sv.base) {
 		fprintf(stderr, "mesh-llm: cannot create the event loop\n");
 		return 1;

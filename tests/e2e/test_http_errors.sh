@@ -95,7 +95,7 @@ t0=$(date +%s%N)
 check "3.5 MB prompt refused quickly" 400 'at least [0-9]+ tokens.*context_length_exceeded' -- \
 	"$A/v1/completions" --data-binary @"$tmp/huge_prompt.json"
 ms=$((($(date +%s%N) - t0) / 1000000))
-[ $ms -lt 3000 ] && pass "huge prompt answered in $ms ms" || fail "huge prompt took $ms ms"
+[ $ms -lt 5000 ] && pass "huge prompt answered in $ms ms" || fail "huge prompt took $ms ms"
 printf '{"messages":[{"role":"user","content":"bad \xc3\x28 utf8"}]}' >"$tmp/badutf8.json"
 check "invalid UTF-8" 400 'unable to decode byte.*invalid_json' -- "$A$C" --data-binary @"$tmp/badutf8.json"
 check "unknown route" 404 '"code":"not_found"' -- "$A/v2/whatever"
@@ -118,7 +118,7 @@ t0=$(date +%s%N)
 ok=1
 for _ in 1 2 3; do valid_after "$A" || ok=0; done
 ms=$((($(date +%s%N) - t0) / 1000000))
-[ $ok = 1 ] && [ $ms -lt 3000 ] && pass "partial requests do not block others (3 requests in $ms ms)" ||
+[ $ok = 1 ] && [ $ms -lt 10000 ] && pass "partial requests do not block others (3 requests in $ms ms)" ||
 	fail "slowloris: ok=$ok in $ms ms"
 exec 3>&- 4>&-
 
@@ -142,7 +142,7 @@ check_b "right API key" 200 -- "${AUTH[@]}" "$B/v1/models"
 check_b "health needs no key" 200 -- "$B/health"
 
 # Server B has one slot and no queue: a second request while one runs is 503.
-stream_body='{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":2000,"temperature":1,"seed":7,"stream":true}'
+stream_body='{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":2000,"ignore_eos":true,"stream":true}'
 curl -s -N "${AUTH[@]}" -d "$stream_body" "$B$C" >"$tmp/s1" &
 c1=$!
 for _ in $(seq 1 100); do [ -s "$tmp/s1" ] && break; sleep 0.02; done
@@ -153,32 +153,39 @@ else
 	fail "busy: $code $(cat "$tmp/body")"
 fi
 
-# The streaming client vanishes: its slot must be free at once (the
-# 2000-token generation would otherwise hold it for a second or more).
+# A client vanishes mid-request: the server notices at once, cancels the
+# generation (the log says so, with fewer than the 2000 tokens asked for)
+# and the only slot is free again.
+# slot_freed NAME N_CANCELLED_BEFORE
+slot_freed() {
+	local name=$1 before=$2 ok=0
+	for _ in $(seq 1 100); do
+		if [ "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" -d "$valid" "$B$C")" = 200 ]; then
+			ok=1
+			break
+		fi
+		sleep 0.05
+	done
+	local now
+	now=$(grep -c 'cancelled (client gone)' "$logB")
+	local cut
+	cut=$(grep 'cancelled (client gone)' "$logB" | tail -1 | sed -n 's/.* + \([0-9]*\) generated.*/\1/p')
+	if [ $ok = 1 ] && [ "$now" -gt "$before" ] && [ -n "$cut" ] && [ "$cut" -lt 2000 ]; then
+		pass "$name -> cancelled after $cut of 2000 tokens, slot free"
+	else
+		fail "$name: ok=$ok cancelled=$now (before $before) tokens=$cut"
+		tail -5 "$logB"
+	fi
+}
+before=$(grep -c 'cancelled (client gone)' "$logB")
 kill -KILL $c1 2>/dev/null
 wait $c1 2>/dev/null
-t0=$(date +%s%N)
-ok=0
-for _ in $(seq 1 20); do
-	if [ "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" -d "$valid" "$B$C")" = 200 ]; then ok=1; break; fi
-	sleep 0.05
-done
-ms=$((($(date +%s%N) - t0) / 1000000))
-[ $ok = 1 ] && grep -q 'client closed' "$logB" && pass "streaming client killed -> slot free after $ms ms" ||
-	fail "slot not freed after the client vanished (ok=$ok, $ms ms)"
+slot_freed "streaming client killed" "$before"
 
-# Same for a non-streaming client that gives up.
-curl -s -m 0.3 "${AUTH[@]}" -d '{"messages":[{"role":"user","content":"Once"}],"max_tokens":2000,"temperature":1}' \
+before=$(grep -c 'cancelled (client gone)' "$logB")
+curl -s -m 0.3 "${AUTH[@]}" -d '{"messages":[{"role":"user","content":"Once"}],"max_tokens":2000,"ignore_eos":true}' \
 	"$B$C" >/dev/null
-t0=$(date +%s%N)
-ok=0
-for _ in $(seq 1 20); do
-	if [ "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" -d "$valid" "$B$C")" = 200 ]; then ok=1; break; fi
-	sleep 0.05
-done
-ms=$((($(date +%s%N) - t0) / 1000000))
-[ $ok = 1 ] && [ "$(grep -c 'client closed' "$logB")" -ge 2 ] &&
-	pass "non-streaming client gone -> slot free after $ms ms" || fail "non-streaming vanish (ok=$ok, $ms ms)"
+slot_freed "non-streaming client gone" "$before"
 
 # Both servers shut down cleanly on SIGTERM.
 stop_server "$pidA" && pass "server A clean shutdown" || fail "server A shutdown"
