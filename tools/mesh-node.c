@@ -163,6 +163,7 @@ int main(int argc, char **argv)
 	n.base = event_base_new();
 	if (mesh_new(&n.mesh, n.base, &cfg) != 0) {
 		fprintf(stderr, "mesh-node: %s\n", ml_last_error());
+		event_base_free(n.base);
 		return 1;
 	}
 	net_ident_clear(&id);

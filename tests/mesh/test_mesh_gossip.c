@@ -109,6 +109,7 @@ static void test_mesh_ann_caps(void **state)
 	assert_true(buf.len <= MESH_ANN_MAX_BYTES);
 	assert_int_equal(mesh_ann_decode(b, buf.data, buf.len), 0);
 	/* bad role and layer range are refused by the decoder */
+	free(a);
 	a = sample_ann(&id);
 	a->role = 9;
 	net_buf_reset(&buf);
