@@ -32,6 +32,7 @@
 
 static atomic_int fake_cancels;
 static atomic_int fake_running;
+static atomic_bool attached;
 
 struct fake_job {
 	eng_event_fn cb;
@@ -190,6 +191,7 @@ static void attach_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct srv *s = arg;
 	api_server_set_backend(s->api, &fake_backend);
+	atomic_store(&attached, true);
 }
 
 static void srv_start(struct srv *s, const char *key, bool attach)
@@ -214,12 +216,15 @@ static void srv_attach(struct srv *s)
 {
 	struct timeval tv = {0, 0};
 	event_base_once(s->base, -1, EV_TIMEOUT, attach_cb, s, &tv);
-	usleep(50000);
+	/* wait until the loop ran it (a loaded machine can take a while) */
+	for (int i = 0; i < 500 && !atomic_load(&attached); i++)
+		usleep(10000);
+	assert_true(atomic_load(&attached));
 }
 
 static void srv_stop(struct srv *s)
 {
-	for (int i = 0; i < 200 && atomic_load(&fake_running) > 0; i++)
+	for (int i = 0; i < 1000 && atomic_load(&fake_running) > 0; i++)
 		usleep(10000);
 	event_base_loopbreak(s->base);
 	pthread_join(s->thread, NULL);
@@ -554,17 +559,17 @@ static void test_disconnect_cancels(void **state)
 		char buf[4096];
 		if (streaming)
 			assert_true(recv(fd, buf, sizeof(buf), 0) > 0);
-		else
-			usleep(100000);
+		for (int k = 0; k < 500 && api_server_n_active(s.api) != 1; k++)
+			usleep(10000);
 		assert_int_equal(api_server_n_active(s.api), 1);
 		close(fd);
 		int i;
-		for (i = 0; i < 100; i++) {
+		for (i = 0; i < 500; i++) {
 			if (atomic_load(&fake_cancels) > before && api_server_n_active(s.api) == 0)
 				break;
 			usleep(10000);
 		}
-		assert_true(i < 100);
+		assert_true(i < 500);
 	}
 	srv_stop(&s);
 }
