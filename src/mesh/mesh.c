@@ -71,6 +71,7 @@ struct mesh {
 	bool announce_pending;
 	uint64_t ping_nonce;
 	uint64_t leave_deadline_ns;
+	struct mesh_traffic traffic;
 	void (*leave_done)(void *);
 	void *leave_user;
 };
@@ -87,11 +88,25 @@ static uint64_t now_ns(void)
 
 /* --- sending --------------------------------------------------------- */
 
+/* Sends whole framed messages on the control stream, counting them. */
 static int ctl_send(struct mesh_conn *c, struct net_buf *b)
 {
 	if (!c->ctl || net_buf_error(b))
 		return net_buf_error(b) ? net_buf_error(b) : ML_ERR_CLOSED;
-	return net_stream_send(c->nc, c->ctl->sid, b->data, b->len, false);
+	int rc = net_stream_send(c->nc, c->ctl->sid, b->data, b->len, false);
+	if (rc == 0) {
+		struct mesh_traffic *t = &c->mesh->traffic;
+		size_t off = 0;
+		struct net_frame_msg msg;
+		int n;
+		while (off < b->len &&
+		       (n = net_frame_parse(NET_STREAM_CONTROL, b->data + off, b->len - off, &msg)) > 0) {
+			t->tx_msgs[msg.type]++;
+			t->tx_bytes[msg.type] += (uint64_t)n;
+			off += (size_t)n;
+		}
+	}
+	return rc;
 }
 
 static void conn_close(struct mesh_conn *c, uint64_t code, const char *reason)
@@ -244,6 +259,40 @@ static void stream_reject(struct mesh_stream *s, uint64_t code)
 
 static void conn_authed(struct mesh_conn *c);
 
+/* Does |peer|'s latest announcement say it has a direct link to |origin|? */
+static bool peer_links_to(const struct mesh *m, const uint8_t peer[NET_ID_LEN],
+                          const uint8_t origin[NET_ID_LEN])
+{
+	const struct mesh_member *pm = mesh_members_find(&m->members, peer);
+	if (!pm || !pm->ann)
+		return false;
+	for (unsigned i = 0; i < pm->ann->n_rtts; i++)
+		if (memcmp(pm->ann->rtts[i].id, origin, NET_ID_LEN) == 0)
+			return true;
+	return false;
+}
+
+/* Forwards an announcement of |origin| that was news to us. Changes go to
+ * every peer (but the sender and the origin); heartbeats only to peers
+ * that have no direct link to the origin, which in a full mesh is nobody,
+ * so the periodic traffic stays O(n) per node instead of O(n^2). */
+static void relay_ann(struct mesh *m, struct mesh_conn *from, const uint8_t *origin,
+                      const uint8_t *raw, size_t len, bool change)
+{
+	struct net_buf b;
+	net_buf_init(&b, 0);
+	if (mesh_gossip_put(&b, &raw, &len, 1) == 0)
+		for (struct mesh_conn *c = m->conns; c; c = c->next) {
+			if (!c->authed || c->superseded || c == from ||
+			    memcmp(c->peer, origin, NET_ID_LEN) == 0)
+				continue;
+			if (!change && peer_links_to(m, c->peer, origin))
+				continue;
+			ctl_send(c, &b);
+		}
+	net_buf_free(&b);
+}
+
 struct gossip_ctx {
 	struct mesh *m;
 	struct mesh_conn *c;
@@ -274,10 +323,8 @@ static int on_gossip_ann(const uint8_t *raw, size_t len, void *user)
 			if (c->authed && !c->superseded && memcmp(c->peer, mm->id, NET_ID_LEN) == 0)
 				mm->conn = c;
 	}
-	if (rc == 1) {
-		const uint8_t *p = raw;
-		send_gossip(m, NULL, g->c, g->ann->id, &p, &len, 1);
-	}
+	if (rc == MESH_APPLY_CHANGE || rc == MESH_APPLY_REFRESH)
+		relay_ann(m, g->c, g->ann->id, raw, len, rc == MESH_APPLY_CHANGE);
 	return 0;
 }
 
@@ -436,9 +483,10 @@ static void cb_ready(struct net_conn *nc, void *user)
 		s->type = NET_STREAM_CONTROL;
 		s->dec.stream_type = NET_STREAM_CONTROL; /* replies carry no type byte */
 		c->ctl = s;
+		uint8_t type = NET_STREAM_CONTROL;
+		net_stream_send(nc, sid, &type, 1, false);
 		struct net_buf b;
 		net_buf_init(&b, 0);
-		net_frame_put_stream_type(&b, NET_STREAM_CONTROL);
 		mesh_auth_start(&c->auth, &b);
 		ctl_send(c, &b);
 		net_buf_free(&b);
@@ -517,6 +565,8 @@ static void cb_stream_data(struct net_conn *nc, int64_t sid, const uint8_t *data
 		}
 		data += n;
 		len -= (size_t)n;
+		c->mesh->traffic.rx_msgs[msg.type]++;
+		c->mesh->traffic.rx_bytes[msg.type] += NET_FRAME_HDR_LEN + (uint64_t)msg.len;
 		if (s == c->ctl) {
 			uint64_t code = ctl_msg(c, &msg);
 			if (code) {
@@ -1093,6 +1143,11 @@ int mesh_invite_token(const struct mesh *m, char *out, size_t cap)
 	return rc;
 }
 
+const struct mesh_traffic *mesh_get_traffic(const struct mesh *m)
+{
+	return &m->traffic;
+}
+
 const uint8_t *mesh_node_id(const struct mesh *m)
 {
 	return m->ident.pk;
@@ -1283,6 +1338,19 @@ json_t *mesh_status_json(const struct mesh *m)
 		json_array_append_new(nodes, n);
 	}
 	json_object_set_new(root, "nodes", nodes);
+	json_t *tr = json_object();
+	for (int t = 0; t < 256 && tr; t++) {
+		const struct mesh_traffic *x = &m->traffic;
+		if (!x->tx_msgs[t] && !x->rx_msgs[t])
+			continue;
+		json_t *o = json_object();
+		json_object_set_new(o, "tx_msgs", json_integer((json_int_t)x->tx_msgs[t]));
+		json_object_set_new(o, "tx_bytes", json_integer((json_int_t)x->tx_bytes[t]));
+		json_object_set_new(o, "rx_msgs", json_integer((json_int_t)x->rx_msgs[t]));
+		json_object_set_new(o, "rx_bytes", json_integer((json_int_t)x->rx_bytes[t]));
+		json_object_set_new(tr, net_msg_type_name((uint8_t)t), o);
+	}
+	json_object_set_new(root, "traffic", tr);
 	return root;
 }
 
@@ -1343,6 +1411,10 @@ int mesh_stream_send(struct mesh_stream *s, uint8_t type, const void *payload, s
 	rc = net_stream_send(s->c->nc, s->sid, hdr, sizeof(hdr), fin && len == 0);
 	if (rc == 0 && len)
 		rc = net_stream_send(s->c->nc, s->sid, payload, len, fin);
+	if (rc == 0) {
+		s->c->mesh->traffic.tx_msgs[type]++;
+		s->c->mesh->traffic.tx_bytes[type] += NET_FRAME_HDR_LEN + (uint64_t)len;
+	}
 	return rc;
 }
 

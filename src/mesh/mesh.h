@@ -160,7 +160,17 @@ const struct mesh_member *mesh_member_get(const struct mesh *mesh, const uint8_t
 /* True when |id| is alive and has an authenticated connection with us. */
 bool mesh_peer_connected(const struct mesh *mesh, const uint8_t id[NET_ID_LEN]);
 
-/* {"mesh_id", "node_id", "port", "nodes": [{id, self, role, state,
+/* Messages and bytes (5-byte header included) sent and received per
+ * message type (enum net_msg_type), all streams and peers together; for
+ * "no weight bytes on the network" checks and activation-size reports. */
+struct mesh_traffic {
+	uint64_t tx_msgs[256], tx_bytes[256];
+	uint64_t rx_msgs[256], rx_bytes[256];
+};
+const struct mesh_traffic *mesh_get_traffic(const struct mesh *m);
+
+/* {"mesh_id", "node_id", "port", "joined", "traffic": {type name: {tx_msgs,
+ * tx_bytes, rx_msgs, rx_bytes}}, "nodes": [{id, self, role, state,
  * addresses, vram_gb, models, serving, layers, rtt_ms (QUIC smoothed RTT),
  * ping_ms (last PING round trip through both event loops), version,
  * incarnation, seq, connected, last_seen_ms}]}. New reference (caller

@@ -162,7 +162,7 @@ int mesh_members_apply(struct mesh_members *t, const struct mesh_ann *ann, const
 		set_state(m, MESH_ALIVE, now);
 		m->last_heard_ns = now;
 		emit(t, m, MESH_EV_JOINED);
-		return 1;
+		return MESH_APPLY_CHANGE;
 	}
 	if (!mesh_version_newer(ann->incarnation, ann->seq, m->inc, m->seq))
 		return 0;
@@ -178,27 +178,34 @@ int mesh_members_apply(struct mesh_members *t, const struct mesh_ann *ann, const
 			set_state(m, MESH_ALIVE, now);
 			m->last_heard_ns = now;
 			emit(t, m, MESH_EV_REJOINED);
-		} else if (direct) {
+			return MESH_APPLY_CHANGE;
+		}
+		if (direct) {
 			set_state(m, MESH_ALIVE, now);
 			m->last_heard_ns = now;
 			emit(t, m, MESH_EV_ALIVE);
+			return MESH_APPLY_CHANGE;
 		}
-		/* else: relayed news of the same incarnation; keep it dead */
-		return 1;
+		/* relayed news of the same incarnation; keep it dead */
+		return MESH_APPLY_REFRESH;
 	}
 	m->last_heard_ns = now;
 	if (new_inc) {
 		set_state(m, MESH_ALIVE, now);
 		emit(t, m, MESH_EV_REJOINED);
-		return 1;
+		return MESH_APPLY_CHANGE;
 	}
+	int rc = MESH_APPLY_REFRESH;
 	if (old == MESH_SUSPECT) {
 		set_state(m, MESH_ALIVE, now);
 		emit(t, m, MESH_EV_ALIVE);
+		rc = MESH_APPLY_CHANGE;
 	}
-	if (changed)
+	if (changed) {
 		emit(t, m, MESH_EV_UPDATED);
-	return 1;
+		rc = MESH_APPLY_CHANGE;
+	}
+	return rc;
 }
 
 void mesh_members_heard(struct mesh_members *t, const uint8_t id[NET_ID_LEN], uint64_t now)

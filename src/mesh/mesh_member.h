@@ -83,10 +83,15 @@ struct mesh_member *mesh_members_find(const struct mesh_members *t, const uint8_
 int mesh_members_set_self(struct mesh_members *t, const struct mesh_ann *ann, const uint8_t *raw,
                           size_t raw_len, uint64_t now);
 
+enum mesh_apply_result {
+	MESH_APPLY_STALE = 0,   /* old news, or about ourselves: drop it */
+	MESH_APPLY_REFRESH = 1, /* newer, but only a heartbeat (seq, RTTs) */
+	MESH_APPLY_CHANGE = 2,  /* newer and user-visible: a join, restart, revival or change */
+};
 /* Applies a verified announcement of another node. |ann| and |raw| are
  * copied. |direct| says it came over a connection with that very node.
- * Returns 1 when it was news (the caller relays |raw|), 0 when stale or
- * about ourselves, ML_ERR_NOMEM. Fires JOINED, UPDATED, ALIVE, REJOINED. */
+ * Returns an enum mesh_apply_result (the caller relays REFRESH and CHANGE)
+ * or ML_ERR_NOMEM. Fires JOINED, UPDATED, ALIVE, REJOINED. */
 int mesh_members_apply(struct mesh_members *t, const struct mesh_ann *ann, const uint8_t *raw,
                        size_t raw_len, bool direct, uint64_t now);
 /* A message arrived from |id| over its own authenticated connection. */

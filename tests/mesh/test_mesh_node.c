@@ -210,6 +210,17 @@ static void test_mesh_node_join_and_tunnel(void **state)
 	assert_int_equal(A.srv_msgs, 2);
 	run_until(never, NULL, 50);
 	assert_int_equal(A.srv_closed, 1);
+	/* per-type traffic counters */
+	const struct mesh_traffic *tb = mesh_get_traffic(B.m), *ta = mesh_get_traffic(A.m);
+	assert_int_equal(tb->tx_msgs[NET_MSG_HTTP_REQUEST], 1);
+	assert_int_equal(tb->tx_bytes[NET_MSG_HTTP_REQUEST], 5 + 14);
+	assert_int_equal(ta->rx_msgs[NET_MSG_HTTP_REQUEST], 1);
+	assert_int_equal(ta->tx_msgs[NET_MSG_HTTP_BODY], 2);
+	assert_int_equal(tb->rx_msgs[NET_MSG_HTTP_END], 1);
+	assert_int_equal(tb->tx_msgs[NET_MSG_HELLO], 2);
+	assert_int_equal(ta->tx_msgs[NET_MSG_HELLO_ACK], 1);
+	assert_true(tb->rx_msgs[NET_MSG_GOSSIP] >= 1);
+	assert_int_equal(tb->tx_msgs[NET_MSG_STAGE_FORWARD], 0);
 	/* unknown or unconnected peers */
 	uint8_t nobody[NET_ID_LEN] = {0};
 	assert_int_equal(mesh_stream_open(B.m, nobody, NET_STREAM_HTTP, &cli_cb, &B, &s),
