@@ -10,6 +10,9 @@ SERVER_PIDS=()
 start_server() {
 	local __var=$1 log=$2
 	shift 2
+	# empty the log here: the child's own truncation may come after the
+	# first poll below, which would then read an old run's port
+	: >"$log"
 	"$MESH_BIN" --model "$MODEL_PATH" --port 0 "$@" >"$log" 2>&1 &
 	local pid=$!
 	SERVER_PIDS+=("$pid")
