@@ -3338,6 +3338,8 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 	if (!strcmp(f, "int") || !strcmp(f, "float")) {
 		bool isint = f[0] == 'i';
 		struct tval def = arg(a, 0, "default", isint ? v_int(0) : v_float(0.0));
+		if (v.t == TV_UNDEF) /* int(Undefined) raises in jinja2 */
+			undef_fail(R, at, v);
 		if (is_num(v))
 			return isint ? v_int(num_i(v)) : v_float(num_f(v));
 		if (v.t == TV_STR) {
