@@ -15,21 +15,24 @@ import { fileURLToPath } from "node:url";
 
 export const HERE = dirname(fileURLToPath(import.meta.url));
 
-// Installs node_modules from package-lock.json on first use. Optional
+// Installs node_modules (versions from package-lock.json) on first use. Optional
 // dependencies (the CUDA/Vulkan/other-OS binaries, ~1 GB) are skipped: only
 // @node-llama-cpp/linux-x64 is needed, and it is a direct dependency.
 export function ensureInstalled() {
 	if (existsSync(join(HERE, "node_modules", "node-llama-cpp", "package.json")) &&
 	    existsSync(join(HERE, "node_modules", "@node-llama-cpp", "linux-x64", "package.json")))
 		return;
-	process.stderr.write("llamacpp: installing node-llama-cpp into bench/llamacpp/node_modules (npm ci)...\n");
-	const r = spawnSync("npm", ["ci", "--omit=optional", "--no-audit", "--no-fund", "--ignore-scripts"], {
+	// `npm install` rather than `npm ci`: npm 11 leaves the optional binaries
+	// of other platforms out of the lock file and `npm ci` then refuses it;
+	// `npm install` takes the locked versions and leaves the lock unchanged.
+	process.stderr.write("llamacpp: installing node-llama-cpp into bench/llamacpp/node_modules (npm install)...\n");
+	const r = spawnSync("npm", ["install", "--omit=optional", "--no-audit", "--no-fund", "--ignore-scripts"], {
 		cwd: HERE,
 		stdio: ["ignore", process.stderr, process.stderr],
 		env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: "true" },
 	});
 	if (r.status !== 0)
-		throw new Error(`npm ci failed in ${HERE} (exit ${r.status})`);
+		throw new Error(`npm install failed in ${HERE} (exit ${r.status})`);
 }
 
 // Parses "--flag value" style arguments. |spec| maps a flag to
