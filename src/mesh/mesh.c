@@ -853,7 +853,7 @@ static void dial_members(struct mesh *m, uint64_t now)
 {
 	for (size_t i = 0; i < m->members.n; i++) {
 		struct mesh_member *mm = m->members.v[i];
-		if (mm->self || mm->conn || !mm->ann || mm->ann->n_addrs == 0 || mm->forgotten ||
+		if (mm->self || mm->conn || !mm->ann || mm->ann->n_addrs == 0 ||
 		    mm->state == MESH_LEFT || now < mm->next_dial_ns)
 			continue;
 		if (mm->ann->role == MESH_ROLE_CLIENT && m->self->role == MESH_ROLE_CLIENT)
@@ -1287,7 +1287,7 @@ json_t *mesh_status_json(const struct mesh *m)
 	uint64_t now = now_ns();
 	for (size_t i = 0; i < m->members.n; i++) {
 		const struct mesh_member *mm = m->members.v[i];
-		if (mm->forgotten || !mm->ann)
+		if (!mm->ann)
 			continue;
 		const struct mesh_ann *a = mm->self ? m->self : mm->ann;
 		json_t *n = json_object();

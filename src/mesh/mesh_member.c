@@ -65,6 +65,10 @@ struct mesh_member *mesh_members_find(const struct mesh_members *t, const uint8_
 
 static struct mesh_member *member_add(struct mesh_members *t, const uint8_t id[NET_ID_LEN])
 {
+	if (t->n >= MESH_MAX_MEMBERS) {
+		ml_error(ML_ERR_RANGE, "mesh_members: table full (%d nodes)", MESH_MAX_MEMBERS);
+		return NULL;
+	}
 	if (t->n == t->cap) {
 		size_t cap = t->cap ? t->cap * 2 : 8;
 		struct mesh_member **v = realloc(t->v, cap * sizeof(*v));
@@ -114,7 +118,6 @@ static void set_state(struct mesh_member *m, enum mesh_state s, uint64_t now)
 {
 	m->state = s;
 	m->state_since_ns = now;
-	m->forgotten = false;
 }
 
 int mesh_members_set_self(struct mesh_members *t, const struct mesh_ann *ann, const uint8_t *raw,
@@ -279,11 +282,23 @@ void mesh_members_tick(struct mesh_members *t, uint64_t now)
 		} else if (m->state == MESH_ALIVE && silent >= t->suspect_ns) {
 			set_state(m, MESH_SUSPECT, now);
 			emit(t, m, MESH_EV_SUSPECT);
-		} else if ((m->state == MESH_DEAD || m->state == MESH_LEFT) && !m->forgotten &&
-		           now - m->state_since_ns >= t->forget_ns) {
-			m->forgotten = true;
 		}
 	}
+	/* Forget dead and departed nodes after forget_ns. By then no live node
+	 * still circulates their announcements (only live entries are sent),
+	 * and dropping the tombstone lets a node whose clock went backwards
+	 * (lower incarnation) join again. */
+	size_t k = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		struct mesh_member *m = t->v[i];
+		if (!m->self && (m->state == MESH_DEAD || m->state == MESH_LEFT) && !m->conn &&
+		    now - m->state_since_ns >= t->forget_ns) {
+			member_free(m);
+			continue;
+		}
+		t->v[k++] = m;
+	}
+	t->n = k;
 }
 
 uint64_t mesh_members_next_deadline(const struct mesh_members *t)
@@ -298,7 +313,7 @@ uint64_t mesh_members_next_deadline(const struct mesh_members *t)
 			d = m->last_heard_ns + t->suspect_ns;
 		else if (m->state == MESH_SUSPECT)
 			d = m->last_heard_ns + t->dead_ns;
-		else if (!m->forgotten)
+		else
 			d = m->state_since_ns + t->forget_ns;
 		if (d < next)
 			next = d;

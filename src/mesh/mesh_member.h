@@ -16,7 +16,8 @@
  * incarnation updates a DEAD entry's data but never revives it (only the
  * node itself, over a direct connection, or a new incarnation can); a LEFT
  * node comes back only with a new incarnation. DEAD and LEFT entries stay
- * as tombstones; after forget_ns they are hidden from listings. */
+ * as tombstones for forget_ns, then they are removed. At most
+ * MESH_MAX_MEMBERS nodes are tracked. */
 #ifndef MESH_MEMBER_H
 #define MESH_MEMBER_H
 
@@ -25,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#define MESH_MAX_MEMBERS 1024
 
 enum mesh_state { MESH_ALIVE = 0, MESH_SUSPECT, MESH_DEAD, MESH_LEFT };
 const char *mesh_state_name(int state); /* "alive", "suspect", "dead", "left" */
@@ -50,7 +53,6 @@ struct mesh_member {
 	uint64_t inc, seq;         /* newest version seen */
 	uint64_t last_heard_ns;    /* last direct message or newer announcement */
 	uint64_t state_since_ns;
-	bool forgotten;            /* DEAD/LEFT for forget_ns: hidden from listings */
 	uint32_t rtt_us;           /* QUIC smoothed RTT to it, 0 = unknown */
 	uint32_t ping_us;          /* last PING/PONG round trip (application level) */
 	void *conn;                /* the caller's connection object, if any */
@@ -104,7 +106,8 @@ void mesh_members_conn_up(struct mesh_members *t, const uint8_t id[NET_ID_LEN], 
 void mesh_members_conn_lost(struct mesh_members *t, const uint8_t id[NET_ID_LEN], uint64_t now);
 /* Applies a verified PEER_LEAVING. Returns 1 when news (relay it), else 0. */
 int mesh_members_leave(struct mesh_members *t, const struct mesh_leaving *l, uint64_t now);
-/* Advances the timers: suspect, dead, forget. */
+/* Advances the timers: suspect, dead, and removes entries DEAD or LEFT
+ * for forget_ns (member pointers are invalid afterwards). */
 void mesh_members_tick(struct mesh_members *t, uint64_t now);
 /* Nearest future time at which mesh_members_tick would change something
  * (UINT64_MAX if none). */

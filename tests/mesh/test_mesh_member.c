@@ -90,9 +90,14 @@ static void test_mesh_member_silence(void **state)
 	assert_int_equal(mesh_members_find(&t, idof(1))->state, MESH_ALIVE);
 	/* forgotten after forget_ns */
 	mesh_members_tick(&t, 75 * S - 1);
-	assert_false(m->forgotten);
+	assert_non_null(mesh_members_find(&t, idof(2)));
 	mesh_members_tick(&t, 75 * S);
-	assert_true(m->forgotten);
+	assert_null(mesh_members_find(&t, idof(2)));
+	assert_int_equal(t.n, 1);
+	assert_int_equal(mesh_members_next_deadline(&t), UINT64_MAX);
+	/* then even a lower incarnation (clock went backwards) can join again */
+	assert_int_equal(mesh_members_apply(&t, ann(2, 3, 1), RAW, 4, true, 80 * S), MESH_APPLY_CHANGE);
+	assert_int_equal(r.ev[r.n - 1], MESH_EV_JOINED);
 	mesh_members_free(&t);
 }
 
@@ -205,6 +210,17 @@ static void test_mesh_member_many(void **state)
 		dead += t.v[i]->state == MESH_DEAD, alive += t.v[i]->state == MESH_ALIVE;
 	assert_int_equal(dead, 99);
 	assert_int_equal(alive, 100); /* 99 heard + self */
+	/* the table is capped */
+	int refused = 0;
+	for (int i = 0; i < MESH_MAX_MEMBERS + 10; i++) {
+		struct mesh_ann *a = ann(0, 1, 1);
+		a->id[0] = (uint8_t)(i >> 8);
+		a->id[1] = (uint8_t)i;
+		a->id[2] = 0xee;
+		refused += mesh_members_apply(&t, a, RAW, 4, false, 0) < 0;
+	}
+	assert_int_equal(t.n, MESH_MAX_MEMBERS);
+	assert_true(refused > 0);
 	mesh_members_free(&t);
 	mesh_members_free(NULL);
 }
