@@ -4,7 +4,7 @@
  *   mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...
  *             [--token-file PATH] [--status-file PATH] [--role R]
  *             [--vram GB] [--serving NAME] [--models-dir DIR]
- *             [--suspect-ms N] [--dead-ms N] [--forget-ms N]
+ *             [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS]
  *
  * Writes its invite token to --token-file and its /mesh/status JSON to
  * --status-file (rewritten atomically every 100 ms). SIGINT/SIGTERM leave
@@ -15,6 +15,7 @@
 #include "base/ml_log.h"
 #include "mesh/mesh.h"
 #include "mesh/mesh_local.h"
+#include "net/net_quic.h"
 
 #include <event2/event.h>
 #include <signal.h>
@@ -92,7 +93,7 @@ static void usage(void)
 	fprintf(stderr, "usage: mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...\n"
 	                "  [--token-file PATH] [--status-file PATH] [--role host|worker|client|standby]\n"
 	                "  [--vram GB] [--serving NAME] [--models-dir DIR] [--ephemeral]\n"
-	                "  [--suspect-ms N] [--dead-ms N] [--forget-ms N]\n");
+	                "  [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS]\n");
 	exit(2);
 }
 
@@ -104,6 +105,7 @@ int main(int argc, char **argv)
 	const char *joins[16];
 	size_t n_join = 0;
 	bool ephemeral = false;
+	double delay_ms = 0;
 	struct node n = {0};
 	cfg.bind_host = "127.0.0.1";
 	cfg.version = "mesh-node";
@@ -139,6 +141,8 @@ int main(int argc, char **argv)
 			cfg.suspect_ms = (uint32_t)atoi(v);
 		else if (!strcmp(a, "--dead-ms"))
 			cfg.dead_ms = (uint32_t)atoi(v);
+		else if (!strcmp(a, "--delay-ms"))
+			delay_ms = atof(v);
 		else if (!strcmp(a, "--forget-ms"))
 			cfg.forget_ms = (uint32_t)atoi(v);
 		else if (!strcmp(a, "--role")) {
@@ -167,6 +171,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	net_ident_clear(&id);
+	if (delay_ms > 0)
+		net_endpoint_set_netem(mesh_endpoint(n.mesh), (uint32_t)(delay_ms * 1000), 0, 0);
 	struct mesh_model_info models[MESH_ANN_MAX_MODELS];
 	int nm = mesh_models_scan(models_dir, models, MESH_ANN_MAX_MODELS);
 	if (nm > 0)

@@ -198,6 +198,20 @@ try:
                        capture_output=True, timeout=10)
     check(p.returncode != 0 and b"invite token" in p.stderr, "a garbage token is refused at start")
 
+    # RTT follows a simulated one-way delay: a node that delays what it
+    # sends by 30 ms is 30 ms (+ loopback) away from n0
+    t0 = time.time()
+    start("slow", join=tok, extra=["--delay-ms", "30"])
+    sid = self_id("slow")
+    t = wait(lambda: (views(["n0"])["n0"].get(sid, {}).get("rtt_ms") or 0) > 0
+             and views(["n0"])["n0"][sid]["connected"], 10)
+    check(t is not None, "node with 30 ms delay joins")
+    print(f"     joined with 30 ms one-way delay in {time.time() - t0:.2f} s")
+    time.sleep(2.5)  # a few pings for the smoothed RTT to settle
+    r = views(["n0"])["n0"][sid]
+    check(28 <= r["rtt_ms"] <= 150 and 28 <= (r.get("ping_ms") or 0) <= 150,
+          f"RTT to it reflects the delay (rtt_ms {r['rtt_ms']}, ping_ms {r.get('ping_ms')})")
+
     # key file mode
     st = os.stat(os.path.join(tmp, "n0.key"))
     check((st.st_mode & 0o777) == 0o600, "key file has mode 0600")
