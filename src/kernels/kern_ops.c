@@ -95,8 +95,9 @@ static void add_generic(float *y, const float *a, const float *b, int64_t n)
 /* Dot product with 8 independent float accumulators: the fixed-width
  * inner loop lets the compiler use vector registers without -ffast-math,
  * and the order is fixed, so results do not depend on the thread split.
- * |b| is a float or (f16 = true) a kern_f16 row. */
-static inline float dot8(const float *a, const void *bv, bool f16, int n)
+ * |b| is a float or (f16 = true) a kern_f16 row; |f16| is a constant at
+ * each call site, so each cache type gets its own loop. */
+static inline __attribute__((always_inline)) float dot8(const float *a, const void *bv, const bool f16, int n)
 {
 	const float *bf = bv;
 	const kern_f16 *bh = bv;
@@ -111,16 +112,16 @@ static inline float dot8(const float *a, const void *bv, bool f16, int n)
 	return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
-static inline float kv_at(const void *row, bool f16, size_t i)
+static inline __attribute__((always_inline)) float kv_at(const void *row, const bool f16, size_t i)
 {
 	return f16 ? kern_f16_to_f32(((const kern_f16 *)row)[i]) : ((const float *)row)[i];
 }
 
 /* One (token, head) pair: scores, softmax, weighted sum of values. */
-static void attn_one(const struct kern_attn_args *a, int t, int h, float *s)
+static inline __attribute__((always_inline)) void attn_one(const struct kern_attn_args *a, int t, int h,
+							   float *s, const bool f16)
 {
 	const int hd = a->head_dim;
-	const bool f16 = a->kv_f16 != 0;
 	const size_t esz = f16 ? sizeof(kern_f16) : sizeof(float);
 	const int hk = h / (a->n_head / a->n_head_kv);
 	const float *q = a->q + (size_t)t * (size_t)a->q_stride + (size_t)h * (size_t)hd;
@@ -174,8 +175,12 @@ static void attn_generic(const struct kern_attn_args *a, int ith, int nth)
 	for (int u = ith; u < n_units; u += nth) {
 		const int t = u / (a->n_head_kv * n_sub);
 		const int g = u % (a->n_head_kv * n_sub); /* KV head * n_sub + sub-group */
-		for (int h = g * per_sub; h < (g + 1) * per_sub; h++)
-			attn_one(a, t, h, s);
+		for (int h = g * per_sub; h < (g + 1) * per_sub; h++) {
+			if (a->kv_f16)
+				attn_one(a, t, h, s, true);
+			else
+				attn_one(a, t, h, s, false);
+		}
 	}
 }
 

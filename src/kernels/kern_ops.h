@@ -77,7 +77,7 @@ struct kern_attn_args {
 	const int32_t *n_kv;       /* [n_tok], each >= 1 */
 	float scale;               /* usually 1 / sqrt(head_dim) */
 	float *scratch;            /* [nth][scratch_stride] score rows */
-	int64_t scratch_stride;    /* >= max n_kv */
+	int64_t scratch_stride;    /* >= (n_head / n_head_kv) * max n_kv */
 };
 
 /* Thread |ith| of |nth| computes its share of the (token, head) pairs.

@@ -11,7 +11,9 @@
  *   - softmax, SwiGLU: a Cephes-style polynomial exp (about 1-2 ulp) instead
  *     of libm's expf; softmax sums in double like the reference.
  *   - attention: FMA dot products (4 cache rows at a time, each reduced
- *     horizontally), the softmax above, and an FMA weighted sum of values.
+ *     horizontally), the softmax above, and an FMA weighted sum of values
+ *     added up over blocks of positions; all query heads of a KV head are
+ *     done together so each K and V row is read from memory once.
  * Each loop is a SIMD body followed by a scalar tail. */
 #include "kernels/kern_ops.h"
 
@@ -265,81 +267,116 @@ static inline float dot_q_k(const float *q, const char *k, bool f16, int hd, siz
 	return s;
 }
 
-/* One (token, head) pair. |f16| is a constant at each call site, so the
- * compiler makes one loop per cache type. */
-static inline __attribute__((always_inline)) void attn_one(const struct kern_attn_args *a, int t, int h,
-							   float *s, const bool f16)
+/* Positions per block of the weighted value sum: a block of V rows (64 x
+ * head_dim values) stays in L1 while every query head of the group adds
+ * its share, so V is read from memory once per group, not once per head. */
+#define ATTN_V_BLOCK 64
+
+/* Query heads h0 .. h0 + ng - 1 of token t, all reading KV head hk. K and V
+ * rows are each read from memory once for the group: scores four positions
+ * at a time for every head (the K rows stay in L1 between heads), then the
+ * value sum in blocks of ATTN_V_BLOCK positions. |s| holds ng rows of
+ * n_kv scores. |f16| is a constant at each call site, so the compiler
+ * makes one loop per cache type. */
+static inline __attribute__((always_inline)) void attn_group(const struct kern_attn_args *a, int t, int h0,
+							     int ng, float *s, const bool f16)
 {
 	const int hd = a->head_dim;
 	const size_t esz = f16 ? sizeof(kern_f16) : sizeof(float);
-	const int hk = h / (a->n_head / a->n_head_kv);
-	const float *q = a->q + (size_t)t * (size_t)a->q_stride + (size_t)h * (size_t)hd;
+	const int hk = h0 / (a->n_head / a->n_head_kv);
 	const char *k = (const char *)a->k[t] + (size_t)hk * (size_t)hd * esz;
 	const char *v = (const char *)a->v[t] + (size_t)hk * (size_t)hd * esz;
-	float *out = a->out + (size_t)t * (size_t)a->out_stride + (size_t)h * (size_t)hd;
 	const int n_kv = a->n_kv[t];
 	const size_t row = (size_t)a->kv_stride * esz;
-	const __m256 vscale = _mm256_set1_ps(a->scale);
+	const __m128 vscale = _mm_set1_ps(a->scale);
+	const float *qt = a->q + (size_t)t * (size_t)a->q_stride;
+	float *ot = a->out + (size_t)t * (size_t)a->out_stride;
 
-	/* Scores, four cache rows at a time (one horizontal reduction for four). */
+	/* Scores. */
 	int p = 0;
 	if ((hd & 7) == 0) {
 		for (; p + 4 <= n_kv; p += 4) {
 			const char *k0 = k + (size_t)p * row;
-			__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-			for (int d = 0; d < hd; d += 8) {
-				const __m256 qv = _mm256_loadu_ps(q + d);
-				const size_t off = (size_t)d * esz;
-				a0 = _mm256_fmadd_ps(qv, load8(k0 + off, f16), a0);
-				a1 = _mm256_fmadd_ps(qv, load8(k0 + row + off, f16), a1);
-				a2 = _mm256_fmadd_ps(qv, load8(k0 + 2 * row + off, f16), a2);
-				a3 = _mm256_fmadd_ps(qv, load8(k0 + 3 * row + off, f16), a3);
+			for (int g = 0; g < ng; g++) {
+				const float *q = qt + (size_t)(h0 + g) * (size_t)hd;
+				__m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+				for (int d = 0; d < hd; d += 8) {
+					const __m256 qv = _mm256_loadu_ps(q + d);
+					const size_t off = (size_t)d * esz;
+					a0 = _mm256_fmadd_ps(qv, load8(k0 + off, f16), a0);
+					a1 = _mm256_fmadd_ps(qv, load8(k0 + row + off, f16), a1);
+					a2 = _mm256_fmadd_ps(qv, load8(k0 + 2 * row + off, f16), a2);
+					a3 = _mm256_fmadd_ps(qv, load8(k0 + 3 * row + off, f16), a3);
+				}
+				_mm_storeu_ps(s + (size_t)g * n_kv + p, _mm_mul_ps(hsum8_x4(a0, a1, a2, a3), vscale));
 			}
-			_mm_storeu_ps(s + p, _mm_mul_ps(hsum8_x4(a0, a1, a2, a3), _mm256_castps256_ps128(vscale)));
 		}
 	}
 	for (; p < n_kv; p++)
-		s[p] = dot_q_k(q, k + (size_t)p * row, f16, hd, esz) * a->scale;
+		for (int g = 0; g < ng; g++)
+			s[(size_t)g * n_kv + p] =
+				dot_q_k(qt + (size_t)(h0 + g) * (size_t)hd, k + (size_t)p * row, f16, hd, esz) * a->scale;
 
-	softmax_avx2(s, n_kv);
+	for (int g = 0; g < ng; g++)
+		softmax_avx2(s + (size_t)g * n_kv, n_kv);
 
-	/* out = sum_p s[p] v[p]: 64, then 8 dimensions at a time in registers. */
-	int d0 = 0;
-	for (; d0 + 64 <= hd; d0 += 64) {
-		__m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, o4 = o0, o5 = o0, o6 = o0, o7 = o0;
-		const char *vp = v + (size_t)d0 * esz;
-		for (int pp = 0; pp < n_kv; pp++, vp += row) {
-			const __m256 w = _mm256_broadcast_ss(s + pp);
-			o0 = _mm256_fmadd_ps(w, load8(vp + 0 * esz, f16), o0);
-			o1 = _mm256_fmadd_ps(w, load8(vp + 8 * esz, f16), o1);
-			o2 = _mm256_fmadd_ps(w, load8(vp + 16 * esz, f16), o2);
-			o3 = _mm256_fmadd_ps(w, load8(vp + 24 * esz, f16), o3);
-			o4 = _mm256_fmadd_ps(w, load8(vp + 32 * esz, f16), o4);
-			o5 = _mm256_fmadd_ps(w, load8(vp + 40 * esz, f16), o5);
-			o6 = _mm256_fmadd_ps(w, load8(vp + 48 * esz, f16), o6);
-			o7 = _mm256_fmadd_ps(w, load8(vp + 56 * esz, f16), o7);
+	/* out = sum_p s[p] v[p], 64 then 8 dimensions at a time in registers,
+	 * added up over blocks of positions. */
+	for (int p0 = 0; p0 < n_kv; p0 += ATTN_V_BLOCK) {
+		const int p1 = p0 + ATTN_V_BLOCK < n_kv ? p0 + ATTN_V_BLOCK : n_kv;
+		for (int g = 0; g < ng; g++) {
+			const float *sg = s + (size_t)g * n_kv;
+			float *out = ot + (size_t)(h0 + g) * (size_t)hd;
+			int d0 = 0;
+			for (; d0 + 64 <= hd; d0 += 64) {
+				__m256 o0, o1, o2, o3, o4, o5, o6, o7;
+				if (p0 == 0) {
+					o0 = o1 = o2 = o3 = o4 = o5 = o6 = o7 = _mm256_setzero_ps();
+				} else {
+					o0 = _mm256_loadu_ps(out + d0 + 0);
+					o1 = _mm256_loadu_ps(out + d0 + 8);
+					o2 = _mm256_loadu_ps(out + d0 + 16);
+					o3 = _mm256_loadu_ps(out + d0 + 24);
+					o4 = _mm256_loadu_ps(out + d0 + 32);
+					o5 = _mm256_loadu_ps(out + d0 + 40);
+					o6 = _mm256_loadu_ps(out + d0 + 48);
+					o7 = _mm256_loadu_ps(out + d0 + 56);
+				}
+				const char *vp = v + (size_t)p0 * row + (size_t)d0 * esz;
+				for (int pp = p0; pp < p1; pp++, vp += row) {
+					const __m256 w = _mm256_broadcast_ss(sg + pp);
+					o0 = _mm256_fmadd_ps(w, load8(vp + 0 * esz, f16), o0);
+					o1 = _mm256_fmadd_ps(w, load8(vp + 8 * esz, f16), o1);
+					o2 = _mm256_fmadd_ps(w, load8(vp + 16 * esz, f16), o2);
+					o3 = _mm256_fmadd_ps(w, load8(vp + 24 * esz, f16), o3);
+					o4 = _mm256_fmadd_ps(w, load8(vp + 32 * esz, f16), o4);
+					o5 = _mm256_fmadd_ps(w, load8(vp + 40 * esz, f16), o5);
+					o6 = _mm256_fmadd_ps(w, load8(vp + 48 * esz, f16), o6);
+					o7 = _mm256_fmadd_ps(w, load8(vp + 56 * esz, f16), o7);
+				}
+				_mm256_storeu_ps(out + d0 + 0, o0);
+				_mm256_storeu_ps(out + d0 + 8, o1);
+				_mm256_storeu_ps(out + d0 + 16, o2);
+				_mm256_storeu_ps(out + d0 + 24, o3);
+				_mm256_storeu_ps(out + d0 + 32, o4);
+				_mm256_storeu_ps(out + d0 + 40, o5);
+				_mm256_storeu_ps(out + d0 + 48, o6);
+				_mm256_storeu_ps(out + d0 + 56, o7);
+			}
+			for (; d0 + 8 <= hd; d0 += 8) {
+				__m256 o = p0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(out + d0);
+				const char *vp = v + (size_t)p0 * row + (size_t)d0 * esz;
+				for (int pp = p0; pp < p1; pp++, vp += row)
+					o = _mm256_fmadd_ps(_mm256_broadcast_ss(sg + pp), load8(vp, f16), o);
+				_mm256_storeu_ps(out + d0, o);
+			}
+			for (; d0 < hd; d0++) {
+				float acc = p0 == 0 ? 0.0f : out[d0];
+				for (int pp = p0; pp < p1; pp++)
+					acc += sg[pp] * load1(v + (size_t)pp * row + (size_t)d0 * esz, f16);
+				out[d0] = acc;
+			}
 		}
-		_mm256_storeu_ps(out + d0 + 0, o0);
-		_mm256_storeu_ps(out + d0 + 8, o1);
-		_mm256_storeu_ps(out + d0 + 16, o2);
-		_mm256_storeu_ps(out + d0 + 24, o3);
-		_mm256_storeu_ps(out + d0 + 32, o4);
-		_mm256_storeu_ps(out + d0 + 40, o5);
-		_mm256_storeu_ps(out + d0 + 48, o6);
-		_mm256_storeu_ps(out + d0 + 56, o7);
-	}
-	for (; d0 + 8 <= hd; d0 += 8) {
-		__m256 o = _mm256_setzero_ps();
-		const char *vp = v + (size_t)d0 * esz;
-		for (int pp = 0; pp < n_kv; pp++, vp += row)
-			o = _mm256_fmadd_ps(_mm256_broadcast_ss(s + pp), load8(vp, f16), o);
-		_mm256_storeu_ps(out + d0, o);
-	}
-	for (; d0 < hd; d0++) {
-		float acc = 0.0f;
-		for (int pp = 0; pp < n_kv; pp++)
-			acc += s[pp] * load1(v + (size_t)pp * row + (size_t)d0 * esz, f16);
-		out[d0] = acc;
 	}
 }
 
@@ -352,12 +389,10 @@ static void attn_avx2(const struct kern_attn_args *a, int ith, int nth)
 	for (int u = ith; u < n_units; u += nth) {
 		const int t = u / (a->n_head_kv * n_sub);
 		const int g = u % (a->n_head_kv * n_sub);
-		for (int h = g * per_sub; h < (g + 1) * per_sub; h++) {
-			if (a->kv_f16)
-				attn_one(a, t, h, s, true);
-			else
-				attn_one(a, t, h, s, false);
-		}
+		if (a->kv_f16)
+			attn_group(a, t, g * per_sub, per_sub, s, true);
+		else
+			attn_group(a, t, g * per_sub, per_sub, s, false);
 	}
 }
 

@@ -72,7 +72,7 @@ struct model_ctx {
 	const void **att_k;    /* (n_batch) K cache rows of each entry's sequence */
 	const void **att_v;    /* (n_batch) V cache rows */
 	int32_t *att_n;        /* (n_batch) positions each entry may see */
-	float *att_scratch;    /* (nth, n_ctx) softmax rows */
+	float *att_scratch;    /* (nth, n_head / n_head_kv * n_ctx) softmax rows */
 
 	int n_last;            /* entries in the last batch */
 	int n_out;             /* rows of out_norm filled by the last batch */
@@ -366,7 +366,7 @@ int model_ctx_init_params(struct model_ctx **out, struct model *m, struct ml_poo
 	c->att_k = malloc(nb * sizeof(*c->att_k));
 	c->att_v = malloc(nb * sizeof(*c->att_v));
 	c->att_n = malloc(nb * sizeof(*c->att_n));
-	c->att_scratch = malloc((size_t)c->nth * (size_t)n_ctx * sizeof(float));
+	c->att_scratch = malloc((size_t)c->nth * (size_t)(hp->n_head / hp->n_head_kv) * (size_t)n_ctx * sizeof(float));
 	if (!c->k_cache || !c->v_cache || !c->seq_len || !c->seq_next || !c->x || !c->xn || !c->q || !c->k ||
 	    !c->v || !c->att || !c->gate || !c->up || !c->rope_cs || !c->out_norm || !c->xq || !c->att_k ||
 	    !c->att_v || !c->att_n || !c->att_scratch) {
@@ -583,7 +583,7 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 			.n_kv = c->att_n,
 			.scale = kq_scale,
 			.scratch = c->att_scratch,
-			.scratch_stride = c->n_ctx,
+			.scratch_stride = (int64_t)(hp->n_head / hp->n_head_kv) * c->n_ctx,
 		};
 		double att_work = 0;
 		for (int i = 0; i < n; i++)

@@ -127,7 +127,7 @@ static void test_kern_attn(void **state)
 	(void)state;
 	enum { NT = 3, NH = 4, NHK = 2, HD = 8, NCTX = 20, KVS = NHK * HD };
 	float q[NT * NH * HD], out[NT * NH * HD], out2[NT * NH * HD];
-	float kc[2][NCTX * KVS], vc[2][NCTX * KVS], scratch[4 * NCTX];
+	float kc[2][NCTX * KVS], vc[2][NCTX * KVS], scratch[4 * (NH / NHK) * NCTX];
 	fill(q, NT * NH * HD, 11, 1.0);
 	fill(kc[0], NCTX * KVS, 12, 1.0);
 	fill(kc[1], NCTX * KVS, 13, 1.0);
@@ -140,7 +140,7 @@ static void test_kern_attn(void **state)
 		.n_tok = NT, .n_head = NH, .n_head_kv = NHK, .head_dim = HD,
 		.q = q, .q_stride = NH * HD, .out = out, .out_stride = NH * HD,
 		.k = kpv, .v = vpv, .kv_stride = KVS, .n_kv = n_kv,
-		.scale = 1.0f / sqrtf(HD), .scratch = scratch, .scratch_stride = NCTX,
+		.scale = 1.0f / sqrtf(HD), .scratch = scratch, .scratch_stride = (NH / NHK) * NCTX,
 	};
 	kern_attn(&a, 0, 1);
 	for (int t = 0; t < NT; t++) {
@@ -321,7 +321,7 @@ static void test_kern_attn_variants(void **state)
 	static float q[NT * MAXF], o0[NT * MAXF], o1[NT * MAXF], o2[NT * MAXF];
 	static float kc[2][NCTX * MAXF], vc[2][NCTX * MAXF], kr[2][NCTX * MAXF], vr[2][NCTX * MAXF];
 	static kern_f16 kh[2][NCTX * MAXF], vh[2][NCTX * MAXF];
-	static float scratch[4 * NCTX];
+	static float scratch[4 * 8 * NCTX];
 	const int32_t n_kv[NT] = {1, 3, 17, 64, 70};
 	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
 		const int NH = shapes[si][0], NHK = shapes[si][1], HD = shapes[si][2];
@@ -347,7 +347,7 @@ static void test_kern_attn_variants(void **state)
 				.n_tok = NT, .kv_f16 = f16, .n_head = NH, .n_head_kv = NHK, .head_dim = HD,
 				.q = q, .q_stride = NH * HD, .out = o0, .out_stride = NH * HD,
 				.k = kp, .v = vp, .kv_stride = KVS, .n_kv = n_kv,
-				.scale = 1.0f / sqrtf((float)HD), .scratch = scratch, .scratch_stride = NCTX,
+				.scale = 1.0f / sqrtf((float)HD), .scratch = scratch, .scratch_stride = (NH / NHK) * NCTX,
 			};
 			g->attn(&a, 0, 1);
 			if (f16) { /* the same as F32 attention over the rounded values */
