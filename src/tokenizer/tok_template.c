@@ -305,11 +305,9 @@ static size_t u8_count(const char *s, size_t n)
 static void u8_strip(const char *s, size_t n, const char *set, size_t setn, int which,
 		     size_t *out_start, size_t *out_end)
 {
-	size_t start = 0, end = n, i = 0;
+	size_t start = 0, end = 0, i = 0;
 	bool leading = true;
-	end = 0;
 	while (i < n) {
-		size_t at = i;
 		uint32_t cp = u8_next(s, n, &i);
 		bool strip;
 		if (set) {
@@ -332,7 +330,6 @@ static void u8_strip(const char *s, size_t n, const char *set, size_t setn, int 
 		leading = false;
 		if (!strip || !(which & 2))
 			end = i;
-		(void)at;
 	}
 	if (!(which & 2))
 		end = n;
@@ -2792,6 +2789,59 @@ static struct tlist *splitlines(struct tj_render *R, struct tval s, bool extra_n
 	return r.u.l;
 }
 
+/* str.rsplit with a maxsplit: the splits are taken from the right. */
+static struct tval str_rsplit(struct tj_render *R, struct args *a, struct tval s, struct tval sep,
+			      int64_t maxsplit)
+{
+	struct tval r = v_list(&R->c, 0);
+	const char *p = s.u.s.s;
+	size_t end = s.u.s.n;
+	int64_t done = 0;
+	if (sep.t == TV_NONE || sep.t == TV_UNDEF) {
+		for (;;) {
+			while (end > 0 && u_isspace((unsigned char)p[end - 1]))
+				end--;
+			if (end == 0)
+				break;
+			if (done >= maxsplit) { /* the rest, as it is */
+				list_push(&R->c, r.u.l, v_str(p, end));
+				break;
+			}
+			size_t st = end;
+			while (st > 0 && !u_isspace((unsigned char)p[st - 1]))
+				st--;
+			list_push(&R->c, r.u.l, v_str(p + st, end - st));
+			end = st;
+			done++;
+		}
+	} else {
+		need_str(R, a, sep, "separator");
+		if (sep.u.s.n == 0)
+			rt_fail(R, a->at, "empty separator");
+		for (;;) {
+			const char *q = NULL;
+			for (size_t k = end; done < maxsplit && k >= sep.u.s.n; k--)
+				if (memcmp(p + k - sep.u.s.n, sep.u.s.s, sep.u.s.n) == 0) {
+					q = p + k - sep.u.s.n;
+					break;
+				}
+			if (!q) {
+				list_push(&R->c, r.u.l, v_str(p, end));
+				break;
+			}
+			list_push(&R->c, r.u.l, v_str(q + sep.u.s.n, end - (size_t)(q - p) - sep.u.s.n));
+			end = (size_t)(q - p);
+			done++;
+		}
+	}
+	for (size_t i = 0, j = r.u.l->n; i + 1 < j; i++, j--) { /* collected right to left */
+		struct tval t = r.u.l->v[i];
+		r.u.l->v[i] = r.u.l->v[j - 1];
+		r.u.l->v[j - 1] = t;
+	}
+	return r;
+}
+
 static struct tval call_str_method(struct tj_render *R, struct tval s, const char *m, struct args *a)
 {
 	if (!strcmp(m, "strip") || !strcmp(m, "lstrip") || !strcmp(m, "rstrip")) {
@@ -2804,9 +2854,12 @@ static struct tval call_str_method(struct tj_render *R, struct tval s, const cha
 			 chars.t == TV_STR ? chars.u.s.n : 0, which, &st, &en);
 		return v_str(s.u.s.s + st, en - st);
 	}
-	if (!strcmp(m, "split")) {
-		struct tval mx = arg(a, 1, "maxsplit", v_int(-1));
-		return str_split(R, a, s, arg(a, 0, "sep", V_NONE), is_num(mx) ? num_i(mx) : -1);
+	if (!strcmp(m, "split") || !strcmp(m, "rsplit")) {
+		struct tval mx = arg(a, 1, "maxsplit", v_int(-1)), sep = arg(a, 0, "sep", V_NONE);
+		int64_t maxsplit = is_num(mx) ? num_i(mx) : -1;
+		if (m[0] == 's' || maxsplit < 0)
+			return str_split(R, a, s, sep, maxsplit);
+		return str_rsplit(R, a, s, sep, maxsplit);
 	}
 	if (!strcmp(m, "startswith") || !strcmp(m, "endswith")) {
 		struct tval p = arg(a, 0, NULL, V_UNDEF);

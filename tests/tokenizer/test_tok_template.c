@@ -278,6 +278,8 @@ static void test_expressions(void **state)
 	      "x|a|x|x");
 	check("{{ 'abc'.startswith('ab') }}|{{ 'abc'.endswith(('x', 'c')) }}|{{ 'aXbX'.replace('X', '-') }}",
 	      "True|True|a-b-");
+	check("{{ 'a,b,c'.rsplit(',', 1) }}{{ '  a b  c '.rsplit(None, 1) }}{{ 'x</think>y</think>z'.rsplit('</think>', 1)[-1] }}",
+	      "['a,b', 'c']['  a b', 'c']z");
 	check("{{ '{} and {}'.format(1, 'two') }}|{{ '-'.join(['a', 'b']) }}|{{ 'abcabc'.count('b') }}",
 	      "1 and two|a-b|2");
 }
