@@ -134,7 +134,10 @@ struct mm {
 };
 
 /* Products of one converted input, cut into chunks[i] row chunks each;
- * threads take chunks in order from |next|. */
+ * threads take chunks in order from |next|. Chunk k of product i is
+ * kern_matmul()'s share (ith, nth) = (k, chunks[i]): any partition is valid
+ * by its contract, and each output is one dot product whatever the split,
+ * so results do not depend on the thread count. */
 struct mm_job {
 	const struct mm *list;
 	int n;
