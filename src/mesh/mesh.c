@@ -649,11 +649,13 @@ static void cb_closed(struct net_conn *nc, const struct net_close_info *info, vo
 				back = 5000;
 			mm->next_dial_ns = now_ns() + back * MS;
 		}
-		if (c->join_token >= 0 && !others && !m->joined) {
+		if (c->join_token >= 0 && !others) {
 			uint32_t k = ++m->join_attempt;
 			uint64_t back = k < 6 ? (100ull << k) : 5000;
+			if (m->joined && back < 5000)
+				back = 5000;
 			m->join_next_ns = now_ns() + back * MS;
-			if (k % 10 == 3)
+			if (k % 10 == 3 && !m->joined)
 				ML_WARN("mesh: still trying to reach the mesh (%s)", info->reason);
 		}
 	}
@@ -687,11 +689,13 @@ static void conn_authed(struct mesh_conn *c)
 	uint64_t now = now_ns();
 	c->next_ping_ns = now;
 	mesh_addr_str(&c->addr, a);
-	if (c->join_token >= 0 && !m->joined) {
+	if (c->join_token >= 0) {
 		char mid[33];
 		for (int i = 0; i < 8; i++)
 			snprintf(mid + 2 * i, 3, "%02x", m->mesh_id[i]);
-		ML_INFO("mesh: joined mesh %s via %s (node %s)", mid, a, who);
+		ML_INFO("mesh: %s mesh %s via %s (node %s)", m->joined ? "reconnected to" : "joined",
+		        mid, a, who);
+		m->join_attempt = 0;
 	} else {
 		ML_DEBUG("mesh: %s connection with %s at %s authenticated",
 		         c->dialer ? "outgoing" : "incoming", who, a);
@@ -830,11 +834,16 @@ static void dial(struct mesh *m, const struct mesh_addr *a, const uint8_t id[NET
  * wins; the others are dropped), until one admits us. */
 static void dial_join(struct mesh *m, uint64_t now)
 {
-	if (m->joined || m->n_tokens == 0 || now < m->join_next_ns)
+	if (m->n_tokens == 0 || now < m->join_next_ns)
 		return;
-	for (struct mesh_conn *c = m->conns; c; c = c->next)
+	for (struct mesh_conn *c = m->conns; c; c = c->next) {
 		if (c->join_token >= 0 && !c->superseded)
 			return; /* attempts are in flight */
+		if (c->authed && !c->superseded)
+			return; /* in the mesh: gossip tells us everyone else */
+	}
+	/* Not joined yet, or every peer is gone (say the whole mesh restarted):
+	 * go back to the tokens. */
 	int n = 0;
 	for (size_t i = 0; i < m->n_tokens; i++) {
 		if (memcmp(m->tokens[i].issuer, m->ident.pk, NET_ID_LEN) == 0)
@@ -842,11 +851,11 @@ static void dial_join(struct mesh *m, uint64_t now)
 		for (unsigned k = 0; k < m->tokens[i].n_addrs; k++, n++)
 			dial(m, &m->tokens[i].addrs[k], m->tokens[i].issuer, (int)i);
 	}
-	if (n == 0) {
+	if (n == 0 && !m->joined) {
 		m->joined = true; /* only our own token: we are the mesh */
 		ML_INFO("mesh: the invite token names this node; continuing the mesh alone");
 	}
-	m->join_next_ns = now + 1000 * MS;
+	m->join_next_ns = now + (m->joined ? 5000 : 1000) * MS;
 }
 
 static void dial_members(struct mesh *m, uint64_t now)

@@ -166,6 +166,16 @@ try:
         print(f"     restarted n3 alive everywhere {time.time() - t_restart:.2f} s after its start")
     check("restarted and rejoined" in log_text("n1"), "log says 'restarted and rejoined'")
 
+    # a suspended node (SIGSTOP) is declared dead, and comes back on SIGCONT
+    procs["n1"].send_signal(signal.SIGSTOP)
+    t = wait(lambda: all_see(["n0", "n2", "n3"], gone=["n1"]), 20)
+    check(t is not None and t <= 15.0, f"SIGSTOP: n1 declared dead by the others within 15 s ({t})")
+    procs["n1"].send_signal(signal.SIGCONT)
+    t = wait(lambda: all_see(names), 20)
+    check(t is not None, f"SIGCONT: n1 alive everywhere again ({t})")
+    if t is not None:
+        print(f"     resumed n1 alive everywhere after {t:.2f} s")
+
     # SIGTERM n2 -> gone at once
     procs["n2"].send_signal(signal.SIGTERM)
     t = wait(lambda: all_see(["n0", "n1", "n3"], gone=["n2"]), 5, step=0.01)
