@@ -2789,6 +2789,13 @@ static struct tlist *splitlines(struct tj_render *R, struct tval s, bool extra_n
 	return r.u.l;
 }
 
+/* ASCII whitespace only: scanning backwards byte by byte must not take a
+ * UTF-8 continuation byte (0x85, 0xA0) for a space. */
+static bool rs_space(char c)
+{
+	return (unsigned char)c < 0x80 && u_isspace((unsigned char)c);
+}
+
 /* str.rsplit with a maxsplit: the splits are taken from the right. */
 static struct tval str_rsplit(struct tj_render *R, struct args *a, struct tval s, struct tval sep,
 			      int64_t maxsplit)
@@ -2799,7 +2806,7 @@ static struct tval str_rsplit(struct tj_render *R, struct args *a, struct tval s
 	int64_t done = 0;
 	if (sep.t == TV_NONE || sep.t == TV_UNDEF) {
 		for (;;) {
-			while (end > 0 && u_isspace((unsigned char)p[end - 1]))
+			while (end > 0 && rs_space(p[end - 1]))
 				end--;
 			if (end == 0)
 				break;
@@ -2808,7 +2815,7 @@ static struct tval str_rsplit(struct tj_render *R, struct args *a, struct tval s
 				break;
 			}
 			size_t st = end;
-			while (st > 0 && !u_isspace((unsigned char)p[st - 1]))
+			while (st > 0 && !rs_space(p[st - 1]))
 				st--;
 			list_push(&R->c, r.u.l, v_str(p + st, end - st));
 			end = st;
