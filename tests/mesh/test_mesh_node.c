@@ -492,6 +492,24 @@ static void test_mesh_node_replay_and_malformed(void **state)
 	assert_true(run_until(atk_has_gossip, &a, 3000));
 	assert_false(a.closed);
 
+	/* a malformed message on an HTTP stream of an authenticated peer
+	 * resets only that stream; so does an unknown stream type */
+	int64_t hs;
+	assert_int_equal(net_stream_open(a.c, &hs), 0);
+	uint8_t wrong[6] = {NET_STREAM_HTTP, NET_MSG_GOSSIP, 0, 0, 0, 0};
+	int closes = a.stream_closes;
+	net_stream_send(a.c, hs, wrong, sizeof(wrong), false);
+	run_until(never, NULL, 300);
+	assert_int_equal(a.stream_closes, closes + 1);
+	assert_int_equal(a.reset_code, MESH_STREAM_BAD);
+	assert_int_equal(net_stream_open(a.c, &hs), 0);
+	uint8_t unknown[1] = {0x77};
+	net_stream_send(a.c, hs, unknown, sizeof(unknown), false);
+	run_until(never, NULL, 300);
+	assert_int_equal(a.stream_closes, closes + 2);
+	assert_int_equal(a.reset_code, MESH_STREAM_BAD);
+	assert_false(a.closed);
+
 	/* then malformed gossip from this authenticated peer: only its
 	 * connection closes */
 	uint8_t bad[9] = {NET_MSG_GOSSIP, 0, 0, 0, 4, 0, 1, 0xff, 0xff};
