@@ -90,10 +90,11 @@ static void on_usr1(evutil_socket_t fd, short what, void *arg)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...\n"
-	                "  [--token-file PATH] [--status-file PATH] [--role host|worker|client|standby]\n"
-	                "  [--vram GB] [--serving NAME] [--models-dir DIR] [--ephemeral]\n"
-	                "  [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS]\n");
+	fprintf(stderr,
+	        "usage: mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...\n"
+	        "  [--token-file PATH] [--status-file PATH] [--role host|worker|client|standby]\n"
+	        "  [--vram GB] [--serving NAME] [--models-dir DIR] [--ephemeral]\n"
+	        "  [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS]\n");
 	exit(2);
 }
 

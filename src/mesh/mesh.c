@@ -99,8 +99,8 @@ static int ctl_send(struct mesh_conn *c, struct net_buf *b)
 		size_t off = 0;
 		struct net_frame_msg msg;
 		int n;
-		while (off < b->len &&
-		       (n = net_frame_parse(NET_STREAM_CONTROL, b->data + off, b->len - off, &msg)) > 0) {
+		while (off < b->len && (n = net_frame_parse(NET_STREAM_CONTROL, b->data + off,
+		                                            b->len - off, &msg)) > 0) {
 			t->tx_msgs[msg.type]++;
 			t->tx_bytes[msg.type] += (uint64_t)n;
 			off += (size_t)n;
@@ -356,8 +356,9 @@ static uint64_t ctl_msg(struct mesh_conn *c, const struct net_frame_msg *msg)
 		net_buf_free(&out);
 		if (rc < 0) {
 			if (c->join_token >= 0)
-				ML_ERROR("mesh: could not join through %s: %s (is the invite token right?)", who,
-				         c->auth.reason);
+				ML_ERROR("mesh: could not join through %s: %s (is the invite token "
+				         "right?)",
+				         who, c->auth.reason);
 			else
 				ML_WARN("mesh: refused %s connection with %s: %s",
 				        c->dialer ? "outgoing" : "incoming", who, c->auth.reason);
@@ -509,7 +510,8 @@ static bool stream_typed(struct mesh_conn *c, struct mesh_stream *s)
 	id_short(c->peer, who);
 	if (s->type == NET_STREAM_CONTROL) {
 		if (c->dialer || c->ctl) {
-			ML_WARN("mesh: %s opened a second control stream; closing the connection", who);
+			ML_WARN("mesh: %s opened a second control stream; closing the connection",
+			        who);
 			conn_close(c, MESH_CLOSE_PROTO, "unexpected control stream");
 			return false;
 		}
@@ -525,8 +527,8 @@ static bool stream_typed(struct mesh_conn *c, struct mesh_stream *s)
 	if (m->cfg.cb.on_stream)
 		m->cfg.cb.on_stream(m, s, s->type, c->peer, m->cfg.user);
 	if (!s->taken) {
-		ML_DEBUG("mesh: nobody takes %s streams from %s; reset", net_stream_type_name(s->type),
-		         who);
+		ML_DEBUG("mesh: nobody takes %s streams from %s; reset",
+		         net_stream_type_name(s->type), who);
 		stream_reject(s, MESH_STREAM_REFUSED);
 		return false;
 	}
@@ -555,8 +557,9 @@ static void cb_stream_data(struct net_conn *nc, int64_t sid, const uint8_t *data
 		if (n == ML_ERR_INCOMPLETE)
 			break;
 		if (n < 0) {
-			ML_WARN("mesh: malformed %s stream from %s (%s); %s", net_stream_type_name(s->type),
-			        who, ml_last_error(), s == c->ctl ? "closing the connection" : "reset");
+			ML_WARN("mesh: malformed %s stream from %s (%s); %s",
+			        net_stream_type_name(s->type), who, ml_last_error(),
+			        s == c->ctl ? "closing the connection" : "reset");
 			if (s == c->ctl)
 				conn_close(c, MESH_CLOSE_PROTO, "malformed control stream");
 			else
@@ -570,8 +573,9 @@ static void cb_stream_data(struct net_conn *nc, int64_t sid, const uint8_t *data
 		if (s == c->ctl) {
 			uint64_t code = ctl_msg(c, &msg);
 			if (code) {
-				conn_close(c, code, code == MESH_CLOSE_AUTH ? "mesh authentication failed"
-				                                            : "protocol error");
+				conn_close(c, code,
+				           code == MESH_CLOSE_AUTH ? "mesh authentication failed"
+				                                   : "protocol error");
 				return;
 			}
 			if (!c->nc || net_stream_user(nc, sid) != s)
@@ -693,8 +697,8 @@ static void conn_authed(struct mesh_conn *c)
 		char mid[33];
 		for (int i = 0; i < 8; i++)
 			snprintf(mid + 2 * i, 3, "%02x", m->mesh_id[i]);
-		ML_INFO("mesh: %s mesh %s via %s (node %s)", m->joined ? "reconnected to" : "joined",
-		        mid, a, who);
+		ML_INFO("mesh: %s mesh %s via %s (node %s)",
+		        m->joined ? "reconnected to" : "joined", mid, a, who);
 		m->join_attempt = 0;
 	} else {
 		ML_DEBUG("mesh: %s connection with %s at %s authenticated",
@@ -711,7 +715,8 @@ static void conn_authed(struct mesh_conn *c)
 	/* One connection per pair: a newer incarnation wins, else the one
 	 * dialed by the smaller id, else the newest. */
 	for (struct mesh_conn *o = m->conns; o; o = o->next) {
-		if (o == c || !o->authed || o->superseded || memcmp(o->peer, c->peer, NET_ID_LEN) != 0)
+		if (o == c || !o->authed || o->superseded ||
+		    memcmp(o->peer, c->peer, NET_ID_LEN) != 0)
 			continue;
 		bool keep_new;
 		if (c->auth.inc_peer != o->auth.inc_peer)
@@ -763,7 +768,8 @@ static void on_member_event(struct mesh_members *t, struct mesh_member *mm, enum
 			ML_INFO("mesh: peer %s joined (%s, %.1f GB, serving %s)", who,
 			        mesh_role_name(a->role), (double)a->vram_bytes / 1e9, a->serving);
 		else
-			ML_INFO("mesh: peer %s joined (%s, %.1f GB)", who, a ? mesh_role_name(a->role) : "?",
+			ML_INFO("mesh: peer %s joined (%s, %.1f GB)", who,
+			        a ? mesh_role_name(a->role) : "?",
 			        a ? (double)a->vram_bytes / 1e9 : 0.0);
 		break;
 	case MESH_EV_UPDATED:
@@ -871,8 +877,8 @@ static void dial_members(struct mesh *m, uint64_t now)
 			continue;
 		/* the smaller id dials; the bigger one only after a grace period */
 		bool smaller = memcmp(m->ident.pk, mm->id, NET_ID_LEN) < 0;
-		if (!smaller && mm->state != MESH_DEAD && now - mm->state_since_ns < DIAL_GRACE_MS * MS &&
-		    mm->dial_failures == 0) {
+		if (!smaller && mm->state != MESH_DEAD &&
+		    now - mm->state_since_ns < DIAL_GRACE_MS * MS && mm->dial_failures == 0) {
 			continue;
 		}
 		mm->next_dial_ns = now + 1000 * MS; /* cb_closed sets the real backoff */
@@ -901,8 +907,11 @@ static void ping_peers(struct mesh *m, uint64_t now)
 			continue;
 		struct mesh_member *mm = mesh_members_find(&m->members, c->peer);
 		struct net_conn_info info;
-		if (mm && mm->conn == c && net_conn_get_info(c->nc, &info) == 0 && info.smoothed_rtt_ns)
-			mm->rtt_us = (uint32_t)(info.smoothed_rtt_ns / 1000 ? info.smoothed_rtt_ns / 1000 : 1);
+		if (mm && mm->conn == c && net_conn_get_info(c->nc, &info) == 0 &&
+		    info.smoothed_rtt_ns)
+			mm->rtt_us =
+			    (uint32_t)(info.smoothed_rtt_ns / 1000 ? info.smoothed_rtt_ns / 1000
+			                                           : 1);
 		if (now >= c->next_ping_ns) {
 			c->next_ping_ns = now + (uint64_t)m->cfg.ping_ms * MS;
 			struct net_buf b;
@@ -1003,12 +1012,15 @@ int mesh_new(struct mesh **out, struct event_base *base, const struct mesh_confi
 			goto fail;
 		for (size_t i = 0; i < cfg->n_join; i++) {
 			if (mesh_token_decode(&m->tokens[i], cfg->join[i]) != 0) {
-				rc = ml_error(ML_ERR_INVALID, "invite token %zu: %s", i + 1, ml_last_error());
+				rc = ml_error(ML_ERR_INVALID, "invite token %zu: %s", i + 1,
+				              ml_last_error());
 				goto fail;
 			}
 			if (memcmp(m->tokens[i].mesh_id, m->tokens[0].mesh_id, MESH_ID_LEN) != 0 ||
-			    memcmp(m->tokens[i].secret, m->tokens[0].secret, MESH_SECRET_LEN) != 0) {
-				rc = ml_error(ML_ERR_INVALID, "the invite tokens name different meshes");
+			    memcmp(m->tokens[i].secret, m->tokens[0].secret, MESH_SECRET_LEN) !=
+			        0) {
+				rc = ml_error(ML_ERR_INVALID,
+				              "the invite tokens name different meshes");
 				goto fail;
 			}
 		}
@@ -1069,7 +1081,8 @@ int mesh_new(struct mesh **out, struct event_base *base, const struct mesh_confi
 		ML_INFO("mesh: node %s on UDP port %u, joining through %zu token(s)", id,
 		        net_endpoint_port(m->ep), m->n_tokens);
 	else
-		ML_INFO("mesh: node %s on UDP port %u started a new mesh", id, net_endpoint_port(m->ep));
+		ML_INFO("mesh: node %s on UDP port %u started a new mesh", id,
+		        net_endpoint_port(m->ep));
 	dial_join(m, now_ns());
 	*out = m;
 	return 0;
@@ -1145,7 +1158,8 @@ int mesh_invite_token(const struct mesh *m, char *out, size_t cap)
 	memcpy(t.secret, m->secret, MESH_SECRET_LEN);
 	int n = self_addrs(m, t.addrs, MESH_TOKEN_MAX_ADDRS);
 	if (n <= 0)
-		return n < 0 ? n : ml_error(ML_ERR_NOT_FOUND, "%s: no usable local address", __func__);
+		return n < 0 ? n
+		             : ml_error(ML_ERR_NOT_FOUND, "%s: no usable local address", __func__);
 	t.n_addrs = (uint8_t)n;
 	int rc = mesh_token_encode(&t, out, cap);
 	sodium_memzero(&t, sizeof(t));
@@ -1238,9 +1252,8 @@ int mesh_set_models(struct mesh *m, const struct mesh_model_info *models, size_t
 	return 0;
 }
 
-int mesh_set_serving(struct mesh *m, const char *model, const char *fingerprint,
-                     const char *source, uint32_t layer_start, uint32_t layer_end,
-                     uint32_t n_layers)
+int mesh_set_serving(struct mesh *m, const char *model, const char *fingerprint, const char *source,
+                     uint32_t layer_start, uint32_t layer_end, uint32_t n_layers)
 {
 	if (layer_start > layer_end || layer_end > n_layers)
 		return ml_error(ML_ERR_INVALID, "%s: layers %u..%u of %u", __func__, layer_start,
@@ -1372,8 +1385,8 @@ int mesh_stream_open(struct mesh *m, const uint8_t id[NET_ID_LEN], uint8_t strea
 	if (stream_type != NET_STREAM_HTTP && stream_type != NET_STREAM_STAGE)
 		return ml_error(ML_ERR_INVALID, "%s: stream type %u", __func__, stream_type);
 	struct mesh_member *mm = mesh_members_find(&m->members, id);
-	if (!mm || mm->self || !mm->conn || !((struct mesh_conn *)mm->conn)->authed || mm->state == MESH_DEAD ||
-	    mm->state == MESH_LEFT)
+	if (!mm || mm->self || !mm->conn || !((struct mesh_conn *)mm->conn)->authed ||
+	    mm->state == MESH_DEAD || mm->state == MESH_LEFT)
 		return ml_error(ML_ERR_NOT_FOUND, "%s: peer not connected", __func__);
 	struct mesh_conn *c = mm->conn;
 	int64_t sid;
@@ -1407,8 +1420,7 @@ void mesh_stream_set_callbacks(struct mesh_stream *s, const struct mesh_stream_c
 	s->taken = true;
 }
 
-int mesh_stream_send(struct mesh_stream *s, uint8_t type, const void *payload, size_t len,
-                     bool fin)
+int mesh_stream_send(struct mesh_stream *s, uint8_t type, const void *payload, size_t len, bool fin)
 {
 	if (s->closed || !s->c->nc)
 		return ML_ERR_CLOSED;

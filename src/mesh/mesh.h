@@ -93,19 +93,19 @@ struct mesh_config {
 	const char *bind_host;         /* NULL = all IPv4 interfaces; "::" dual stack */
 	uint16_t port;                 /* UDP port, 0 = ephemeral */
 	enum mesh_role role;
-	uint64_t vram_bytes;           /* advertised memory (already capped by --max-vram) */
-	const char *version;           /* software version string, NULL = "dev" */
-	const char *const *join;       /* invite tokens (text); none = start a new mesh */
+	uint64_t vram_bytes;     /* advertised memory (already capped by --max-vram) */
+	const char *version;     /* software version string, NULL = "dev" */
+	const char *const *join; /* invite tokens (text); none = start a new mesh */
 	size_t n_join;
 	/* Advertised addresses instead of the ones found on the interfaces
 	 * (NAT, tests); NULL = automatic. */
 	const struct mesh_addr *addrs;
 	size_t n_addrs;
-	uint32_t ping_ms;         /* PING each peer this often (RTT, liveness); default 1000 */
-	uint32_t announce_ms;     /* re-announce ourselves this often; default 2000 */
-	uint32_t suspect_ms;      /* silent this long -> suspect; default 4000 */
-	uint32_t dead_ms;         /* silent this long -> dead; default 10000 */
-	uint32_t forget_ms;       /* dead/left nodes leave the status after; default 60000 */
+	uint32_t ping_ms;          /* PING each peer this often (RTT, liveness); default 1000 */
+	uint32_t announce_ms;      /* re-announce ourselves this often; default 2000 */
+	uint32_t suspect_ms;       /* silent this long -> suspect; default 4000 */
+	uint32_t dead_ms;          /* silent this long -> dead; default 10000 */
+	uint32_t forget_ms;        /* dead/left nodes leave the status after; default 60000 */
 	uint32_t hello_timeout_ms; /* default 5000 */
 	uint32_t idle_timeout_ms;  /* QUIC idle timeout, default 15000 */
 	struct mesh_callbacks cb;

@@ -142,7 +142,8 @@ int mesh_addr_local(const char *bind_host, uint16_t port, struct mesh_addr *out,
 			if (i->ifa_addr->sa_family == AF_INET6) {
 				if (!v6)
 					continue;
-				const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)i->ifa_addr;
+				const struct sockaddr_in6 *s6 =
+				    (const struct sockaddr_in6 *)i->ifa_addr;
 				if (IN6_IS_ADDR_LINKLOCAL(&s6->sin6_addr))
 					continue;
 			} else if (i->ifa_addr->sa_family != AF_INET) {

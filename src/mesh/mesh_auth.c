@@ -101,7 +101,8 @@ static int check_version(struct mesh_auth *a, uint16_t v)
 {
 	a->peer_version = v;
 	if (v != MESH_PROTO_VERSION)
-		return fail(a, ML_ERR_PROTO, "peer speaks mesh protocol version %u, we speak %d", v, MESH_PROTO_VERSION);
+		return fail(a, ML_ERR_PROTO, "peer speaks mesh protocol version %u, we speak %d", v,
+		            MESH_PROTO_VERSION);
 	return 0;
 }
 
@@ -114,7 +115,8 @@ int mesh_auth_recv(struct mesh_auth *a, uint8_t type, const uint8_t *payload, si
 	switch (a->state) {
 	case MESH_AUTH_WAIT_HELLO: {
 		if (type != NET_MSG_HELLO)
-			return fail(a, ML_ERR_PROTO, "expected HELLO, got %s", net_msg_type_name(type));
+			return fail(a, ML_ERR_PROTO, "expected HELLO, got %s",
+			            net_msg_type_name(type));
 		uint16_t v = net_reader_u16(&r);
 		uint8_t phase = net_reader_u8(&r);
 		net_reader_copy(&r, a->nonce_d, MESH_NONCE_LEN);
@@ -137,7 +139,8 @@ int mesh_auth_recv(struct mesh_auth *a, uint8_t type, const uint8_t *payload, si
 	}
 	case MESH_AUTH_WAIT_PROOF: {
 		if (type != NET_MSG_HELLO)
-			return fail(a, ML_ERR_PROTO, "expected the HELLO proof, got %s", net_msg_type_name(type));
+			return fail(a, ML_ERR_PROTO, "expected the HELLO proof, got %s",
+			            net_msg_type_name(type));
 		uint16_t v = net_reader_u16(&r);
 		uint8_t phase = net_reader_u8(&r);
 		net_reader_copy(&r, proof, MESH_PROOF_LEN);
@@ -147,13 +150,16 @@ int mesh_auth_recv(struct mesh_auth *a, uint8_t type, const uint8_t *payload, si
 			return fail(a, ML_ERR_PROTO, "malformed HELLO proof (%zu bytes)", len);
 		mesh_auth_proof(a, false, want);
 		if (sodium_memcmp(proof, want, MESH_PROOF_LEN) != 0)
-			return fail(a, ML_ERR_AUTH, "peer does not know the mesh secret (wrong or forged token, or a replayed proof)");
+			return fail(a, ML_ERR_AUTH,
+			            "peer does not know the mesh secret (wrong or forged token, or "
+			            "a replayed proof)");
 		a->state = MESH_AUTH_DONE;
 		return 1;
 	}
 	case MESH_AUTH_WAIT_ACK: {
 		if (type != NET_MSG_HELLO_ACK)
-			return fail(a, ML_ERR_PROTO, "expected HELLO_ACK, got %s", net_msg_type_name(type));
+			return fail(a, ML_ERR_PROTO, "expected HELLO_ACK, got %s",
+			            net_msg_type_name(type));
 		uint16_t v = net_reader_u16(&r);
 		net_reader_copy(&r, a->nonce_a, MESH_NONCE_LEN);
 		a->inc_peer = net_reader_u64(&r);
@@ -164,7 +170,9 @@ int mesh_auth_recv(struct mesh_auth *a, uint8_t type, const uint8_t *payload, si
 			return fail(a, ML_ERR_PROTO, "malformed HELLO_ACK (%zu bytes)", len);
 		mesh_auth_proof(a, true, want);
 		if (sodium_memcmp(proof, want, MESH_PROOF_LEN) != 0)
-			return fail(a, ML_ERR_AUTH, "peer does not know the mesh secret (wrong or forged token, or a replayed proof)");
+			return fail(a, ML_ERR_AUTH,
+			            "peer does not know the mesh secret (wrong or forged token, or "
+			            "a replayed proof)");
 		size_t m = net_frame_begin(out, NET_MSG_HELLO);
 		net_buf_put_u16(out, MESH_PROTO_VERSION);
 		net_buf_put_u8(out, 2);
@@ -177,6 +185,7 @@ int mesh_auth_recv(struct mesh_auth *a, uint8_t type, const uint8_t *payload, si
 		return 1;
 	}
 	default:
-		return fail(a, ML_ERR_PROTO, "unexpected %s during the handshake", net_msg_type_name(type));
+		return fail(a, ML_ERR_PROTO, "unexpected %s during the handshake",
+		            net_msg_type_name(type));
 	}
 }

@@ -14,11 +14,16 @@ static const char LEAVE_DOMAIN[] = "mesh-llm leaving v1";
 const char *mesh_role_name(int role)
 {
 	switch (role) {
-	case MESH_ROLE_STANDBY: return "standby";
-	case MESH_ROLE_HOST: return "host";
-	case MESH_ROLE_WORKER: return "worker";
-	case MESH_ROLE_CLIENT: return "client";
-	default: return "?";
+	case MESH_ROLE_STANDBY:
+		return "standby";
+	case MESH_ROLE_HOST:
+		return "host";
+	case MESH_ROLE_WORKER:
+		return "worker";
+	case MESH_ROLE_CLIENT:
+		return "client";
+	default:
+		return "?";
 	}
 }
 
@@ -57,7 +62,8 @@ static int verify_domain(const uint8_t pk[NET_ID_LEN], const char *domain, const
 int mesh_ann_encode(const struct mesh_ann *a, const struct net_ident *ident, struct net_buf *out)
 {
 	if (memcmp(a->id, ident->pk, NET_ID_LEN) != 0)
-		return ml_error(ML_ERR_INVALID, "%s: announcement id is not the signing key", __func__);
+		return ml_error(ML_ERR_INVALID, "%s: announcement id is not the signing key",
+		                __func__);
 	if (a->n_addrs > MESH_ANN_MAX_ADDRS || a->n_models > MESH_ANN_MAX_MODELS ||
 	    a->n_rtts > MESH_ANN_MAX_RTTS)
 		return ml_error(ML_ERR_INVALID, "%s: too many addresses, models or rtts", __func__);
@@ -109,12 +115,13 @@ static int get_s(struct net_reader *r, char *dst, size_t max, const char *what)
 	const char *s = net_reader_str(r, max, &n);
 	dst[0] = 0;
 	if (!s)
-		return ml_error(ML_ERR_FORMAT, "mesh_ann_decode: %s missing or over %zu bytes", what,
-		                max);
+		return ml_error(ML_ERR_FORMAT, "mesh_ann_decode: %s missing or over %zu bytes",
+		                what, max);
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
 			r->err = ML_ERR_FORMAT;
-			return ml_error(ML_ERR_FORMAT, "mesh_ann_decode: control character in %s", what);
+			return ml_error(ML_ERR_FORMAT, "mesh_ann_decode: control character in %s",
+			                what);
 		}
 	memcpy(dst, s, n);
 	dst[n] = 0;
@@ -131,8 +138,8 @@ int mesh_ann_decode(struct mesh_ann *a, const uint8_t *p, size_t len)
 	net_reader_init(&r, p, len - NET_SIG_LEN);
 	uint8_t v = net_reader_u8(&r);
 	if (v != MESH_ANN_VERSION)
-		return ml_error(ML_ERR_FORMAT, "%s: announcement version %u (we read %d)", __func__, v,
-		                MESH_ANN_VERSION);
+		return ml_error(ML_ERR_FORMAT, "%s: announcement version %u (we read %d)", __func__,
+		                v, MESH_ANN_VERSION);
 	net_reader_copy(&r, a->id, NET_ID_LEN);
 	a->incarnation = net_reader_u64(&r);
 	a->seq = net_reader_u64(&r);
@@ -179,8 +186,8 @@ int mesh_ann_decode(struct mesh_ann *a, const uint8_t *p, size_t len)
 	if (a->role >= MESH_ROLE_COUNT)
 		return ml_error(ML_ERR_FORMAT, "%s: role %u", __func__, a->role);
 	if (a->layer_start > a->layer_end || a->layer_end > a->n_layers)
-		return ml_error(ML_ERR_FORMAT, "%s: layer range %u..%u of %u", __func__, a->layer_start,
-		                a->layer_end, a->n_layers);
+		return ml_error(ML_ERR_FORMAT, "%s: layer range %u..%u of %u", __func__,
+		                a->layer_start, a->layer_end, a->n_layers);
 	return 0;
 }
 
@@ -213,8 +220,9 @@ int mesh_gossip_walk(const uint8_t *p, size_t len,
 	for (unsigned i = 0; i < n; i++) {
 		size_t l;
 		if (!net_reader_blob(&r, MESH_ANN_MAX_BYTES, &l))
-			return ml_error(ML_ERR_FORMAT, "%s: announcement %u truncated or over %d bytes",
-			                __func__, i, MESH_ANN_MAX_BYTES);
+			return ml_error(ML_ERR_FORMAT,
+			                "%s: announcement %u truncated or over %d bytes", __func__,
+			                i, MESH_ANN_MAX_BYTES);
 	}
 	if (net_reader_finish(&r))
 		return ml_error(ML_ERR_FORMAT, "%s: trailing bytes", __func__);

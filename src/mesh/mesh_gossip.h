@@ -37,10 +37,10 @@
 #define MESH_ANN_MAX_ADDRS 16
 #define MESH_ANN_MAX_MODELS 32
 #define MESH_ANN_MAX_RTTS 256
-#define MESH_NAME_MAX 127    /* model names, software version: characters */
-#define MESH_SOURCE_MAX 255  /* model source */
-#define MESH_FP_MAX 64       /* model fingerprint */
-#define MESH_EXTRA_MAX 1024  /* extra JSON text */
+#define MESH_NAME_MAX 127   /* model names, software version: characters */
+#define MESH_SOURCE_MAX 255 /* model source */
+#define MESH_FP_MAX 64      /* model fingerprint */
+#define MESH_EXTRA_MAX 1024 /* extra JSON text */
 #define MESH_ANN_MAX_BYTES 16384
 #define MESH_GOSSIP_MAX_ANNS 1024
 

@@ -19,7 +19,8 @@ int mesh_ident_path(char *out, size_t cap, const char *override)
 	} else {
 		const char *home = getenv("HOME");
 		if (!home || !*home)
-			return ml_error(ML_ERR_NOT_FOUND, "%s: $HOME is not set; give a key path", __func__);
+			return ml_error(ML_ERR_NOT_FOUND, "%s: $HOME is not set; give a key path",
+			                __func__);
 		n = snprintf(out, cap, "%s/.mesh-llm/key", home);
 	}
 	if (n < 0 || (size_t)n >= cap)
@@ -79,7 +80,8 @@ static void scan_dir(const char *root, const char *rel, int depth, struct mesh_m
                      size_t cap, size_t *n)
 {
 	char path[4096];
-	if (snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel) >= (int)sizeof(path))
+	if (snprintf(path, sizeof(path), "%s%s%s", root, rel[0] ? "/" : "", rel) >=
+	    (int)sizeof(path))
 		return;
 	DIR *d = opendir(path);
 	if (!d)

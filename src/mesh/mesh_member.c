@@ -9,11 +9,16 @@
 const char *mesh_state_name(int s)
 {
 	switch (s) {
-	case MESH_ALIVE: return "alive";
-	case MESH_SUSPECT: return "suspect";
-	case MESH_DEAD: return "dead";
-	case MESH_LEFT: return "left";
-	default: return "?";
+	case MESH_ALIVE:
+		return "alive";
+	case MESH_SUSPECT:
+		return "suspect";
+	case MESH_DEAD:
+		return "dead";
+	case MESH_LEFT:
+		return "left";
+	default:
+		return "?";
 	}
 }
 

@@ -50,13 +50,13 @@ struct mesh_member {
 	struct mesh_ann *ann; /* owned; NULL only for a tombstone known from PEER_LEAVING */
 	uint8_t *raw;         /* owned signed announcement bytes */
 	size_t raw_len;
-	uint64_t inc, seq;         /* newest version seen */
-	uint64_t last_heard_ns;    /* last direct message or newer announcement */
+	uint64_t inc, seq;      /* newest version seen */
+	uint64_t last_heard_ns; /* last direct message or newer announcement */
 	uint64_t state_since_ns;
-	uint32_t rtt_us;           /* QUIC smoothed RTT to it, 0 = unknown */
-	uint32_t ping_us;          /* last PING/PONG round trip (application level) */
-	void *conn;                /* the caller's connection object, if any */
-	uint64_t next_dial_ns;     /* dialing state, owned by the caller */
+	uint32_t rtt_us;       /* QUIC smoothed RTT to it, 0 = unknown */
+	uint32_t ping_us;      /* last PING/PONG round trip (application level) */
+	void *conn;            /* the caller's connection object, if any */
+	uint64_t next_dial_ns; /* dialing state, owned by the caller */
 	uint32_t dial_failures;
 };
 

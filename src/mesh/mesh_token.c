@@ -21,8 +21,8 @@ static void token_check(const uint8_t *p, size_t n, uint8_t out[TOKEN_CHECK])
 int mesh_token_encode_blob(const struct mesh_token *t, uint8_t *out, size_t cap)
 {
 	if (t->n_addrs == 0 || t->n_addrs > MESH_TOKEN_MAX_ADDRS)
-		return ml_error(ML_ERR_INVALID, "%s: %u addresses (need 1..%d)", __func__, t->n_addrs,
-		                MESH_TOKEN_MAX_ADDRS);
+		return ml_error(ML_ERR_INVALID, "%s: %u addresses (need 1..%d)", __func__,
+		                t->n_addrs, MESH_TOKEN_MAX_ADDRS);
 	struct net_buf b;
 	net_buf_init(&b, MESH_TOKEN_MAX_BLOB);
 	net_buf_put_bytes(&b, TOKEN_MAGIC, 4);
@@ -65,14 +65,15 @@ int mesh_token_decode_blob(struct mesh_token *t, const uint8_t *in, size_t len)
 	if (memcmp(in, TOKEN_MAGIC, 4) != 0)
 		return ml_error(ML_ERR_FORMAT, "%s: not a mesh-llm invite token", __func__);
 	if (in[4] != MESH_TOKEN_VERSION)
-		return ml_error(ML_ERR_FORMAT,
-		                "%s: token version %u, this build reads version %d (upgrade mesh-llm?)",
-		                __func__, in[4], MESH_TOKEN_VERSION);
+		return ml_error(
+		    ML_ERR_FORMAT,
+		    "%s: token version %u, this build reads version %d (upgrade mesh-llm?)",
+		    __func__, in[4], MESH_TOKEN_VERSION);
 	uint8_t chk[TOKEN_CHECK];
 	token_check(in, len - TOKEN_CHECK, chk);
 	if (sodium_memcmp(chk, in + len - TOKEN_CHECK, TOKEN_CHECK) != 0)
-		return ml_error(ML_ERR_FORMAT, "%s: token checksum mismatch (mistyped or truncated?)",
-		                __func__);
+		return ml_error(ML_ERR_FORMAT,
+		                "%s: token checksum mismatch (mistyped or truncated?)", __func__);
 	struct net_reader r;
 	net_reader_init(&r, in, len - TOKEN_CHECK);
 	net_reader_bytes(&r, 5);
@@ -118,8 +119,8 @@ int mesh_token_decode(struct mesh_token *t, const char *s)
 	while (len && isspace((unsigned char)s[len - 1]))
 		len--;
 	if (len == 0 || len > MESH_TOKEN_MAX_LEN - 1)
-		return ml_error(ML_ERR_FORMAT, "%s: token of %zu characters (at most %d)", __func__, len,
-		                MESH_TOKEN_MAX_LEN - 1);
+		return ml_error(ML_ERR_FORMAT, "%s: token of %zu characters (at most %d)", __func__,
+		                len, MESH_TOKEN_MAX_LEN - 1);
 	uint8_t blob[MESH_TOKEN_MAX_BLOB];
 	int n = net_b64url_decode(s, len, blob, sizeof(blob));
 	if (n < 0)

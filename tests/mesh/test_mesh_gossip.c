@@ -380,10 +380,14 @@ static void test_mesh_auth_bad_messages(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_mesh_ann_roundtrip),   cmocka_unit_test(test_mesh_ann_caps),
-	    cmocka_unit_test(test_mesh_gossip_batch),    cmocka_unit_test(test_mesh_leaving),
-	    cmocka_unit_test(test_mesh_auth_ok),         cmocka_unit_test(test_mesh_auth_wrong_secret),
-	    cmocka_unit_test(test_mesh_auth_replay),     cmocka_unit_test(test_mesh_auth_bad_messages),
+	    cmocka_unit_test(test_mesh_ann_roundtrip),
+	    cmocka_unit_test(test_mesh_ann_caps),
+	    cmocka_unit_test(test_mesh_gossip_batch),
+	    cmocka_unit_test(test_mesh_leaving),
+	    cmocka_unit_test(test_mesh_auth_ok),
+	    cmocka_unit_test(test_mesh_auth_wrong_secret),
+	    cmocka_unit_test(test_mesh_auth_replay),
+	    cmocka_unit_test(test_mesh_auth_bad_messages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

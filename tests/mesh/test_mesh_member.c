@@ -96,7 +96,8 @@ static void test_mesh_member_silence(void **state)
 	assert_int_equal(t.n, 1);
 	assert_int_equal(mesh_members_next_deadline(&t), UINT64_MAX);
 	/* then even a lower incarnation (clock went backwards) can join again */
-	assert_int_equal(mesh_members_apply(&t, ann(2, 3, 1), RAW, 4, true, 80 * S), MESH_APPLY_CHANGE);
+	assert_int_equal(mesh_members_apply(&t, ann(2, 3, 1), RAW, 4, true, 80 * S),
+	                 MESH_APPLY_CHANGE);
 	assert_int_equal(r.ev[r.n - 1], MESH_EV_JOINED);
 	mesh_members_free(&t);
 }
@@ -116,7 +117,8 @@ static void test_mesh_member_conn_lost_and_stale(void **state)
 	assert_int_equal(m->last_heard_ns, 0); /* stale news is not a sign of life */
 	/* newer: applied, an UPDATED only when something user-visible changed */
 	int before = r.n;
-	assert_int_equal(mesh_members_apply(&t, ann(2, 10, 6), RAW, 4, false, 1 * S), MESH_APPLY_REFRESH);
+	assert_int_equal(mesh_members_apply(&t, ann(2, 10, 6), RAW, 4, false, 1 * S),
+	                 MESH_APPLY_REFRESH);
 	assert_int_equal(r.n, before);
 	struct mesh_ann *a = ann(2, 10, 7);
 	a->vram_bytes = 5;
@@ -128,10 +130,12 @@ static void test_mesh_member_conn_lost_and_stale(void **state)
 	assert_int_equal(r.ev[r.n - 1], MESH_EV_DEAD);
 	/* stale and even newer relayed news of the same incarnation leave it dead */
 	assert_int_equal(mesh_members_apply(&t, ann(2, 10, 7), RAW, 4, false, 3 * S), 0);
-	assert_int_equal(mesh_members_apply(&t, ann(2, 10, 8), RAW, 4, false, 3 * S), MESH_APPLY_REFRESH);
+	assert_int_equal(mesh_members_apply(&t, ann(2, 10, 8), RAW, 4, false, 3 * S),
+	                 MESH_APPLY_REFRESH);
 	assert_int_equal(m->state, MESH_DEAD);
 	/* from the node itself over a direct connection: back */
-	assert_int_equal(mesh_members_apply(&t, ann(2, 10, 9), RAW, 4, true, 4 * S), MESH_APPLY_CHANGE);
+	assert_int_equal(mesh_members_apply(&t, ann(2, 10, 9), RAW, 4, true, 4 * S),
+	                 MESH_APPLY_CHANGE);
 	assert_int_equal(m->state, MESH_ALIVE);
 	assert_int_equal(r.ev[r.n - 1], MESH_EV_ALIVE);
 	/* a new authenticated connection revives a dead entry too */
@@ -174,7 +178,8 @@ static void test_mesh_member_leave_and_rejoin(void **state)
 	mesh_members_tick(&t, 30 * S);
 	assert_int_equal(m->state, MESH_LEFT);
 	/* restart: same id, higher incarnation */
-	assert_int_equal(mesh_members_apply(&t, ann(3, 11, 1), RAW, 4, false, 31 * S), MESH_APPLY_CHANGE);
+	assert_int_equal(mesh_members_apply(&t, ann(3, 11, 1), RAW, 4, false, 31 * S),
+	                 MESH_APPLY_CHANGE);
 	assert_int_equal(m->state, MESH_ALIVE);
 	assert_int_equal(r.ev[r.n - 1], MESH_EV_REJOINED);
 	assert_int_equal(m->inc, 11);
@@ -186,7 +191,8 @@ static void test_mesh_member_leave_and_rejoin(void **state)
 	assert_int_equal(r.ev[r.n - 1], MESH_EV_REJOINED);
 	/* a restart noticed while it is still alive (announcement of a new
 	 * incarnation) is a REJOINED too */
-	assert_int_equal(mesh_members_apply(&t, ann(3, 13, 1), RAW, 4, false, 42 * S), MESH_APPLY_CHANGE);
+	assert_int_equal(mesh_members_apply(&t, ann(3, 13, 1), RAW, 4, false, 42 * S),
+	                 MESH_APPLY_CHANGE);
 	assert_int_equal(r.ev[r.n - 1], MESH_EV_REJOINED);
 	/* announcements about ourselves are ignored */
 	assert_int_equal(mesh_members_apply(&t, ann(1, 99, 99), RAW, 4, false, 42 * S), 0);
@@ -200,7 +206,8 @@ static void test_mesh_member_many(void **state)
 	struct rec r;
 	setup_table(&t, &r);
 	for (int i = 2; i < 200; i++)
-		assert_int_equal(mesh_members_apply(&t, ann((uint8_t)i, 1, 1), RAW, 4, false, 0), MESH_APPLY_CHANGE);
+		assert_int_equal(mesh_members_apply(&t, ann((uint8_t)i, 1, 1), RAW, 4, false, 0),
+		                 MESH_APPLY_CHANGE);
 	assert_int_equal(t.n, 199);
 	for (int i = 2; i < 200; i += 2)
 		mesh_members_heard(&t, idof((uint8_t)i), 8 * S);

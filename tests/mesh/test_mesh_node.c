@@ -188,8 +188,8 @@ static void test_mesh_node_join_and_tunnel(void **state)
 	assert_int_equal(json_array_size(nodes), 2);
 	for (size_t i = 0; i < 2; i++) {
 		json_t *n = json_array_get(nodes, i);
-		const char *keys[] = {"id", "self", "role", "state", "addresses", "vram_gb",
-		                      "models", "serving", "rtt_ms"};
+		const char *keys[] = {"id",      "self",   "role",    "state", "addresses",
+		                      "vram_gb", "models", "serving", "rtt_ms"};
 		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
 			assert_non_null(json_object_get(n, keys[k]));
 		assert_string_equal(json_string_value(json_object_get(n, "state")), "alive");
@@ -349,9 +349,9 @@ static void atk_dial(struct atk *a, struct mesh *target)
 	a->ready = a->closed = false;
 	a->rx_len = 0;
 	a->stream_closes = 0;
-	assert_int_equal(net_connect_host(a->ep, "127.0.0.1", mesh_port(target), mesh_node_id(target),
-	                                  a, &a->c),
-	                 0);
+	assert_int_equal(
+	    net_connect_host(a->ep, "127.0.0.1", mesh_port(target), mesh_node_id(target), a, &a->c),
+	    0);
 	assert_true(run_until(atk_is_ready, a, 3000));
 	assert_true(a->ready);
 }

@@ -24,9 +24,11 @@ static void sample(struct mesh_token *t, int n_addrs)
 	t->n_addrs = (uint8_t)n_addrs;
 	for (int i = 0; i < n_addrs; i++) {
 		if (i % 2 == 0)
-			assert_int_equal(mesh_addr_parse(&t->addrs[i], "192.168.1.20", (uint16_t)(7842 + i)), 0);
+			assert_int_equal(
+			    mesh_addr_parse(&t->addrs[i], "192.168.1.20", (uint16_t)(7842 + i)), 0);
 		else
-			assert_int_equal(mesh_addr_parse(&t->addrs[i], "2001:db8::7", (uint16_t)(7842 + i)), 0);
+			assert_int_equal(
+			    mesh_addr_parse(&t->addrs[i], "2001:db8::7", (uint16_t)(7842 + i)), 0);
 	}
 }
 
@@ -95,7 +97,8 @@ static void test_mesh_token_flipped_bytes(void **state)
 	for (int k = 0; k < n; k++)
 		for (int bit = 0; bit < 8; bit++) {
 			blob[k] ^= (uint8_t)(1u << bit);
-			assert_int_equal(mesh_token_decode_blob(&u, blob, (size_t)n), ML_ERR_FORMAT);
+			assert_int_equal(mesh_token_decode_blob(&u, blob, (size_t)n),
+			                 ML_ERR_FORMAT);
 			blob[k] ^= (uint8_t)(1u << bit);
 		}
 }
