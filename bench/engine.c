@@ -170,10 +170,12 @@ int main(int argc, char **argv)
 	struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
 	float *logits = malloc((size_t)MAX_CONC * (size_t)hp->n_vocab * sizeof(float));
 	if (!logits || model_load(&m, &mp) < 0 ||
-	    ml_pool_init(&pool, n_threads > 0 ? n_threads : p.n_threads > 0 ? p.n_threads : 2) < 0 ||
+	    ml_pool_init(&pool, n_threads > 0     ? n_threads
+	                        : p.n_threads > 0 ? p.n_threads
+	                                          : 2) < 0 ||
 	    model_ctx_init(&mc, m, pool, MAX_CONC, N_PROMPT + n_gen + 1, MAX_CONC * N_PROMPT) < 0) {
 		fprintf(stderr, "bench-engine: cannot set up the direct baseline: %s\n",
-			ml_last_error());
+		        ml_last_error());
 		return 1;
 	}
 	printf("bench-engine: %s (%s, %d layers, n_embd %d, vocab %d), git %s, kernels: %s\n",
@@ -204,8 +206,8 @@ int main(int argc, char **argv)
 		double med = v[N_RUNS / 2], raw_med = raw[N_RUNS / 2];
 		if (c == 0)
 			base = med;
-		printf("  %-11d %16.1f %10.1f..%-10.1f %7.2fx %17.1f %8.0f%%\n", concs[c], med, v[0],
-		       v[N_RUNS - 1], base > 0 ? med / base : 0.0, raw_med,
+		printf("  %-11d %16.1f %10.1f..%-10.1f %7.2fx %17.1f %8.0f%%\n", concs[c], med,
+		       v[0], v[N_RUNS - 1], base > 0 ? med / base : 0.0, raw_med,
 		       raw_med > 0 ? 100.0 * med / raw_med : 0.0);
 	}
 	eng_free(e);

@@ -79,8 +79,8 @@ struct eng_slot {
 	struct smp *smp;
 	struct tok_stream ts;
 	/* this step */
-	int n_chunk;   /* tokens of this slot in the batch */
-	int logit_row; /* row of e->logits for its last token, -1 if none */
+	int n_chunk;    /* tokens of this slot in the batch */
+	int logit_row;  /* row of e->logits for its last token, -1 if none */
 	double t_first; /* time of the first generated token */
 };
 
@@ -114,7 +114,7 @@ struct eng {
 	bool cancel_pending;
 	bool stop;
 	uint64_t next_id;
-	uint64_t n_finished; /* slots given back, for last_used */
+	uint64_t n_finished;    /* slots given back, for last_used */
 	struct eng_stats stats; /* totals (n_parallel/n_active/n_queued filled on read) */
 	/* engine thread only */
 	uint64_t next_order;
@@ -124,32 +124,32 @@ struct eng {
 struct eng_params eng_default_params(void)
 {
 	struct eng_params p = {
-		.model_path = NULL,
-		.n_parallel = 4,
-		.n_ctx = 0,
-		.n_threads = 0,
-		.n_batch = 512,
-		.n_queue = 16,
+	    .model_path = NULL,
+	    .n_parallel = 4,
+	    .n_ctx = 0,
+	    .n_threads = 0,
+	    .n_batch = 512,
+	    .n_queue = 16,
 	};
 	return p;
 }
 
 /* ---- events ---------------------------------------------------------- */
 
-static void emit(struct eng_slot *s, struct eng_req *r, const char *text, size_t len,
-		 int32_t token, enum eng_finish finish, int err, const char *message)
+static void emit(struct eng_slot *s, struct eng_req *r, const char *text, size_t len, int32_t token,
+                 enum eng_finish finish, int err, const char *message)
 {
 	struct eng_event ev = {
-		.id = r->id,
-		.text = len ? text : "",
-		.len = len,
-		.token = token,
-		.finish = finish,
-		.n_prompt = r->n_prompt,
-		.n_completion = s ? s->n_gen : 0,
-		.err = err,
-		.message = message,
-		.n_cached = s ? s->n_reuse : 0,
+	    .id = r->id,
+	    .text = len ? text : "",
+	    .len = len,
+	    .token = token,
+	    .finish = finish,
+	    .n_prompt = r->n_prompt,
+	    .n_completion = s ? s->n_gen : 0,
+	    .err = err,
+	    .message = message,
+	    .n_cached = s ? s->n_reuse : 0,
 	};
 	r->cb(&ev, r->user);
 }
@@ -157,8 +157,8 @@ static void emit(struct eng_slot *s, struct eng_req *r, const char *text, size_t
 /* Gives slot |s| back and sends the request's final event, with |text| as
  * its last piece of text. Frees the request. A request that ended normally
  * leaves its KV cache for reuse; a cancelled or failed one clears it. */
-static void slot_finish(struct eng *e, struct eng_slot *s, enum eng_finish finish,
-			const char *text, size_t len, int err, const char *message)
+static void slot_finish(struct eng *e, struct eng_slot *s, enum eng_finish finish, const char *text,
+                        size_t len, int err, const char *message)
 {
 	struct eng_req *r = s->req;
 	bool keep = finish == ENG_FINISH_STOP || finish == ENG_FINISH_LENGTH;
@@ -180,9 +180,9 @@ static void slot_finish(struct eng *e, struct eng_slot *s, enum eng_finish finis
 		double now = ml_time_s();
 		double gen_s = s->n_gen > 1 ? now - s->t_first : 0.0;
 		ML_DEBUG("eng: request %llu done (%d): %d prompt + %d generated tokens in %.3f s"
-			 " (%.1f tokens/s after the first)",
-			 (unsigned long long)r->id, (int)finish, r->n_prompt, s->n_gen,
-			 now - r->t_start, gen_s > 0 ? (s->n_gen - 1) / gen_s : 0.0);
+		         " (%.1f tokens/s after the first)",
+		         (unsigned long long)r->id, (int)finish, r->n_prompt, s->n_gen,
+		         now - r->t_start, gen_s > 0 ? (s->n_gen - 1) / gen_s : 0.0);
 	}
 	emit(s, r, text, len, -1, finish, err, message);
 	s->n_chunk = 0;
@@ -193,7 +193,7 @@ static void slot_finish(struct eng *e, struct eng_slot *s, enum eng_finish finis
 /* ---- request intake -------------------------------------------------- */
 
 int eng_submit(struct eng *e, const struct eng_request *r, eng_event_fn cb, void *user,
-	       uint64_t *id)
+               uint64_t *id)
 {
 	if (!e || !r || !cb)
 		return ml_error(ML_ERR_INVALID, "eng_submit: missing engine, request or callback");
@@ -201,15 +201,15 @@ int eng_submit(struct eng *e, const struct eng_request *r, eng_event_fn cb, void
 		return ml_error(ML_ERR_INVALID, "eng_submit: the prompt is empty");
 	if ((int64_t)r->n_prompt + 1 > e->p.n_ctx)
 		return ml_error(ML_ERR_RANGE,
-				"prompt of %d tokens does not fit the context of %d tokens per slot"
-				" (prompt + 1 generated token must fit)",
-				r->n_prompt, e->p.n_ctx);
+		                "prompt of %d tokens does not fit the context of %d tokens per slot"
+		                " (prompt + 1 generated token must fit)",
+		                r->n_prompt, e->p.n_ctx);
 	for (int i = 0; i < r->n_prompt; i++)
 		if (r->prompt[i] < 0 || r->prompt[i] >= e->n_vocab)
 			return ml_error(ML_ERR_INVALID,
-					"eng_submit: prompt token %d at position %d is outside the "
-					"vocabulary of %d tokens",
-					r->prompt[i], i, e->n_vocab);
+			                "eng_submit: prompt token %d at position %d is outside the "
+			                "vocabulary of %d tokens",
+			                r->prompt[i], i, e->n_vocab);
 
 	/* One allocation: header, prompt, stop strings, pending-text buffer. */
 	size_t n_stop_bytes = 0;
@@ -227,12 +227,12 @@ int eng_submit(struct eng *e, const struct eng_request *r, eng_event_fn cb, void
 	/* Held-back text is shorter than the longest stop string; one push adds
 	 * at most ENG_PIECE_MAX bytes, a flush at most a few replacement chars. */
 	size_t text_cap = max_stop + 2 * ENG_PIECE_MAX;
-	size_t sz = sizeof(struct eng_req) + (size_t)r->n_prompt * sizeof(int32_t) +
-		    n_stop_bytes + text_cap;
+	size_t sz = sizeof(struct eng_req) + (size_t)r->n_prompt * sizeof(int32_t) + n_stop_bytes +
+	            text_cap;
 	struct eng_req *q = calloc(1, sz);
 	if (!q)
-		return ml_error(ML_ERR_NOMEM, "eng_submit: out of memory for a request of %zu bytes",
-				sz);
+		return ml_error(ML_ERR_NOMEM,
+		                "eng_submit: out of memory for a request of %zu bytes", sz);
 	q->cb = cb;
 	q->user = user;
 	q->n_prompt = r->n_prompt;
@@ -265,8 +265,8 @@ int eng_submit(struct eng *e, const struct eng_request *r, eng_event_fn cb, void
 		pthread_mutex_unlock(&e->mu);
 		free(q);
 		return ml_error(ML_ERR_BUSY,
-				"all %d slots are busy and %d requests are waiting (limit %d)",
-				n_active, n_queued, e->p.n_queue);
+		                "all %d slots are busy and %d requests are waiting (limit %d)",
+		                n_active, n_queued, e->p.n_queue);
 	}
 	q->id = ++e->next_id;
 	if (e->q_tail)
@@ -324,8 +324,9 @@ static void slot_start(struct eng *e, struct eng_slot *s)
 	tok_stream_init(&s->ts, e->vocab, false);
 	/* The output continues a prompt, so its first piece keeps its space. */
 	s->ts.at_start = false;
-	ML_DEBUG("eng: request %llu -> slot %d (%d prompt tokens, %d of them cached, waited %.3f s)",
-		 (unsigned long long)r->id, s->seq, r->n_prompt, keep, ml_time_s() - r->t_start);
+	ML_DEBUG(
+	    "eng: request %llu -> slot %d (%d prompt tokens, %d of them cached, waited %.3f s)",
+	    (unsigned long long)r->id, s->seq, r->n_prompt, keep, ml_time_s() - r->t_start);
 }
 
 /* Length of the prefix of |q|'s prompt still in free slot |s|'s cache. */
@@ -479,7 +480,7 @@ static void slot_sample(struct eng *e, struct eng_slot *s)
 
 	if (tok < 0 || tok >= e->n_vocab) {
 		snprintf(e->errmsg, sizeof(e->errmsg), "sampler returned token %d (vocabulary %d)",
-			 tok, e->n_vocab);
+		         tok, e->n_vocab);
 		slot_finish(e, s, ENG_FINISH_ERROR, "", 0, ML_ERR_INVALID, e->errmsg);
 		return;
 	}
@@ -557,12 +558,12 @@ static void engine_step(struct eng *e)
 		return;
 
 	struct model_batch b = {
-		.n_tokens = n,
-		.tokens = e->b_tok,
-		.embd = NULL,
-		.pos = e->b_pos,
-		.seq = e->b_seq,
-		.logits = e->b_logits,
+	    .n_tokens = n,
+	    .tokens = e->b_tok,
+	    .embd = NULL,
+	    .pos = e->b_pos,
+	    .seq = e->b_seq,
+	    .logits = e->b_logits,
 	};
 	double t0 = ml_time_s();
 	int rc = model_forward(e->ctx, &b, e->logits);
@@ -575,11 +576,12 @@ static void engine_step(struct eng *e)
 	pthread_mutex_unlock(&e->mu);
 	if (rc < 0) {
 		snprintf(e->errmsg, sizeof(e->errmsg), "forward pass failed: %s",
-			 ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		         ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 		ML_ERROR("eng: %s", e->errmsg);
 		for (int i = 0; i < e->p.n_parallel; i++)
 			if (e->slots[i].req && e->slots[i].n_chunk)
-				slot_finish(e, &e->slots[i], ENG_FINISH_ERROR, "", 0, rc, e->errmsg);
+				slot_finish(e, &e->slots[i], ENG_FINISH_ERROR, "", 0, rc,
+				            e->errmsg);
 		return;
 	}
 	for (int i = 0; i < e->p.n_parallel; i++) {
@@ -658,13 +660,13 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	}
 	if (e->p.n_parallel > ENG_MAX_PARALLEL) {
 		rc = ml_error(ML_ERR_RANGE, "eng_init: %d parallel slots asked, at most %d",
-			      e->p.n_parallel, ENG_MAX_PARALLEL);
+		              e->p.n_parallel, ENG_MAX_PARALLEL);
 		goto fail_params;
 	}
 	if (e->p.n_batch < e->p.n_parallel) {
 		/* Every generating slot must fit in one step. */
 		ML_WARN("eng: batch of %d tokens raised to %d, one per slot", e->p.n_batch,
-			e->p.n_parallel);
+		        e->p.n_parallel);
 		e->p.n_batch = e->p.n_parallel;
 	}
 	e->name = file_stem(e->p.model_path);
@@ -684,7 +686,7 @@ int eng_init(struct eng **out, const struct eng_params *params)
 		e->p.n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
 	} else if (hp->n_ctx_train > 0 && e->p.n_ctx > hp->n_ctx_train) {
 		ML_WARN("eng: context of %d tokens is longer than the %d the model was trained on",
-			e->p.n_ctx, hp->n_ctx_train);
+		        e->p.n_ctx, hp->n_ctx_train);
 	}
 
 	rc = tok_vocab_load(&e->vocab, model_gguf(e->model));
@@ -694,7 +696,8 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	if (gguf_get_str(model_gguf(e->model), "tokenizer.chat_template", &tmpl) == 0) {
 		e->chat_template = malloc(tmpl.len + 1);
 		if (!e->chat_template) {
-			rc = ml_error(ML_ERR_NOMEM, "eng_init: out of memory for the chat template");
+			rc =
+			    ml_error(ML_ERR_NOMEM, "eng_init: out of memory for the chat template");
 			goto fail_template;
 		}
 		memcpy(e->chat_template, tmpl.ptr, tmpl.len);
@@ -749,10 +752,10 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	e->thread_started = true;
 
 	ML_INFO("loaded %s: %s, %d layers, %.1f MB of weights, context %d tokens x %d slots, "
-		"batch %d, %d threads%s",
-		e->name, hp->arch_name, hp->n_layer, (double)model_weight_bytes(e->model) / 1e6,
-		e->p.n_ctx, e->p.n_parallel, e->p.n_batch, e->p.n_threads,
-		e->chat_template ? ", has a chat template" : "");
+	        "batch %d, %d threads%s",
+	        e->name, hp->arch_name, hp->n_layer, (double)model_weight_bytes(e->model) / 1e6,
+	        e->p.n_ctx, e->p.n_parallel, e->p.n_batch, e->p.n_threads,
+	        e->chat_template ? ", has a chat template" : "");
 	*out = e;
 	return 0;
 
@@ -802,13 +805,14 @@ void eng_free(struct eng *e)
 	const struct eng_stats *st = &e->stats;
 	if (st->n_steps)
 		ML_INFO("engine %s: %llu requests, %llu forward passes, %.2f tokens per pass on "
-			"average (%llu decode, %llu prompt; %llu prompt tokens reused from cache), "
-			"%.1f s computing",
-			e->name, (unsigned long long)st->n_requests, (unsigned long long)st->n_steps,
-			(double)st->n_step_tokens / (double)st->n_steps,
-			(unsigned long long)e->n_decode,
-			(unsigned long long)(st->n_step_tokens - e->n_decode),
-			(unsigned long long)st->n_cached_tokens, st->busy_s);
+		        "average (%llu decode, %llu prompt; %llu prompt tokens reused from cache), "
+		        "%.1f s computing",
+		        e->name, (unsigned long long)st->n_requests,
+		        (unsigned long long)st->n_steps,
+		        (double)st->n_step_tokens / (double)st->n_steps,
+		        (unsigned long long)e->n_decode,
+		        (unsigned long long)(st->n_step_tokens - e->n_decode),
+		        (unsigned long long)st->n_cached_tokens, st->busy_s);
 	pthread_cond_destroy(&e->cv);
 	pthread_mutex_destroy(&e->mu);
 	for (int i = 0; i < e->p.n_parallel; i++) {

@@ -14,10 +14,10 @@
 #include "engine/eng.h"
 
 struct eng_stop_set {
-	int n;                         /* stop strings in use (empty strings are dropped) */
-	const char *s[ENG_MAX_STOP];   /* borrowed; NUL-terminated */
-	size_t len[ENG_MAX_STOP];      /* strlen of each */
-	size_t max_len;                /* longest of them (0 when none) */
+	int n;                       /* stop strings in use (empty strings are dropped) */
+	const char *s[ENG_MAX_STOP]; /* borrowed; NUL-terminated */
+	size_t len[ENG_MAX_STOP];    /* strlen of each */
+	size_t max_len;              /* longest of them (0 when none) */
 };
 
 /* Fills |ss| from a NULL-terminated list of at most ENG_MAX_STOP strings

@@ -47,7 +47,7 @@ struct coll {
 	size_t n_text;
 	int n_events;
 	bool done;
-	bool bad;             /* an event broke the contract */
+	bool bad; /* an event broke the contract */
 	enum eng_finish finish;
 	int n_prompt;
 	int n_completion;
@@ -81,8 +81,11 @@ static bool utf8_whole(const char *s, size_t n)
 	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
 	while (i < n) {
-		int k = p[i] < 0x80 ? 0 : (p[i] & 0xE0) == 0xC0 ? 1 : (p[i] & 0xF0) == 0xE0 ? 2
-			: (p[i] & 0xF8) == 0xF0 ? 3 : -1;
+		int k = p[i] < 0x80             ? 0
+		        : (p[i] & 0xE0) == 0xC0 ? 1
+		        : (p[i] & 0xF0) == 0xE0 ? 2
+		        : (p[i] & 0xF8) == 0xF0 ? 3
+		                                : -1;
 		if (k < 0 || i + (size_t)k >= n)
 			return false;
 		for (int j = 1; j <= k; j++)
@@ -195,7 +198,7 @@ static void run_one(struct eng *e, const struct eng_request *r, struct coll *c)
 }
 
 static struct eng *open_engine(const char *path, int n_parallel, int n_ctx, int n_batch,
-			       int n_queue)
+                               int n_queue)
 {
 	struct eng_params p = eng_default_params();
 	p.model_path = path;
@@ -308,7 +311,7 @@ static void test_eng_greedy_matches_reference(void **state)
 		assert_false(cs[i].bad);
 		assert_int_equal(cs[i].n_tokens, ids[i].n_greedy);
 		assert_memory_equal(cs[i].tokens, ids[i].greedy,
-				    (size_t)ids[i].n_greedy * sizeof(int32_t));
+		                    (size_t)ids[i].n_greedy * sizeof(int32_t));
 		coll_destroy(&cs[i]);
 	}
 	eng_free(e);
@@ -339,7 +342,8 @@ static void test_eng_greedy_syn_llama(void **state)
 		int clear = 0;
 		while (clear < rp[i].n_greedy && rp[i].margin[clear] > 1e-3)
 			clear++;
-		printf("syn-llama prompt %d: %d of %d greedy tokens as llama.cpp (margin clear for %d)\n",
+		printf("syn-llama prompt %d: %d of %d greedy tokens as llama.cpp (margin clear for "
+		       "%d)\n",
 		       i, same, rp[i].n_greedy, clear);
 		assert_true(same >= clear);
 		coll_destroy(&cs[i]);
@@ -371,7 +375,8 @@ static void test_eng_greedy_syn_qwen2(void **state)
 		int clear = 0;
 		while (clear < rp[i].n_greedy && rp[i].margin[clear] > 1e-3)
 			clear++;
-		printf("syn-qwen2 prompt %d: %d of %d greedy tokens as llama.cpp (margin clear for %d)\n",
+		printf("syn-qwen2 prompt %d: %d of %d greedy tokens as llama.cpp (margin clear for "
+		       "%d)\n",
 		       i, same, rp[i].n_greedy, clear);
 		assert_true(same >= clear);
 		coll_destroy(&cs[i]);
@@ -419,7 +424,7 @@ static void concurrent_equals_alone(const char *model, int n_vocab)
 		assert_int_equal(together[i].n_tokens, GEN - i);
 		assert_int_equal(alone[i].n_tokens, GEN - i);
 		assert_memory_equal(together[i].tokens, alone[i].tokens,
-				    (size_t)(GEN - i) * sizeof(int32_t));
+		                    (size_t)(GEN - i) * sizeof(int32_t));
 		assert_string_equal(together[i].text, alone[i].text);
 		coll_destroy(&alone[i]);
 		coll_destroy(&together[i]);
@@ -547,8 +552,8 @@ static void test_eng_prompt_cache(void **state)
 	assert_int_equal(st.n_prompt_tokens, (uint64_t)(rp.n_ids * 2 + 3 + n * 3));
 	assert_int_equal(st.n_cached_tokens, (uint64_t)(rp.n_ids + 19 + 1 + 2 * (n - 1)));
 	assert_true(st.n_steps > 0 && st.busy_s > 0);
-	assert_int_equal(st.n_step_tokens, st.n_prompt_tokens - st.n_cached_tokens +
-					       st.n_generated - st.n_requests);
+	assert_int_equal(st.n_step_tokens,
+	                 st.n_prompt_tokens - st.n_cached_tokens + st.n_generated - st.n_requests);
 	coll_destroy(&a);
 	coll_destroy(&b);
 	coll_destroy(&b0);
@@ -788,7 +793,7 @@ static void test_eng_free_cancels(void **state)
 		assert_true(cs[i].done);
 		assert_false(cs[i].bad);
 		assert_true(cs[i].finish == ENG_FINISH_CANCELLED ||
-			    cs[i].finish == ENG_FINISH_LENGTH);
+		            cs[i].finish == ENG_FINISH_LENGTH);
 		coll_destroy(&cs[i]);
 	}
 }
@@ -796,19 +801,19 @@ static void test_eng_free_cancels(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_eng_accessors),
-		cmocka_unit_test(test_eng_greedy_matches_reference),
-		cmocka_unit_test(test_eng_greedy_syn_llama),
-		cmocka_unit_test(test_eng_greedy_syn_qwen2),
-		cmocka_unit_test(test_eng_concurrent_equals_alone),
-		cmocka_unit_test(test_eng_chunked_prefill),
-		cmocka_unit_test(test_eng_prompt_cache),
-		cmocka_unit_test(test_eng_stop_strings),
-		cmocka_unit_test(test_eng_max_tokens_and_eos),
-		cmocka_unit_test(test_eng_context_limits),
-		cmocka_unit_test(test_eng_busy),
-		cmocka_unit_test(test_eng_cancel),
-		cmocka_unit_test(test_eng_free_cancels),
+	    cmocka_unit_test(test_eng_accessors),
+	    cmocka_unit_test(test_eng_greedy_matches_reference),
+	    cmocka_unit_test(test_eng_greedy_syn_llama),
+	    cmocka_unit_test(test_eng_greedy_syn_qwen2),
+	    cmocka_unit_test(test_eng_concurrent_equals_alone),
+	    cmocka_unit_test(test_eng_chunked_prefill),
+	    cmocka_unit_test(test_eng_prompt_cache),
+	    cmocka_unit_test(test_eng_stop_strings),
+	    cmocka_unit_test(test_eng_max_tokens_and_eos),
+	    cmocka_unit_test(test_eng_context_limits),
+	    cmocka_unit_test(test_eng_busy),
+	    cmocka_unit_test(test_eng_cancel),
+	    cmocka_unit_test(test_eng_free_cancels),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -88,10 +88,10 @@ static void test_eng_stop_utf8(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_eng_stop_none),
-		cmocka_unit_test(test_eng_stop_match),
-		cmocka_unit_test(test_eng_stop_hold),
-		cmocka_unit_test(test_eng_stop_utf8),
+	    cmocka_unit_test(test_eng_stop_none),
+	    cmocka_unit_test(test_eng_stop_match),
+	    cmocka_unit_test(test_eng_stop_hold),
+	    cmocka_unit_test(test_eng_stop_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
