@@ -632,8 +632,24 @@ static void cb_closed(struct net_conn *nc, const struct net_close_info *info, vo
 		stream_free(c->streams, ML_ERR_CLOSED);
 	struct mesh_member *mm = mesh_members_find(&m->members, c->peer);
 	if (mm && mm->conn == c) {
-		mm->conn = NULL;
-		if (!m->leaving && (mm->state == MESH_ALIVE || mm->state == MESH_SUSPECT)) {
+		/* Another link to the same node takes over (the peer may have
+		 * picked the other one of a simultaneous pair); if the peer closed
+		 * this one as a duplicate while ours is still in its handshake,
+		 * wait for that one (silence detection still applies). */
+		struct mesh_conn *alt = NULL;
+		bool pending = false;
+		for (struct mesh_conn *o = m->conns; o; o = o->next) {
+			if (o == c || o->superseded || memcmp(o->peer, c->peer, NET_ID_LEN) != 0)
+				continue;
+			if (o->authed)
+				alt = o;
+			else
+				pending = true;
+		}
+		bool dup = info->by_peer && info->app_error && info->code == MESH_CLOSE_DUPLICATE;
+		mm->conn = alt;
+		if (!alt && !(dup && pending) && !m->leaving &&
+		    (mm->state == MESH_ALIVE || mm->state == MESH_SUSPECT)) {
 			ML_INFO("mesh: connection with %s closed (%s)", who, info->reason);
 			mesh_members_conn_lost(&m->members, c->peer, now_ns());
 		}
@@ -649,8 +665,8 @@ static void cb_closed(struct net_conn *nc, const struct net_close_info *info, vo
 			mm->dial_failures++;
 			uint32_t k = mm->dial_failures;
 			uint64_t back = k < 6 ? (250ull << k) : 10000;
-			if (mm->state == MESH_DEAD && back < 5000)
-				back = 5000;
+			if (mm->state == MESH_DEAD && back < 2000)
+				back = 2000;
 			mm->next_dial_ns = now_ns() + back * MS;
 		}
 		if (c->join_token >= 0 && !others) {
@@ -790,7 +806,7 @@ static void on_member_event(struct mesh_members *t, struct mesh_member *mm, enum
 			c->superseded = true;
 			conn_close(c, MESH_CLOSE_DEAD, "declared dead after silence");
 		}
-		mm->next_dial_ns = now_ns() + 5000 * MS;
+		mm->next_dial_ns = now_ns() + 2000 * MS;
 		break;
 	case MESH_EV_LEFT:
 		ML_INFO("mesh: peer %s left", who);
