@@ -5,9 +5,10 @@
  *             [--token-file PATH] [--status-file PATH] [--role R]
  *             [--vram GB] [--serving NAME] [--models-dir DIR]
  *             [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS]
+ *             [--status-ms N]
  *
  * Writes its invite token to --token-file and its /mesh/status JSON to
- * --status-file (rewritten atomically every 100 ms). SIGINT/SIGTERM leave
+ * --status-file (rewritten atomically every --status-ms, default 100 ms). SIGINT/SIGTERM leave
  * the mesh cleanly; SIGKILL is what tests use for a crash; SIGUSR1 makes
  * the node announce a new served model name (for change-propagation
  * timing). */
@@ -90,11 +91,12 @@ static void on_usr1(evutil_socket_t fd, short what, void *arg)
 
 static void usage(void)
 {
-	fprintf(stderr,
-	        "usage: mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...\n"
-	        "  [--token-file PATH] [--status-file PATH] [--role host|worker|client|standby]\n"
-	        "  [--vram GB] [--serving NAME] [--models-dir DIR] [--ephemeral]\n"
-	        "  [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS]\n");
+	fprintf(
+	    stderr,
+	    "usage: mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...\n"
+	    "  [--token-file PATH] [--status-file PATH] [--role host|worker|client|standby]\n"
+	    "  [--vram GB] [--serving NAME] [--models-dir DIR] [--ephemeral]\n"
+	    "  [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS] [--status-ms N]\n");
 	exit(2);
 }
 
@@ -107,6 +109,7 @@ int main(int argc, char **argv)
 	size_t n_join = 0;
 	bool ephemeral = false;
 	double delay_ms = 0;
+	int status_ms = 100;
 	struct node n = {0};
 	cfg.bind_host = "127.0.0.1";
 	cfg.version = "mesh-node";
@@ -142,6 +145,8 @@ int main(int argc, char **argv)
 			cfg.suspect_ms = (uint32_t)atoi(v);
 		else if (!strcmp(a, "--dead-ms"))
 			cfg.dead_ms = (uint32_t)atoi(v);
+		else if (!strcmp(a, "--status-ms"))
+			status_ms = atoi(v);
 		else if (!strcmp(a, "--delay-ms"))
 			delay_ms = atof(v);
 		else if (!strcmp(a, "--forget-ms"))
@@ -190,7 +195,7 @@ int main(int argc, char **argv)
 		}
 	}
 	struct event *st = event_new(n.base, -1, EV_PERSIST, on_status, &n);
-	struct timeval tv = {0, 100000};
+	struct timeval tv = {status_ms / 1000, (status_ms % 1000) * 1000};
 	event_add(st, &tv);
 	struct event *sigint = evsignal_new(n.base, SIGINT, on_signal, &n);
 	struct event *sigterm = evsignal_new(n.base, SIGTERM, on_signal, &n);
