@@ -8,10 +8,11 @@
  *             [--status-ms N]
  *
  * Writes its invite token to --token-file and its /mesh/status JSON to
- * --status-file (rewritten atomically every --status-ms, default 100 ms). SIGINT/SIGTERM leave
- * the mesh cleanly; SIGKILL is what tests use for a crash; SIGUSR1 makes
- * the node announce a new served model name (for change-propagation
- * timing). */
+ * --status-file (rewritten atomically every --status-ms, default 100).
+ * --delay-ms adds a one-way delay to every packet this node sends (test
+ * knob, see net_endpoint_set_netem). SIGINT/SIGTERM leave the mesh
+ * cleanly; SIGKILL is what tests use for a crash; SIGUSR1 makes the node
+ * announce a new served model name (for change-propagation timing). */
 #include "base/ml_err.h"
 #include "base/ml_log.h"
 #include "mesh/mesh.h"
