@@ -24,7 +24,7 @@
  *     flags: bit 0 = want logits for this entry; the other bits must be 0.
  *     n_tokens <= 4096 (RUN_BATCH >= 1), 1 <= n_embd <= 65536, seq and pos
  *     <= INT32_MAX, and the framed message <= NET_FRAME_MAX_STAGE (64 MiB),
- *     so the largest f32 batch of a 4096-wide model is 4095 tokens.
+ *     so the largest f32 batch of a 4096-wide model is 4093 tokens.
  *   PLAN
  *     u8 version (1) | u64 epoch | fingerprint[32] | u32 n_layer | u32 n_ctx
  *     | u32 n_seq | u32 n_batch | u8 activation dtype | u8 n_stages
