@@ -1392,6 +1392,58 @@ json_t *mesh_status_json(const struct mesh *m)
 	return root;
 }
 
+/* --- routing ------------------------------------------------------------------ */
+
+static bool hosts(const struct mesh_member *mm, const struct mesh_ann *a, const char *model)
+{
+	if (mm->state != MESH_ALIVE && mm->state != MESH_SUSPECT)
+		return false;
+	if (!a->serving[0] || a->role != MESH_ROLE_HOST)
+		return false;
+	if (!mm->self && !mm->conn)
+		return false;
+	return !model || !model[0] || strcmp(a->serving, model) == 0;
+}
+
+int mesh_route(const struct mesh *m, const char *model, uint8_t id[NET_ID_LEN], bool *is_self)
+{
+	const struct mesh_member *best = NULL;
+	for (size_t i = 0; i < m->members.n; i++) {
+		const struct mesh_member *mm = m->members.v[i];
+		const struct mesh_ann *a = mm->self ? m->self : mm->ann;
+		if (!a || !hosts(mm, a, model))
+			continue;
+		if (!best || mm->self ||
+		    (!best->self && mm->rtt_us && (!best->rtt_us || mm->rtt_us < best->rtt_us)))
+			best = mm;
+		if (best->self)
+			break;
+	}
+	if (!best)
+		return ML_ERR_NOT_FOUND;
+	memcpy(id, best->id, NET_ID_LEN);
+	if (is_self)
+		*is_self = best->self;
+	return 0;
+}
+
+json_t *mesh_served_models_json(const struct mesh *m)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; arr && i < m->members.n; i++) {
+		const struct mesh_member *mm = m->members.v[i];
+		const struct mesh_ann *a = mm->self ? m->self : mm->ann;
+		if (!a || !hosts(mm, a, NULL))
+			continue;
+		bool dup = false;
+		for (size_t k = 0; k < json_array_size(arr); k++)
+			dup |= strcmp(json_string_value(json_array_get(arr, k)), a->serving) == 0;
+		if (!dup)
+			json_array_append_new(arr, jstr(a->serving));
+	}
+	return arr;
+}
+
 /* --- application streams ------------------------------------------------- */
 
 int mesh_stream_open(struct mesh *m, const uint8_t id[NET_ID_LEN], uint8_t stream_type,

@@ -160,6 +160,17 @@ const struct mesh_member *mesh_member_get(const struct mesh *mesh, const uint8_t
 /* True when |id| is alive and has an authenticated connection with us. */
 bool mesh_peer_connected(const struct mesh *mesh, const uint8_t id[NET_ID_LEN]);
 
+/* Where to send an API request for |model| (NULL or "" = any served
+ * model): an alive node serving it whose role is host (a worker only holds
+ * layers), this node or a connected peer, preferring this node, then the
+ * lowest RTT. Sets |id| and |*is_self| (may be NULL). Returns 0 or
+ * ML_ERR_NOT_FOUND (nobody serves it: answer 503). */
+int mesh_route(const struct mesh *mesh, const char *model, uint8_t id[NET_ID_LEN], bool *is_self);
+/* The distinct model names hosted by alive nodes (this one included), for
+ * /v1/models: a new JSON array of strings (caller decrefs), NULL on
+ * allocation failure. */
+json_t *mesh_served_models_json(const struct mesh *mesh);
+
 /* Messages and bytes (5-byte header included) sent and received per
  * message type (enum net_msg_type), all streams and peers together; for
  * "no weight bytes on the network" checks and activation-size reports. */

@@ -168,6 +168,20 @@ static void stop_ab(void)
 	B.m = A.m = NULL;
 }
 
+static bool b_sees_m1(void *u)
+{
+	(void)u;
+	const struct mesh_member *m = mesh_member_get(B.m, A.id.pk);
+	return m && m->ann && strcmp(m->ann->serving, "m1") == 0 && m->ann->role == MESH_ROLE_HOST;
+}
+
+static bool b_sees_worker(void *u)
+{
+	(void)u;
+	const struct mesh_member *m = mesh_member_get(B.m, A.id.pk);
+	return m && m->ann && m->ann->role == MESH_ROLE_WORKER;
+}
+
 static bool cli_done(void *u)
 {
 	struct node *n = u;
@@ -195,6 +209,29 @@ static void test_mesh_node_join_and_tunnel(void **state)
 		assert_string_equal(json_string_value(json_object_get(n, "state")), "alive");
 	}
 	json_decref(j);
+	/* routing: nobody serves anything yet */
+	uint8_t rid[NET_ID_LEN];
+	bool self = true;
+	assert_int_equal(mesh_route(B.m, NULL, rid, &self), ML_ERR_NOT_FOUND);
+	assert_int_equal(mesh_set_role(A.m, MESH_ROLE_HOST), 0);
+	assert_int_equal(mesh_set_serving(A.m, "m1", "fp", "catalog:m1", 0, 8, 8), 0);
+	assert_true(run_until(b_sees_m1, NULL, 3000));
+	assert_int_equal(mesh_route(B.m, "m1", rid, &self), 0);
+	assert_memory_equal(rid, A.id.pk, NET_ID_LEN);
+	assert_false(self);
+	assert_int_equal(mesh_route(B.m, "", rid, &self), 0);
+	assert_int_equal(mesh_route(B.m, "m2", rid, &self), ML_ERR_NOT_FOUND);
+	assert_int_equal(mesh_route(A.m, "m1", rid, &self), 0);
+	assert_true(self);
+	json_t *ms = mesh_served_models_json(B.m);
+	assert_int_equal(json_array_size(ms), 1);
+	assert_string_equal(json_string_value(json_array_get(ms, 0)), "m1");
+	json_decref(ms);
+	assert_true(B.events[MESH_EV_UPDATED] >= 1);
+	/* a worker holding layers is not a route */
+	assert_int_equal(mesh_set_role(A.m, MESH_ROLE_WORKER), 0);
+	assert_true(run_until(b_sees_worker, NULL, 3000));
+	assert_int_equal(mesh_route(B.m, "m1", rid, &self), ML_ERR_NOT_FOUND);
 	/* a tunnel stream B -> A, echoed back */
 	struct mesh_stream *s;
 	assert_int_equal(mesh_stream_open(B.m, A.id.pk, NET_STREAM_HTTP, &cli_cb, &B, &s), 0);
