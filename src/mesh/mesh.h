@@ -4,7 +4,8 @@
  *
  * Wiring into `mesh-llm serve` (everything on the event-loop thread):
  *
- *   struct net_ident id;  mesh_ident_load(&id, NULL, false, NULL);
+ *   struct net_ident id;  mesh_ident_load(&id, NULL, client, NULL);
+ *   // (~/.mesh-llm/key, created 0600 on first run; --client: fresh key)
  *   struct mesh_config cfg; mesh_default_config(&cfg);
  *   cfg.ident = &id; cfg.port = bind_port;            // --bind-port
  *   cfg.join = tokens; cfg.n_join = n;                // --join (repeatable)
@@ -15,10 +16,20 @@
  *   mesh_new(&mesh, base, &cfg);
  *   mesh_invite_token(mesh, tok, sizeof tok); -> print "Invite token: %s"
  *   mesh_set_models(...), mesh_set_serving(...) as the node loads a model
+ *   mesh_models_scan(NULL, models, n) lists ~/.models for mesh_set_models
  *   GET /mesh/status -> json_t *j = mesh_status_json(mesh); ... json_decref(j)
- *   proxy a request: mesh_stream_open(mesh, host_id, NET_STREAM_HTTP, &cbs,
- *                    ctx, &s); mesh_stream_send(s, NET_MSG_HTTP_REQUEST, ...)
- *   SIGINT/SIGTERM -> mesh_leave(mesh, done, ctx); in done: mesh_free(mesh)
+ *   GET /v1/models   -> mesh_served_models_json(mesh)
+ *   proxy a request: mesh_route(mesh, model, host_id, &self) (NOT_FOUND ->
+ *                    503), then mesh_stream_open(mesh, host_id,
+ *                    NET_STREAM_HTTP, &cbs, ctx, &s) and
+ *                    mesh_stream_send(s, NET_MSG_HTTP_REQUEST, ...)
+ *   --delay-ms style test knob: net_endpoint_set_netem(mesh_endpoint(mesh),..)
+ *   SIGINT/SIGTERM -> mesh_leave(mesh, done, ctx); mesh_free(mesh) may be
+ *                     called from |done|
+ *
+ * Keep the loop responsive: a node whose loop is blocked for suspect_ms
+ * (4 s) looks suspect to its peers and for dead_ms (10 s) dead, so long
+ * work (loading weights) belongs on a worker thread.
  *
  * Security: the dialer pins the peer's node id (from the token or from
  * gossip), the acceptor learns the dialer's id from TLS; then mesh_auth
@@ -124,9 +135,9 @@ int mesh_new(struct mesh **out, struct event_base *base, const struct mesh_confi
  * frees. Accepts NULL. Not from a mesh callback. */
 void mesh_free(struct mesh *mesh);
 /* Clean shutdown: tells every peer we are leaving (signed PEER_LEAVING),
- * waits until they acknowledged it (at most ~1 s), closes the
- * connections, then calls |done| from the loop. Call mesh_free() in |done|
- * or after. */
+ * waits until they acknowledged it (at most ~1 s), then calls |done| from
+ * the loop; mesh_free() (in |done| or after) closes the connections.
+ * Stops dialing and refuses new peers meanwhile. */
 void mesh_leave(struct mesh *mesh, void (*done)(void *user), void *user);
 
 /* This node's invite token (text, NUL-terminated) naming this node and its
