@@ -132,7 +132,8 @@ void mesh_default_config(struct mesh_config *cfg);
  * ML_ERR_IO (bind) or ML_ERR_NOMEM. */
 int mesh_new(struct mesh **out, struct event_base *base, const struct mesh_config *cfg);
 /* Closes everything without goodbye (peers see the connections close) and
- * frees. Accepts NULL. Not from a mesh callback. */
+ * frees; open application streams get on_close(ML_ERR_CLOSED) first.
+ * Accepts NULL. Not from a mesh callback other than mesh_leave's |done|. */
 void mesh_free(struct mesh *mesh);
 /* Clean shutdown: tells every peer we are leaving (signed PEER_LEAVING),
  * waits until they acknowledged it (at most ~1 s), then calls |done| from
