@@ -2,6 +2,7 @@
 #include "mesh/mesh_plan.h"
 
 #include "base/ml_err.h"
+#include "gguf/gguf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -93,6 +94,97 @@ static int model_prefix(const struct mesh_plan_model *m, uint64_t *prefix, uint6
 	if (*total > cap)
 		return ml_error(ML_ERR_INVALID, "%s: model need over %llu bytes", __func__,
 		                (unsigned long long)cap);
+	return 0;
+}
+
+/* The integer metadata "<arch>.<key>", or |def| when absent and def >= 0. */
+static int arch_u32(const struct gguf_file *gf, const char *arch, const char *key, int64_t def,
+                    uint32_t *out)
+{
+	char name[160];
+	snprintf(name, sizeof(name), "%s.%s", arch, key);
+	int rc = gguf_get_u32(gf, name, out);
+	if (rc == ML_ERR_NOT_FOUND && def >= 0) {
+		*out = (uint32_t)def;
+		return 0;
+	}
+	if (rc)
+		return ml_error(rc == ML_ERR_NOT_FOUND ? ML_ERR_FORMAT : rc, "%s: metadata %s: %s",
+		                __func__, name, rc == ML_ERR_NOT_FOUND ? "missing" : ml_strerror(rc));
+	return 0;
+}
+
+/* Layer index of a tensor named "blk.<i>.<rest>", or -1. */
+static int64_t blk_index(const char *name)
+{
+	if (strncmp(name, "blk.", 4) != 0)
+		return -1;
+	const char *p = name + 4;
+	int64_t v = 0;
+	if (*p < '0' || *p > '9')
+		return -1;
+	while (*p >= '0' && *p <= '9') {
+		v = v * 10 + (*p - '0');
+		if (v > 1000000)
+			return -1;
+		p++;
+	}
+	return *p == '.' ? v : -1;
+}
+
+int mesh_plan_model_from_gguf(struct mesh_plan_model *m, const struct gguf_file *gf,
+                              uint64_t *layer_bytes, size_t cap, uint32_t kv_elem_bytes,
+                              uint64_t n_ctx)
+{
+	struct gguf_str arch_s;
+	char arch[64];
+	uint32_t n_layer, n_embd, n_head, n_head_kv, k_len, v_len;
+	int rc;
+	memset(m, 0, sizeof(*m));
+	if (kv_elem_bytes == 0)
+		return ml_error(ML_ERR_INVALID, "%s: KV element size 0", __func__);
+	if ((rc = gguf_get_str(gf, "general.architecture", &arch_s)) != 0)
+		return ml_error(ML_ERR_FORMAT, "%s: no general.architecture", __func__);
+	if (arch_s.len == 0 || arch_s.len >= sizeof(arch) || memchr(arch_s.ptr, 0, arch_s.len))
+		return ml_error(ML_ERR_FORMAT, "%s: bad general.architecture", __func__);
+	memcpy(arch, arch_s.ptr, arch_s.len);
+	arch[arch_s.len] = '\0';
+	if ((rc = arch_u32(gf, arch, "block_count", -1, &n_layer)) ||
+	    (rc = arch_u32(gf, arch, "embedding_length", -1, &n_embd)) ||
+	    (rc = arch_u32(gf, arch, "attention.head_count", -1, &n_head)))
+		return rc;
+	if (n_head == 0 || n_layer == 0)
+		return ml_error(ML_ERR_FORMAT, "%s: %u layers, %u heads", __func__, n_layer, n_head);
+	if ((rc = arch_u32(gf, arch, "attention.head_count_kv", n_head, &n_head_kv)) ||
+	    (rc = arch_u32(gf, arch, "attention.key_length", n_embd / n_head, &k_len)) ||
+	    (rc = arch_u32(gf, arch, "attention.value_length", k_len, &v_len)))
+		return rc;
+	if (n_layer > cap || n_layer > MESH_PLAN_MAX_LAYERS)
+		return ml_error(ML_ERR_RANGE, "%s: %u layers, room for %zu (cap %d)", __func__,
+		                n_layer, cap, MESH_PLAN_MAX_LAYERS);
+	for (uint32_t j = 0; j < n_layer; j++)
+		layer_bytes[j] = 0;
+	const struct gguf_tensor *embd = gguf_find_tensor(gf, "token_embd.weight");
+	if (!embd)
+		return ml_error(ML_ERR_FORMAT, "%s: no token_embd.weight", __func__);
+	const struct gguf_tensor *out = gguf_find_tensor(gf, "output.weight");
+	const struct gguf_tensor *onorm = gguf_find_tensor(gf, "output_norm.weight");
+	for (uint64_t i = 0; i < gguf_n_tensors(gf); i++) {
+		const struct gguf_tensor *t = gguf_tensor_at(gf, i);
+		int64_t b = blk_index(t->name);
+		if (b >= (int64_t)n_layer)
+			return ml_error(ML_ERR_FORMAT, "%s: tensor %s beyond block_count %u", __func__,
+			                t->name, n_layer);
+		if (b >= 0)
+			layer_bytes[b] += t->n_bytes;
+		else if (t != out && t != onorm)
+			m->embd_bytes += t->n_bytes; /* token_embd and small global tensors */
+	}
+	m->output_bytes = (out ? out->n_bytes : embd->n_bytes) + (onorm ? onorm->n_bytes : 0);
+	m->n_layer = n_layer;
+	m->layer_bytes_v = layer_bytes;
+	m->kv_bytes_per_token = ((uint64_t)k_len + v_len) * n_head_kv * kv_elem_bytes;
+	m->n_ctx = n_ctx;
 	return 0;
 }
 
@@ -388,6 +480,7 @@ int mesh_plan_build(struct mesh_plan *out, const struct mesh_plan_model *m,
 	if (p && p->n_ratios) {
 		/* manual ratios: exactly n_ratios stages, split by layer count */
 		uint32_t S = p->n_ratios;
+		out->n_wanted = S;
 		if (S > np + 1) {
 			out->status = MESH_PLAN_TOO_FEW_NODES;
 			goto done;
@@ -495,7 +588,8 @@ bool mesh_plan_equal(const struct mesh_plan *a, const struct mesh_plan *b)
 		return false;
 	if (a->status != MESH_PLAN_OK &&
 	    (a->need_bytes != b->need_bytes || a->have_bytes != b->have_bytes ||
-	     a->bad_stage != b->bad_stage || a->n_nodes_usable != b->n_nodes_usable))
+	     a->bad_stage != b->bad_stage || a->n_nodes_usable != b->n_nodes_usable ||
+	     a->n_wanted != b->n_wanted))
 		return false;
 	for (uint32_t s = 0; s < a->n_stages && s < MESH_PLAN_MAX_STAGES; s++) {
 		const struct mesh_plan_stage *x = &a->stages[s], *y = &b->stages[s];
@@ -552,8 +646,8 @@ size_t mesh_plan_describe(const struct mesh_plan *p, char *out, size_t cap)
 			          gb(st->bytes));
 		}
 	} else if (p->status == MESH_PLAN_TOO_FEW_NODES) {
-		sb_printf(&b, "Waiting for more peers — the tensor split needs more nodes, %u usable",
-		          p->n_nodes_usable);
+		sb_printf(&b, "Waiting for more peers — the tensor split asks for %u nodes, %u usable",
+		          p->n_wanted, p->n_nodes_usable);
 	} else if (p->bad_stage >= 0) {
 		sb_printf(&b,
 		          "Not enough memory for the tensor split — stage %d needs %.1f GB, has %.1f GB",

@@ -65,6 +65,24 @@ struct mesh_plan_model {
 	uint64_t n_ctx;                /* planned positions, all sequences together */
 };
 
+struct gguf_file;
+
+/* Fills |m| from the tensor table and metadata of |gf| (no tensor data is
+ * read): the weights of layer i are every tensor named "blk.<i>.*", written
+ * to |layer_bytes| (|cap| >= n_layer entries, borrowed by m->layer_bytes_v);
+ * the embedding is token_embd.weight plus every other tensor outside the
+ * blocks (rope tables and such: small, counted once on the host); the head
+ * is output_norm.weight plus output.weight, or token_embd.weight again when
+ * the head is tied. KV per layer per position is
+ * (key_length + value_length) x head_count_kv x |kv_elem_bytes| (2 for an
+ * F16 cache, 4 for F32); m->n_ctx = |n_ctx|.
+ * Returns 0, ML_ERR_FORMAT (no <arch>.block_count or head counts, a block
+ * index >= block_count, no token_embd.weight), ML_ERR_RANGE (block_count
+ * over |cap| or MESH_PLAN_MAX_LAYERS), ML_ERR_INVALID (kv_elem_bytes 0). */
+int mesh_plan_model_from_gguf(struct mesh_plan_model *m, const struct gguf_file *gf,
+                              uint64_t *layer_bytes, size_t cap, uint32_t kv_elem_bytes,
+                              uint64_t n_ctx);
+
 /* One candidate node, from gossip. */
 struct mesh_plan_node {
 	uint8_t id[NET_ID_LEN];
@@ -134,7 +152,8 @@ struct mesh_plan {
 	 * that does not fit: its need x headroom and its budget (bad_stage). */
 	uint64_t need_bytes, have_bytes;
 	int bad_stage;            /* -1 unless a manual-ratio stage does not fit */
-	uint32_t n_nodes_usable;  /* host + usable peers (TOO_FEW_NODES) */
+	uint32_t n_nodes_usable;  /* host + usable peers */
+	uint32_t n_wanted;        /* stages the manual ratios ask for (0 without ratios) */
 	uint32_t n_stages;
 	struct mesh_plan_stage stages[MESH_PLAN_MAX_STAGES];
 	uint32_t n_excluded;      /* sorted by node id */
@@ -169,6 +188,7 @@ bool mesh_plan_equal(const struct mesh_plan *a, const struct mesh_plan *b);
  *   "host a1b2c3d4: layers 0-13 (7.1 GB), worker c3d4e5f6: layers 14-27 (6.9 GB)"
  *   "solo on host a1b2c3d4: layers 0-27 (14.2 GB)"
  *   "Waiting for more peers — need 55.0 GB, have 51.5 GB"
+ *   "Waiting for more peers — the tensor split asks for 3 nodes, 2 usable"
  * followed by "; not used: <id> (<reason>)..." for excluded nodes (GB =
  * 10^9 bytes). Writes at most |cap| bytes including the NUL (|out| may be
  * NULL when cap is 0). Returns the length the whole text needs, like

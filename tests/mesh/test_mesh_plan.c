@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "base/ml_err.h"
+#include "gguf/gguf.h"
 #include "mesh/mesh_plan.h"
 
 #define GB 1000000000ull
@@ -357,7 +358,8 @@ static void test_manual_ratios(void **state)
 	assert_int_equal(p.n_stages, 0);
 	char buf[256];
 	mesh_plan_describe(&p, buf, sizeof(buf));
-	assert_non_null(strstr(buf, "Waiting for more peers"));
+	assert_string_equal(buf, "Waiting for more peers — the tensor split asks for 3 nodes, "
+	                         "2 usable; not used: 02020202 (RTT too high, 100 ms)");
 	/* a ratio that overloads a node: NO_FIT naming the stage */
 	v[1].rtt_us = 9000;
 	v[2].budget = 5 * GB;
@@ -685,6 +687,46 @@ static void test_plan_equal(void **state)
 	assert_false(mesh_plan_equal(&a, &b));
 }
 
+static void test_model_from_gguf(void **state)
+{
+	(void)state;
+	struct gguf_file *gf;
+	if (gguf_open(&gf, "models/stories260K.gguf") != 0) {
+		skip(); /* run from the repository root */
+		return;
+	}
+	uint64_t lb[8];
+	struct mesh_plan_model m;
+	assert_int_equal(mesh_plan_model_from_gguf(&m, gf, lb, 4, 2, 512), ML_ERR_RANGE);
+	assert_int_equal(mesh_plan_model_from_gguf(&m, gf, lb, 8, 0, 512), ML_ERR_INVALID);
+	assert_int_equal(mesh_plan_model_from_gguf(&m, gf, lb, 8, 2, 512), 0);
+	/* 5 layers of q,k,v,o (64x64, 64x32 x2, 64x64), 3 FFN (64x172) and 2 norms, F32 */
+	assert_int_equal(m.n_layer, 5);
+	assert_ptr_equal(m.layer_bytes_v, lb);
+	for (int j = 0; j < 5; j++)
+		assert_int_equal(lb[j], 4 * (4096 + 2048 + 2048 + 4096 + 3 * 64 * 172 + 2 * 64));
+	assert_int_equal(m.embd_bytes, 64 * 512 * 4);
+	assert_int_equal(m.output_bytes, 64 * 512 * 4 + 64 * 4);
+	/* (key 8 + value 8) x 4 KV heads x 2 bytes */
+	assert_int_equal(m.kv_bytes_per_token, 128);
+	assert_int_equal(m.n_ctx, 512);
+	/* every byte of the file's tensors is counted once */
+	uint64_t sum = 0;
+	for (uint64_t i = 0; i < gguf_n_tensors(gf); i++)
+		sum += gguf_tensor_at(gf, i)->n_bytes;
+	uint64_t got = m.embd_bytes + m.output_bytes;
+	for (int j = 0; j < 5; j++)
+		got += lb[j];
+	assert_int_equal(got, sum);
+	/* and it plans: 1.2 MB of weights + 320 KB of KV on two 1 MB nodes */
+	struct mesh_plan_node v[2] = {node(1, 1000000, 0), node(2, 1000000, 1)};
+	struct mesh_plan p;
+	assert_int_equal(mesh_plan_build(&p, &m, v, 2, 0, NULL), 0);
+	check_ok(&p, &m, MESH_PLAN_HEADROOM_DEFAULT);
+	assert_int_equal(p.n_stages, 2);
+	gguf_close(gf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -706,6 +748,7 @@ int main(void)
 	    cmocka_unit_test(test_random_against_brute_force),
 	    cmocka_unit_test(test_permutation_determinism),
 	    cmocka_unit_test(test_plan_equal),
+	    cmocka_unit_test(test_model_from_gguf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
