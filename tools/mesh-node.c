@@ -5,7 +5,7 @@
  *             [--token-file PATH] [--status-file PATH] [--role R]
  *             [--vram GB] [--serving NAME] [--models-dir DIR]
  *             [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS]
- *             [--status-ms N]
+ *             [--status-ms N] [--mesh-file PATH]
  *
  * Writes its invite token to --token-file and its /mesh/status JSON to
  * --status-file (rewritten atomically every --status-ms, default 100).
@@ -92,12 +92,12 @@ static void on_usr1(evutil_socket_t fd, short what, void *arg)
 
 static void usage(void)
 {
-	fprintf(
-	    stderr,
-	    "usage: mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...\n"
-	    "  [--token-file PATH] [--status-file PATH] [--role host|worker|client|standby]\n"
-	    "  [--vram GB] [--serving NAME] [--models-dir DIR] [--ephemeral]\n"
-	    "  [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS] [--status-ms N]\n");
+	fprintf(stderr,
+	        "usage: mesh-node [--key PATH] [--bind HOST] [--port N] [--join TOKEN]...\n"
+	        "  [--token-file PATH] [--status-file PATH] [--role host|worker|client|standby]\n"
+	        "  [--vram GB] [--serving NAME] [--models-dir DIR] [--ephemeral]\n"
+	        "  [--suspect-ms N] [--dead-ms N] [--forget-ms N] [--delay-ms MS] [--status-ms N]\n"
+	        "  [--mesh-file PATH]\n");
 	exit(2);
 }
 
@@ -146,6 +146,8 @@ int main(int argc, char **argv)
 			cfg.suspect_ms = (uint32_t)atoi(v);
 		else if (!strcmp(a, "--dead-ms"))
 			cfg.dead_ms = (uint32_t)atoi(v);
+		else if (!strcmp(a, "--mesh-file"))
+			cfg.mesh_file = v;
 		else if (!strcmp(a, "--status-ms"))
 			status_ms = atoi(v);
 		else if (!strcmp(a, "--delay-ms"))

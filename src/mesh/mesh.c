@@ -6,6 +6,7 @@
 #include "base/ml_log.h"
 #include "base/ml_time.h"
 #include "mesh/mesh_auth.h"
+#include "mesh/mesh_local.h"
 #include "net/net_quic.h"
 
 #include <event2/event.h>
@@ -62,6 +63,7 @@ struct mesh {
 	struct mesh_token *tokens; /* cfg.join decoded */
 	size_t n_tokens;
 	bool joined, leaving;
+	bool resumed; /* continued a mesh from cfg.mesh_file */
 	uint64_t join_next_ns;
 	uint32_t join_attempt;
 	struct mesh_conn *conns;
@@ -667,6 +669,8 @@ static void cb_closed(struct net_conn *nc, const struct net_close_info *info, vo
 			uint64_t back = k < 6 ? (250ull << k) : 10000;
 			if (mm->state == MESH_DEAD && back < 2000)
 				back = 2000;
+			if (mm->state == MESH_LEFT && back < 5000)
+				back = 5000;
 			mm->next_dial_ns = now_ns() + back * MS;
 		}
 		if (c->join_token >= 0 && !others) {
@@ -810,6 +814,7 @@ static void on_member_event(struct mesh_members *t, struct mesh_member *mm, enum
 		break;
 	case MESH_EV_LEFT:
 		ML_INFO("mesh: peer %s left", who);
+		mm->next_dial_ns = now_ns() + 5000 * MS;
 		break;
 	case MESH_EV_REJOINED:
 		ML_INFO("mesh: peer %s restarted and rejoined", who);
@@ -884,8 +889,10 @@ static void dial_members(struct mesh *m, uint64_t now)
 {
 	for (size_t i = 0; i < m->members.n; i++) {
 		struct mesh_member *mm = m->members.v[i];
+		/* dead and departed nodes are retried too (slower), so a node that
+		 * restarts at the same address is found again until forget_ms */
 		if (mm->self || mm->conn || !mm->ann || mm->ann->n_addrs == 0 ||
-		    mm->state == MESH_LEFT || now < mm->next_dial_ns)
+		    now < mm->next_dial_ns)
 			continue;
 		if (mm->ann->role == MESH_ROLE_CLIENT && m->self->role == MESH_ROLE_CLIENT)
 			continue; /* lite clients need no link between them */
@@ -893,7 +900,7 @@ static void dial_members(struct mesh *m, uint64_t now)
 			continue;
 		/* the smaller id dials; the bigger one only after a grace period */
 		bool smaller = memcmp(m->ident.pk, mm->id, NET_ID_LEN) < 0;
-		if (!smaller && mm->state != MESH_DEAD &&
+		if (!smaller && (mm->state == MESH_ALIVE || mm->state == MESH_SUSPECT) &&
 		    now - mm->state_since_ns < DIAL_GRACE_MS * MS && mm->dial_failures == 0) {
 			continue;
 		}
@@ -1043,6 +1050,13 @@ int mesh_new(struct mesh **out, struct event_base *base, const struct mesh_confi
 		m->n_tokens = cfg->n_join;
 		memcpy(m->mesh_id, m->tokens[0].mesh_id, MESH_ID_LEN);
 		memcpy(m->secret, m->tokens[0].secret, MESH_SECRET_LEN);
+	} else if (cfg->mesh_file) {
+		bool made;
+		rc = mesh_secret_load_or_create(cfg->mesh_file, m->mesh_id, m->secret, &made);
+		if (rc)
+			goto fail;
+		m->joined = true;
+		m->resumed = !made;
 	} else {
 		randombytes_buf(m->mesh_id, MESH_ID_LEN);
 		randombytes_buf(m->secret, MESH_SECRET_LEN);
@@ -1097,8 +1111,9 @@ int mesh_new(struct mesh **out, struct event_base *base, const struct mesh_confi
 		ML_INFO("mesh: node %s on UDP port %u, joining through %zu token(s)", id,
 		        net_endpoint_port(m->ep), m->n_tokens);
 	else
-		ML_INFO("mesh: node %s on UDP port %u started a new mesh", id,
-		        net_endpoint_port(m->ep));
+		ML_INFO("mesh: node %s on UDP port %u %s mesh %02x%02x%02x%02x", id,
+		        net_endpoint_port(m->ep), m->resumed ? "continues" : "started a new",
+		        m->mesh_id[0], m->mesh_id[1], m->mesh_id[2], m->mesh_id[3]);
 	dial_join(m, now_ns());
 	*out = m;
 	return 0;

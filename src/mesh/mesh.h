@@ -108,6 +108,10 @@ struct mesh_config {
 	const char *version;     /* software version string, NULL = "dev" */
 	const char *const *join; /* invite tokens (text); none = start a new mesh */
 	size_t n_join;
+	/* Without tokens: file keeping the started mesh's id and secret across
+	 * restarts (mesh_secret_load_or_create), e.g. ~/.mesh-llm/mesh; NULL =
+	 * a new mesh every start. */
+	const char *mesh_file;
 	/* Advertised addresses instead of the ones found on the interfaces
 	 * (NAT, tests); NULL = automatic. */
 	const struct mesh_addr *addrs;

@@ -5,6 +5,9 @@
 #include "base/ml_log.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <unistd.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +58,78 @@ int mesh_ident_load(struct net_ident *id, const char *override, bool ephemeral, 
 		ML_INFO("created a new node key in %s", path);
 	if (created)
 		*created = made;
+	return 0;
+}
+
+#define MESH_FILE_MAGIC "mesh-llm mesh v1\n"
+
+static int mkdir_parent(const char *path)
+{
+	char dir[4096];
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return ml_error(ML_ERR_RANGE, "mesh: path too long");
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = 0;
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+		return ml_error(ML_ERR_IO, "mesh: cannot create %s: %s", dir, strerror(errno));
+	return 0;
+}
+
+int mesh_secret_load_or_create(const char *path, uint8_t mesh_id[16], uint8_t secret[32],
+                               bool *created)
+{
+	if (created)
+		*created = false;
+	char text[256];
+	FILE *f = fopen(path, "r");
+	if (f) {
+		size_t n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[n] = 0;
+		size_t ml = strlen(MESH_FILE_MAGIC);
+		size_t bin = 0;
+		if (n < ml + 32 + 1 + 64 || memcmp(text, MESH_FILE_MAGIC, ml) != 0 ||
+		    text[ml + 32] != '\n' ||
+		    sodium_hex2bin(mesh_id, 16, text + ml, 32, NULL, &bin, NULL) != 0 ||
+		    bin != 16 ||
+		    sodium_hex2bin(secret, 32, text + ml + 33, 64, NULL, &bin, NULL) != 0 ||
+		    bin != 32) {
+			sodium_memzero(text, sizeof(text));
+			return ml_error(ML_ERR_FORMAT, "%s: %s is not a mesh file", __func__, path);
+		}
+		sodium_memzero(text, sizeof(text));
+		return 0;
+	}
+	if (errno != ENOENT)
+		return ml_error(ML_ERR_IO, "%s: cannot read %s: %s", __func__, path,
+		                strerror(errno));
+	int rc = mkdir_parent(path);
+	if (rc)
+		return rc;
+	if (sodium_init() < 0)
+		return ml_error(ML_ERR_IO, "%s: libsodium initialisation failed", __func__);
+	randombytes_buf(mesh_id, 16);
+	randombytes_buf(secret, 32);
+	char idhex[33], sechex[65], tmp[4200];
+	sodium_bin2hex(idhex, sizeof(idhex), mesh_id, 16);
+	sodium_bin2hex(sechex, sizeof(sechex), secret, 32);
+	int len = snprintf(text, sizeof(text), "%s%s\n%s\n", MESH_FILE_MAGIC, idhex, sechex);
+	sodium_memzero(sechex, sizeof(sechex));
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	bool ok = fd >= 0 && write(fd, text, (size_t)len) == len && fsync(fd) == 0;
+	if (fd >= 0)
+		close(fd);
+	sodium_memzero(text, sizeof(text));
+	if (!ok || rename(tmp, path) != 0) {
+		unlink(tmp);
+		return ml_error(ML_ERR_IO, "%s: cannot write %s: %s", __func__, path,
+		                strerror(errno));
+	}
+	if (created)
+		*created = true;
 	return 0;
 }
 

@@ -222,6 +222,28 @@ try:
     check(28 <= r["rtt_ms"] <= 150 and 28 <= (r.get("ping_ms") or 0) <= 150,
           f"RTT to it reflects the delay (rtt_ms {r['rtt_ms']}, ping_ms {r.get('ping_ms')})")
 
+    # a founder keeping its mesh in --mesh-file restarts (clean stop, same
+    # port) and the others find it again
+    mf = os.path.join(tmp, "f.mesh")
+    start("f", extra=["--mesh-file", mf])
+    fid = self_id("f")
+    fport = status("f")["port"]
+    ftok = token("f")
+    start("fj", join=ftok)
+    check(wait(lambda: views(["f"])["f"].get(self_id("fj"), {}).get("state") == "alive", 10)
+          is not None, "founder with --mesh-file: a node joins it")
+    procs["f"].send_signal(signal.SIGTERM)
+    procs["f"].wait(timeout=5)
+    t0 = time.time()
+    start("f", key=os.path.join(tmp, "f.key"), extra=["--mesh-file", mf, "--port", str(fport)])
+    check(self_id("f") == fid, "restarted founder keeps its id")
+    t = wait(lambda: views(["fj"])["fj"].get(fid, {}).get("state") == "alive"
+             and views(["f"])["f"].get(self_id("fj"), {}).get("state") == "alive", 15)
+    check(t is not None, "restarted founder (same mesh file and port) is found again")
+    if t is not None:
+        print(f"     founder back in its mesh {time.time() - t0:.2f} s after its restart")
+    check("continues mesh" in log_text("f"), "log says the founder continues its mesh")
+
     # key file mode
     st = os.stat(os.path.join(tmp, "n0.key"))
     check((st.st_mode & 0o777) == 0o600, "key file has mode 0600")

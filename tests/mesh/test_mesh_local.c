@@ -101,6 +101,34 @@ static void test_mesh_models_scan(void **state)
 	assert_int_equal(mesh_models_scan(m, out, 8), 0);
 }
 
+static void test_mesh_secret_file(void **state)
+{
+	(void)state;
+	char p[512];
+	snprintf(p, sizeof(p), "%s/state/mesh", dir);
+	uint8_t id1[16], s1[32], id2[16], s2[32];
+	bool created = false;
+	assert_int_equal(mesh_secret_load_or_create(p, id1, s1, &created), 0);
+	assert_true(created);
+	struct stat st;
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(mesh_secret_load_or_create(p, id2, s2, &created), 0);
+	assert_false(created);
+	assert_memory_equal(id1, id2, 16);
+	assert_memory_equal(s1, s2, 32);
+	/* a damaged file is refused, not replaced */
+	FILE *f = fopen(p, "r+");
+	fseek(f, 20, SEEK_SET);
+	fputc('z', f);
+	fclose(f);
+	assert_int_equal(mesh_secret_load_or_create(p, id2, s2, &created), ML_ERR_FORMAT);
+	f = fopen(p, "w");
+	fputs("mesh-llm mesh v1\nshort\n", f);
+	fclose(f);
+	assert_int_equal(mesh_secret_load_or_create(p, id2, s2, &created), ML_ERR_FORMAT);
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/test_mesh_local.XXXXXX");
@@ -109,6 +137,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mesh_ident_home),
 	    cmocka_unit_test(test_mesh_models_scan),
+	    cmocka_unit_test(test_mesh_secret_file),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	char cmd[600];
