@@ -42,7 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MESH_PLAN_MAX_NODES 256   /* candidate nodes per call */
+#define MESH_PLAN_MAX_NODES 1024  /* candidate nodes per call (= MESH_MAX_MEMBERS) */
 #define MESH_PLAN_MAX_STAGES 64   /* pipeline stages per plan */
 #define MESH_PLAN_MAX_LAYERS 4096 /* n_layer */
 #define MESH_PLAN_MAX_BYTES (1ull << 50) /* model need and budgets (larger budgets are clamped) */
@@ -137,7 +137,7 @@ struct mesh_plan_excluded {
 	uint32_t rtt_us;
 };
 
-/* The result (about 14 KB). On OK, stages[0] is the host, stages cover
+/* The result (about 45 KB: allocate it). On OK, stages[0] is the host, stages cover
  * [0, n_layer) contiguously in order, each non-empty. On NO_FIT and
  * TOO_FEW_NODES n_stages is 0. */
 struct mesh_plan {

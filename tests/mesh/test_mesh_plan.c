@@ -687,6 +687,56 @@ static void test_plan_equal(void **state)
 	assert_false(mesh_plan_equal(&a, &b));
 }
 
+static void test_many_nodes_and_hostile_budgets(void **state)
+{
+	(void)state;
+	size_t n = MESH_PLAN_MAX_NODES;
+	struct mesh_plan_node *v = calloc(n + 1, sizeof(*v));
+	for (size_t i = 0; i <= n; i++) {
+		v[i] = node(0, GB, (uint32_t)(i % 90));
+		v[i].id[0] = (uint8_t)(i >> 8);
+		v[i].id[1] = (uint8_t)i;
+	}
+	/* a peer claiming 2^64 - 1 bytes is clamped, not overflowed */
+	v[7].budget = UINT64_MAX;
+	v[9].budget = UINT64_MAX;
+	size_t h;
+	assert_int_equal(mesh_plan_elect(v, n + 1, &h), ML_ERR_INVALID);
+	assert_int_equal(mesh_plan_elect(v, n, &h), 0);
+	assert_int_equal(h, 7); /* equal after clamping: lower id */
+	struct mesh_plan_model m = uniform(200, 10 * GB, GB, GB);
+	struct mesh_plan *p = malloc(sizeof(*p));
+	assert_int_equal(mesh_plan_build(p, &m, v, n + 1, h, NULL), ML_ERR_INVALID);
+	assert_int_equal(mesh_plan_build(p, &m, v, n, h, NULL), 0);
+	check_ok(p, &m, MESH_PLAN_HEADROOM_DEFAULT);
+	assert_int_equal(p->n_stages, 1); /* 2 PB "fits" the host */
+	struct mesh_plan_params pp = {.force_split = true};
+	assert_int_equal(mesh_plan_build(p, &m, v, n, h, &pp), 0);
+	check_ok(p, &m, MESH_PLAN_HEADROOM_DEFAULT);
+	assert_int_equal(p->n_stages, 2);
+	/* honest budgets: 200 layers of 0.5 GB over 1 GB nodes (one layer each)
+	 * would need more than MESH_PLAN_MAX_STAGES stages */
+	v[7].budget = v[9].budget = GB;
+	m = uniform(200, GB / 2, 0, 0);
+	assert_int_equal(mesh_plan_elect(v, n, &h), 0);
+	assert_int_equal(h, 0);
+	assert_int_equal(mesh_plan_build(p, &m, v, n, h, NULL), 0);
+	assert_int_equal(p->status, MESH_PLAN_NO_FIT);
+	assert_true(p->notes & MESH_PLAN_NOTE_GRANULARITY);
+	uint32_t far = 0;
+	for (size_t i = 1; i < n; i++)
+		far += i % 90 > 80;
+	assert_int_equal(p->n_excluded, far);
+	assert_int_equal(p->n_nodes_usable, n - far);
+	/* 60 layers fit 60 nodes */
+	m.n_layer = 60;
+	assert_int_equal(mesh_plan_build(p, &m, v, n, h, NULL), 0);
+	check_ok(p, &m, MESH_PLAN_HEADROOM_DEFAULT);
+	assert_int_equal(p->n_stages, 60);
+	free(p);
+	free(v);
+}
+
 static void test_model_from_gguf(void **state)
 {
 	(void)state;
@@ -748,6 +798,7 @@ int main(void)
 	    cmocka_unit_test(test_random_against_brute_force),
 	    cmocka_unit_test(test_permutation_determinism),
 	    cmocka_unit_test(test_plan_equal),
+	    cmocka_unit_test(test_many_nodes_and_hostile_budgets),
 	    cmocka_unit_test(test_model_from_gguf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
