@@ -48,10 +48,16 @@ static void batch(uint8_t type, const uint8_t *p, size_t len, uint64_t epoch)
 	mesh_stage_batch_unpack(&d, seq, pos, lg);
 	if (mesh_stage_batch_rows(&d, rows, n) != 0)
 		abort();
-	struct mesh_stage_batch_in in = {.epoch = d.epoch, .batch_id = d.batch_id,
-	                                 .dtype = d.dtype, .rows = d.rows, .n_embd = d.n_embd,
-	                                 .n_tokens = d.n_tokens, .seq = seq, .pos = pos,
-	                                 .logits = lg, .embd = rows};
+	struct mesh_stage_batch_in in = {.epoch = d.epoch,
+	                                 .batch_id = d.batch_id,
+	                                 .dtype = d.dtype,
+	                                 .rows = d.rows,
+	                                 .n_embd = d.n_embd,
+	                                 .n_tokens = d.n_tokens,
+	                                 .seq = seq,
+	                                 .pos = pos,
+	                                 .logits = lg,
+	                                 .embd = rows};
 	struct net_buf b;
 	net_buf_init(&b, 0);
 	if (mesh_stage_batch_put(&b, type, &in) != 0)

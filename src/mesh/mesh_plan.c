@@ -14,12 +14,18 @@
 const char *mesh_plan_excl_name(int reason)
 {
 	switch (reason) {
-	case MESH_PLAN_EXCL_CLIENT: return "lite client";
-	case MESH_PLAN_EXCL_NO_MODEL: return "no model file";
-	case MESH_PLAN_EXCL_RTT_HIGH: return "RTT too high";
-	case MESH_PLAN_EXCL_RTT_UNKNOWN: return "RTT unknown";
-	case MESH_PLAN_EXCL_TOO_SMALL: return "budget below one layer";
-	default: return "?";
+	case MESH_PLAN_EXCL_CLIENT:
+		return "lite client";
+	case MESH_PLAN_EXCL_NO_MODEL:
+		return "no model file";
+	case MESH_PLAN_EXCL_RTT_HIGH:
+		return "RTT too high";
+	case MESH_PLAN_EXCL_RTT_UNKNOWN:
+		return "RTT unknown";
+	case MESH_PLAN_EXCL_TOO_SMALL:
+		return "budget below one layer";
+	default:
+		return "?";
 	}
 }
 
@@ -80,8 +86,9 @@ static int model_prefix(const struct mesh_plan_model *m, uint64_t *prefix, uint6
 	for (uint32_t j = 0; j < m->n_layer; j++) {
 		uint64_t w = m->layer_bytes_v ? m->layer_bytes_v[j] : m->layer_bytes;
 		if (w > cap)
-			return ml_error(ML_ERR_INVALID, "%s: layer %u: %llu bytes over %llu", __func__,
-			                j, (unsigned long long)w, (unsigned long long)cap);
+			return ml_error(ML_ERR_INVALID, "%s: layer %u: %llu bytes over %llu",
+			                __func__, j, (unsigned long long)w,
+			                (unsigned long long)cap);
 		w += kv; /* both <= 2^50: no overflow */
 		if (w < *min_layer)
 			*min_layer = w;
@@ -110,7 +117,8 @@ static int arch_u32(const struct gguf_file *gf, const char *arch, const char *ke
 	}
 	if (rc)
 		return ml_error(rc == ML_ERR_NOT_FOUND ? ML_ERR_FORMAT : rc, "%s: metadata %s: %s",
-		                __func__, name, rc == ML_ERR_NOT_FOUND ? "missing" : ml_strerror(rc));
+		                __func__, name,
+		                rc == ML_ERR_NOT_FOUND ? "missing" : ml_strerror(rc));
 	return 0;
 }
 
@@ -154,7 +162,8 @@ int mesh_plan_model_from_gguf(struct mesh_plan_model *m, const struct gguf_file 
 	    (rc = arch_u32(gf, arch, "attention.head_count", -1, &n_head)))
 		return rc;
 	if (n_head == 0 || n_layer == 0)
-		return ml_error(ML_ERR_FORMAT, "%s: %u layers, %u heads", __func__, n_layer, n_head);
+		return ml_error(ML_ERR_FORMAT, "%s: %u layers, %u heads", __func__, n_layer,
+		                n_head);
 	if ((rc = arch_u32(gf, arch, "attention.head_count_kv", n_head, &n_head_kv)) ||
 	    (rc = arch_u32(gf, arch, "attention.key_length", n_embd / n_head, &k_len)) ||
 	    (rc = arch_u32(gf, arch, "attention.value_length", k_len, &v_len)))
@@ -173,8 +182,8 @@ int mesh_plan_model_from_gguf(struct mesh_plan_model *m, const struct gguf_file 
 		const struct gguf_tensor *t = gguf_tensor_at(gf, i);
 		int64_t b = blk_index(t->name);
 		if (b >= (int64_t)n_layer)
-			return ml_error(ML_ERR_FORMAT, "%s: tensor %s beyond block_count %u", __func__,
-			                t->name, n_layer);
+			return ml_error(ML_ERR_FORMAT, "%s: tensor %s beyond block_count %u",
+			                __func__, t->name, n_layer);
 		if (b >= 0)
 			layer_bytes[b] += t->n_bytes;
 		else if (t != out && t != onorm)
@@ -357,8 +366,8 @@ static void fill_stages(struct mesh_plan *out, const struct assign_in *a,
 }
 
 static int check_params(const struct mesh_plan_model *m, const struct mesh_plan_node *nodes,
-                        size_t n, size_t host, const struct mesh_plan_params *p,
-                        uint32_t *permille, uint32_t *rtt_max)
+                        size_t n, size_t host, const struct mesh_plan_params *p, uint32_t *permille,
+                        uint32_t *rtt_max)
 {
 	if (!m || (!nodes && n))
 		return ml_error(ML_ERR_INVALID, "%s: NULL argument", __func__);
@@ -382,12 +391,12 @@ static int check_params(const struct mesh_plan_model *m, const struct mesh_plan_
 			                __func__, p->n_ratios, MESH_PLAN_MAX_STAGES);
 		if (p->n_ratios > m->n_layer)
 			return ml_error(ML_ERR_INVALID,
-			                "%s: %u tensor-split ratios for a model of %u layers", __func__,
-			                p->n_ratios, m->n_layer);
+			                "%s: %u tensor-split ratios for a model of %u layers",
+			                __func__, p->n_ratios, m->n_layer);
 		for (uint32_t i = 0; i < p->n_ratios; i++)
 			if (!(p->ratios[i] > 0 && p->ratios[i] <= MESH_PLAN_RATIO_MAX))
-				return ml_error(ML_ERR_INVALID, "%s: tensor-split ratio %u is %g", __func__,
-				                i, p->ratios[i]);
+				return ml_error(ML_ERR_INVALID, "%s: tensor-split ratio %u is %g",
+				                __func__, i, p->ratios[i]);
 	}
 	/* duplicate ids would make the result depend on input order */
 	const struct mesh_plan_node **v = malloc(sizeof(*v) * (n ? n : 1));
@@ -474,8 +483,12 @@ int mesh_plan_build(struct mesh_plan *out, const struct mesh_plan_model *m,
 
 	sn[0] = &nodes[host];
 	caps[0] = cap_of(nodes[host].budget, permille);
-	struct assign_in a = {.prefix = prefix, .n = m->n_layer, .embd = m->embd_bytes,
-	                      .out = m->output_bytes, .caps = caps, .targets = targets};
+	struct assign_in a = {.prefix = prefix,
+	                      .n = m->n_layer,
+	                      .embd = m->embd_bytes,
+	                      .out = m->output_bytes,
+	                      .caps = caps,
+	                      .targets = targets};
 
 	if (p && p->n_ratios) {
 		/* manual ratios: exactly n_ratios stages, split by layer count */
@@ -636,7 +649,8 @@ size_t mesh_plan_describe(const struct mesh_plan *p, char *out, size_t cap)
 		          gb(p->stages[0].bytes));
 		if (p->notes & MESH_PLAN_NOTE_SPLIT_UNAVAILABLE)
 			sb_printf(&b, " (split asked for, but %s)",
-			          p->n_layer < 2 ? "the model has one layer" : "no peer can take layers");
+			          p->n_layer < 2 ? "the model has one layer"
+			                         : "no peer can take layers");
 	} else if (p->status == MESH_PLAN_OK) {
 		for (uint32_t s = 0; s < p->n_stages && s < MESH_PLAN_MAX_STAGES; s++) {
 			const struct mesh_plan_stage *st = &p->stages[s];
@@ -646,22 +660,25 @@ size_t mesh_plan_describe(const struct mesh_plan *p, char *out, size_t cap)
 			          gb(st->bytes));
 		}
 	} else if (p->status == MESH_PLAN_TOO_FEW_NODES) {
-		sb_printf(&b, "Waiting for more peers — the tensor split asks for %u nodes, %u usable",
+		sb_printf(&b,
+		          "Waiting for more peers — the tensor split asks for %u nodes, %u usable",
 		          p->n_wanted, p->n_nodes_usable);
 	} else if (p->bad_stage >= 0) {
-		sb_printf(&b,
-		          "Not enough memory for the tensor split — stage %d needs %.1f GB, has %.1f GB",
-		          p->bad_stage, gb(p->need_bytes), gb(p->have_bytes));
+		sb_printf(
+		    &b,
+		    "Not enough memory for the tensor split — stage %d needs %.1f GB, has %.1f GB",
+		    p->bad_stage, gb(p->need_bytes), gb(p->have_bytes));
 	} else {
-		sb_printf(&b, "Waiting for more peers — need %.1f GB, have %.1f GB", gb(p->need_bytes),
-		          gb(p->have_bytes));
+		sb_printf(&b, "Waiting for more peers — need %.1f GB, have %.1f GB",
+		          gb(p->need_bytes), gb(p->have_bytes));
 		if (p->notes & MESH_PLAN_NOTE_GRANULARITY)
 			sb_printf(&b, " (the layers do not divide into the nodes' budgets)");
 	}
 	for (uint32_t i = 0; i < p->n_excluded && i < MESH_PLAN_MAX_NODES; i++) {
 		const struct mesh_plan_excluded *x = &p->excluded[i];
 		net_id_short(x->id, id);
-		sb_printf(&b, "%s%s (%s", i ? ", " : "; not used: ", id, mesh_plan_excl_name(x->reason));
+		sb_printf(&b, "%s%s (%s", i ? ", " : "; not used: ", id,
+		          mesh_plan_excl_name(x->reason));
 		if (x->reason == MESH_PLAN_EXCL_RTT_HIGH)
 			sb_printf(&b, ", %.0f ms", x->rtt_us / 1000.0);
 		sb_printf(&b, ")");
@@ -680,18 +697,21 @@ int mesh_plan_parse_ratios(const char *s, double *out, size_t cap)
 		errno = 0;
 		double v = strtod(p, &end);
 		if (end == p || errno || !(v > 0 && v <= MESH_PLAN_RATIO_MAX))
-			return ml_error(ML_ERR_INVALID,
-			                "%s: tensor split \"%s\": each value must be a number in (0, %g]",
-			                __func__, s, MESH_PLAN_RATIO_MAX);
+			return ml_error(
+			    ML_ERR_INVALID,
+			    "%s: tensor split \"%s\": each value must be a number in (0, %g]",
+			    __func__, s, MESH_PLAN_RATIO_MAX);
 		if (n >= cap)
-			return ml_error(ML_ERR_INVALID, "%s: tensor split \"%s\": more than %zu values",
-			                __func__, s, cap);
+			return ml_error(ML_ERR_INVALID,
+			                "%s: tensor split \"%s\": more than %zu values", __func__,
+			                s, cap);
 		out[n++] = v;
 		if (*end == '\0')
 			break;
 		if (*end != ',')
-			return ml_error(ML_ERR_INVALID, "%s: tensor split \"%s\": expected ',' at \"%s\"",
-			                __func__, s, end);
+			return ml_error(ML_ERR_INVALID,
+			                "%s: tensor split \"%s\": expected ',' at \"%s\"", __func__,
+			                s, end);
 		p = end + 1;
 	}
 	return (int)n;

@@ -42,9 +42,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MESH_PLAN_MAX_NODES 1024  /* candidate nodes per call (= MESH_MAX_MEMBERS) */
-#define MESH_PLAN_MAX_STAGES 64   /* pipeline stages per plan */
-#define MESH_PLAN_MAX_LAYERS 4096 /* n_layer */
+#define MESH_PLAN_MAX_NODES 1024         /* candidate nodes per call (= MESH_MAX_MEMBERS) */
+#define MESH_PLAN_MAX_STAGES 64          /* pipeline stages per plan */
+#define MESH_PLAN_MAX_LAYERS 4096        /* n_layer */
 #define MESH_PLAN_MAX_BYTES (1ull << 50) /* model need and budgets (larger budgets are clamped) */
 #define MESH_PLAN_HEADROOM_DEFAULT 1100  /* permille: budget >= 1.1 x (weights + KV) */
 #define MESH_PLAN_HEADROOM_MIN 1000
@@ -86,11 +86,11 @@ int mesh_plan_model_from_gguf(struct mesh_plan_model *m, const struct gguf_file 
 /* One candidate node, from gossip. */
 struct mesh_plan_node {
 	uint8_t id[NET_ID_LEN];
-	uint64_t budget;  /* advertised memory in bytes (--max-vram applied) */
-	uint32_t rtt_us;  /* RTT to the host in microseconds; MESH_PLAN_RTT_UNKNOWN if not
-	                   * measured (ignored for the host itself) */
-	bool has_model;   /* has a local copy of the model file */
-	bool client;      /* lite client: never a stage */
+	uint64_t budget; /* advertised memory in bytes (--max-vram applied) */
+	uint32_t rtt_us; /* RTT to the host in microseconds; MESH_PLAN_RTT_UNKNOWN if not
+	                  * measured (ignored for the host itself) */
+	bool has_model;  /* has a local copy of the model file */
+	bool client;     /* lite client: never a stage */
 };
 
 struct mesh_plan_params {
@@ -121,8 +121,9 @@ const char *mesh_plan_excl_name(int reason);
 
 /* Plan notes (bit set in mesh_plan.notes). */
 #define MESH_PLAN_NOTE_SPLIT_UNAVAILABLE 1u /* force_split, but no usable peer or 1 layer */
-#define MESH_PLAN_NOTE_GRANULARITY 2u /* NO_FIT although the budgets add up: the layers
-                                       * do not divide into them */
+#define MESH_PLAN_NOTE_GRANULARITY                                                                 \
+	2u /* NO_FIT although the budgets add up: the layers                                       \
+	    * do not divide into them */
 
 struct mesh_plan_stage {
 	uint8_t id[NET_ID_LEN];
@@ -142,8 +143,8 @@ struct mesh_plan_excluded {
  * TOO_FEW_NODES n_stages is 0. */
 struct mesh_plan {
 	uint64_t epoch;
-	int status;               /* enum mesh_plan_status */
-	uint32_t notes;           /* MESH_PLAN_NOTE_* */
+	int status;     /* enum mesh_plan_status */
+	uint32_t notes; /* MESH_PLAN_NOTE_* */
 	uint32_t n_layer;
 	uint8_t host[NET_ID_LEN]; /* elected host (also stages[0].id on OK) */
 	uint64_t model_bytes;     /* need of the whole model without headroom */
@@ -151,12 +152,12 @@ struct mesh_plan {
 	 * the host and every usable peer; with manual ratios, the first stage
 	 * that does not fit: its need x headroom and its budget (bad_stage). */
 	uint64_t need_bytes, have_bytes;
-	int bad_stage;            /* -1 unless a manual-ratio stage does not fit */
-	uint32_t n_nodes_usable;  /* host + usable peers */
-	uint32_t n_wanted;        /* stages the manual ratios ask for (0 without ratios) */
+	int bad_stage;           /* -1 unless a manual-ratio stage does not fit */
+	uint32_t n_nodes_usable; /* host + usable peers */
+	uint32_t n_wanted;       /* stages the manual ratios ask for (0 without ratios) */
 	uint32_t n_stages;
 	struct mesh_plan_stage stages[MESH_PLAN_MAX_STAGES];
-	uint32_t n_excluded;      /* sorted by node id */
+	uint32_t n_excluded; /* sorted by node id */
 	struct mesh_plan_excluded excluded[MESH_PLAN_MAX_NODES];
 };
 

@@ -19,14 +19,22 @@ _Static_assert(MESH_STAGE_MAX_STAGES <= 255, "n_stages is a u8 on the wire");
 const char *mesh_stage_err_name(int code)
 {
 	switch (code) {
-	case MESH_STAGE_E_INTERNAL: return "internal";
-	case MESH_STAGE_E_MALFORMED: return "malformed";
-	case MESH_STAGE_E_STALE_EPOCH: return "stale epoch";
-	case MESH_STAGE_E_UNKNOWN_EPOCH: return "unknown epoch";
-	case MESH_STAGE_E_MODEL_MISMATCH: return "model mismatch";
-	case MESH_STAGE_E_FORWARD: return "forward failed";
-	case MESH_STAGE_E_BUSY: return "busy";
-	default: return "?";
+	case MESH_STAGE_E_INTERNAL:
+		return "internal";
+	case MESH_STAGE_E_MALFORMED:
+		return "malformed";
+	case MESH_STAGE_E_STALE_EPOCH:
+		return "stale epoch";
+	case MESH_STAGE_E_UNKNOWN_EPOCH:
+		return "unknown epoch";
+	case MESH_STAGE_E_MODEL_MISMATCH:
+		return "model mismatch";
+	case MESH_STAGE_E_FORWARD:
+		return "forward failed";
+	case MESH_STAGE_E_BUSY:
+		return "busy";
+	default:
+		return "?";
 	}
 }
 
@@ -63,8 +71,9 @@ static int read_reason(struct net_reader *r, char dst[MESH_STAGE_REASON_MAX + 1]
 	const char *s = net_reader_str(r, MESH_STAGE_REASON_MAX, &n);
 	dst[0] = '\0';
 	if (!s)
-		return ml_error(ML_ERR_FORMAT, "%s: truncated or over-long reason (at most %d bytes)",
-		                fn, MESH_STAGE_REASON_MAX);
+		return ml_error(ML_ERR_FORMAT,
+		                "%s: truncated or over-long reason (at most %d bytes)", fn,
+		                MESH_STAGE_REASON_MAX);
 	for (size_t i = 0; i < n; i++)
 		if ((uint8_t)s[i] < 0x20 || (uint8_t)s[i] == 0x7f)
 			return ml_error(ML_ERR_FORMAT, "%s: control character 0x%02x in reason", fn,
@@ -147,14 +156,14 @@ int mesh_stage_batch_put(struct net_buf *out, uint8_t type, const struct mesh_st
 		return ml_error(ML_ERR_INVALID, "%s: NULL array", __func__);
 	for (uint32_t i = 0; i < in->n_tokens; i++)
 		if (in->seq[i] < 0 || in->pos[i] < 0)
-			return ml_error(ML_ERR_INVALID, "%s: entry %u: sequence %d position %d", __func__,
-			                i, in->seq[i], in->pos[i]);
+			return ml_error(ML_ERR_INVALID, "%s: entry %u: sequence %d position %d",
+			                __func__, i, in->seq[i], in->pos[i]);
 
 	const size_t mark = out->len;
 	const int prev_err = out->err;
 	const size_t rows_bytes = (size_t)in->n_tokens * in->n_embd * es;
-	if (net_buf_reserve(out, (size_t)mesh_stage_batch_size(in->n_tokens, in->n_embd,
-	                                                        in->dtype)) != 0)
+	if (net_buf_reserve(
+	        out, (size_t)mesh_stage_batch_size(in->n_tokens, in->n_embd, in->dtype)) != 0)
 		return finish(out, mark, prev_err);
 	net_frame_begin(out, type);
 	net_buf_put_u8(out, MESH_STAGE_MSG_VERSION);
@@ -205,8 +214,8 @@ int mesh_stage_batch_decode(struct mesh_stage_batch *b, const uint8_t *p, size_t
 	b->n_embd = net_reader_u32(&r);
 	b->n_tokens = net_reader_u32(&r);
 	if (net_reader_error(&r))
-		return ml_error(ML_ERR_FORMAT, "%s: truncated header (%zu bytes, need %d)", __func__,
-		                len, MESH_STAGE_BATCH_HEAD);
+		return ml_error(ML_ERR_FORMAT, "%s: truncated header (%zu bytes, need %d)",
+		                __func__, len, MESH_STAGE_BATCH_HEAD);
 	if (ver != MESH_STAGE_MSG_VERSION)
 		return ml_error(ML_ERR_UNSUPPORTED, "%s: message version %u, this node speaks %d",
 		                __func__, ver, MESH_STAGE_MSG_VERSION);
@@ -230,22 +239,24 @@ int mesh_stage_batch_decode(struct mesh_stage_batch *b, const uint8_t *p, size_t
 	if (b->n_tokens < min_tokens)
 		return ml_error(ML_ERR_FORMAT, "%s: %u tokens, at least %u", __func__, b->n_tokens,
 		                min_tokens);
-	const uint64_t need = (uint64_t)b->n_tokens * MESH_STAGE_BATCH_TOKEN +
-	                      (uint64_t)b->n_tokens * b->n_embd * es;
+	const uint64_t need =
+	    (uint64_t)b->n_tokens * MESH_STAGE_BATCH_TOKEN + (uint64_t)b->n_tokens * b->n_embd * es;
 	if (need != net_reader_left(&r))
 		return ml_error(ML_ERR_FORMAT,
-		                "%s: %u tokens of %u x %u bytes need %llu bytes, %zu follow", __func__,
-		                b->n_tokens, b->n_embd, es, (unsigned long long)need,
+		                "%s: %u tokens of %u x %u bytes need %llu bytes, %zu follow",
+		                __func__, b->n_tokens, b->n_embd, es, (unsigned long long)need,
 		                net_reader_left(&r));
 	b->tokens = net_reader_bytes(&r, (size_t)b->n_tokens * MESH_STAGE_BATCH_TOKEN);
-	b->data = net_reader_bytes(&r, (size_t)(need - (uint64_t)b->n_tokens * MESH_STAGE_BATCH_TOKEN));
+	b->data =
+	    net_reader_bytes(&r, (size_t)(need - (uint64_t)b->n_tokens * MESH_STAGE_BATCH_TOKEN));
 	if (net_reader_finish(&r))
 		return ml_error(ML_ERR_FORMAT, "%s: bad length", __func__); /* not reached */
 	for (uint32_t i = 0; i < b->n_tokens; i++) {
 		const uint8_t *t = b->tokens + (size_t)i * MESH_STAGE_BATCH_TOKEN;
 		uint32_t seq = get_be32(t), pos = get_be32(t + 4);
 		if (seq > INT32_MAX || pos > INT32_MAX || (t[8] & ~MESH_STAGE_TOKEN_WANT_LOGITS))
-			return ml_error(ML_ERR_FORMAT, "%s: entry %u: sequence %u position %u flags 0x%x",
+			return ml_error(ML_ERR_FORMAT,
+			                "%s: entry %u: sequence %u position %u flags 0x%x",
 			                __func__, i, seq, pos, t[8]);
 	}
 	if (b->epoch < current_epoch)
@@ -285,7 +296,8 @@ int mesh_stage_batch_rows(const struct mesh_stage_batch *b, float *out, size_t c
 		}
 	} else {
 		for (size_t k = 0; k < n; k++)
-			out[k] = kern_f16_to_f32((kern_f16)(b->data[2 * k] | b->data[2 * k + 1] << 8));
+			out[k] =
+			    kern_f16_to_f32((kern_f16)(b->data[2 * k] | b->data[2 * k + 1] << 8));
 	}
 	return 0;
 }
@@ -297,11 +309,12 @@ int mesh_stage_batch_rows(const struct mesh_stage_batch *b, float *out, size_t c
 static int plan_check(const struct mesh_stage_plan *p, int bad, const char *fn)
 {
 	if (p->n_layer < 1 || p->n_layer > MESH_STAGE_MAX_LAYERS)
-		return ml_error(bad == ML_ERR_FORMAT ? ML_ERR_RANGE : bad, "%s: %u layers, want 1..%d",
-		                fn, p->n_layer, MESH_STAGE_MAX_LAYERS);
+		return ml_error(bad == ML_ERR_FORMAT ? ML_ERR_RANGE : bad,
+		                "%s: %u layers, want 1..%d", fn, p->n_layer, MESH_STAGE_MAX_LAYERS);
 	if (p->n_stages < 1 || p->n_stages > MESH_STAGE_MAX_STAGES)
-		return ml_error(bad == ML_ERR_FORMAT ? ML_ERR_RANGE : bad, "%s: %u stages, want 1..%d",
-		                fn, p->n_stages, MESH_STAGE_MAX_STAGES);
+		return ml_error(bad == ML_ERR_FORMAT ? ML_ERR_RANGE : bad,
+		                "%s: %u stages, want 1..%d", fn, p->n_stages,
+		                MESH_STAGE_MAX_STAGES);
 	if (p->n_stages > p->n_layer)
 		return ml_error(bad, "%s: %u stages for %u layers", fn, p->n_stages, p->n_layer);
 	if (p->n_ctx < 1 || p->n_ctx > INT32_MAX || p->n_seq < 1 || p->n_seq > INT32_MAX ||
@@ -316,8 +329,8 @@ static int plan_check(const struct mesh_stage_plan *p, int bad, const char *fn)
 		const struct mesh_stage_plan_stage *st = &p->stages[s];
 		if (st->layer_begin != b || st->layer_end <= st->layer_begin ||
 		    st->layer_end > p->n_layer)
-			return ml_error(bad, "%s: stage %u: layers [%u, %u) after layer %u of %u", fn, s,
-			                st->layer_begin, st->layer_end, b, p->n_layer);
+			return ml_error(bad, "%s: stage %u: layers [%u, %u) after layer %u of %u",
+			                fn, s, st->layer_begin, st->layer_end, b, p->n_layer);
 		b = st->layer_end;
 		const uint8_t *next = p->stages[(s + 1) % p->n_stages].id;
 		if (memcmp(st->next, next, NET_ID_LEN) != 0)
@@ -325,7 +338,8 @@ static int plan_check(const struct mesh_stage_plan *p, int bad, const char *fn)
 			                (s + 1) % p->n_stages);
 		for (uint32_t t = 0; t < s; t++)
 			if (memcmp(p->stages[t].id, st->id, NET_ID_LEN) == 0)
-				return ml_error(bad, "%s: node of stage %u is also stage %u", fn, s, t);
+				return ml_error(bad, "%s: node of stage %u is also stage %u", fn, s,
+				                t);
 	}
 	if (b != p->n_layer)
 		return ml_error(bad, "%s: stages end at layer %u of %u", fn, b, p->n_layer);
@@ -435,10 +449,12 @@ static int kv_check(const struct mesh_stage_kv *kv, int bad, const char *fn)
 {
 	if (kv->op == MESH_STAGE_KV_TRUNCATE) {
 		if (kv->seq > INT32_MAX || kv->pos > INT32_MAX)
-			return ml_error(bad, "%s: truncate sequence %u at %u", fn, kv->seq, kv->pos);
+			return ml_error(bad, "%s: truncate sequence %u at %u", fn, kv->seq,
+			                kv->pos);
 	} else if (kv->op == MESH_STAGE_KV_CLEAR) {
 		if ((kv->seq > INT32_MAX && kv->seq != MESH_STAGE_SEQ_ALL) || kv->pos != 0)
-			return ml_error(bad, "%s: clear sequence %u position %u", fn, kv->seq, kv->pos);
+			return ml_error(bad, "%s: clear sequence %u position %u", fn, kv->seq,
+			                kv->pos);
 	} else {
 		return ml_error(bad, "%s: KV operation %u", fn, kv->op);
 	}
@@ -478,8 +494,7 @@ int mesh_stage_kv_decode(struct mesh_stage_kv *kv, const uint8_t *p, size_t len,
 		return ml_error(ML_ERR_UNSUPPORTED, "%s: message version %u, this node speaks %d",
 		                __func__, ver, MESH_STAGE_MSG_VERSION);
 	if (net_reader_finish(&r))
-		return ml_error(ML_ERR_FORMAT, "%s: %zu trailing bytes", __func__,
-		                len - r.off);
+		return ml_error(ML_ERR_FORMAT, "%s: %zu trailing bytes", __func__, len - r.off);
 	int rc = kv_check(kv, ML_ERR_FORMAT, __func__);
 	if (rc)
 		return rc;

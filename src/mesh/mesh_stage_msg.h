@@ -112,15 +112,15 @@ const char *mesh_stage_err_name(int code);
 struct mesh_stage_batch_in {
 	uint64_t epoch;
 	uint64_t batch_id;
-	uint8_t dtype;         /* wire type: ML_DTYPE_F32 or ML_DTYPE_F16 (converted here,
-	                        * round to nearest even; out of range -> inf) */
-	uint8_t rows;          /* enum mesh_stage_rows */
+	uint8_t dtype; /* wire type: ML_DTYPE_F32 or ML_DTYPE_F16 (converted here,
+	                * round to nearest even; out of range -> inf) */
+	uint8_t rows;  /* enum mesh_stage_rows */
 	uint32_t n_embd;
 	uint32_t n_tokens;
-	const int32_t *seq;    /* [n_tokens], >= 0 */
-	const int32_t *pos;    /* [n_tokens], >= 0 */
-	const int8_t *logits;  /* [n_tokens] nonzero = want logits; NULL = none */
-	const float *embd;     /* [n_tokens][n_embd] */
+	const int32_t *seq;   /* [n_tokens], >= 0 */
+	const int32_t *pos;   /* [n_tokens], >= 0 */
+	const int8_t *logits; /* [n_tokens] nonzero = want logits; NULL = none */
+	const float *embd;    /* [n_tokens][n_embd] */
 };
 
 /* A decoded RUN_BATCH / RESULT: the header, and views into the payload
@@ -223,8 +223,8 @@ int mesh_stage_kv_decode(struct mesh_stage_kv *kv, const uint8_t *p, size_t len,
 
 struct mesh_stage_ack {
 	uint64_t epoch;
-	uint8_t kind;                             /* enum mesh_stage_ack_kind */
-	char reason[MESH_STAGE_REASON_MAX + 1];   /* NUL-terminated, no NUL inside */
+	uint8_t kind;                           /* enum mesh_stage_ack_kind */
+	char reason[MESH_STAGE_REASON_MAX + 1]; /* NUL-terminated, no NUL inside */
 };
 
 /* Appends a framed NET_MSG_STAGE_ACK; |reason| may be NULL (""); longer

@@ -30,8 +30,7 @@ static struct mesh_plan_node node(uint8_t idb, uint64_t budget, uint32_t rtt_ms)
 	return nd;
 }
 
-static struct mesh_plan_model uniform(uint32_t n_layer, uint64_t layer, uint64_t embd,
-                                      uint64_t out)
+static struct mesh_plan_model uniform(uint32_t n_layer, uint64_t layer, uint64_t embd, uint64_t out)
 {
 	struct mesh_plan_model m;
 	memset(&m, 0, sizeof(m));
@@ -44,8 +43,7 @@ static struct mesh_plan_model uniform(uint32_t n_layer, uint64_t layer, uint64_t
 
 /* Checks the invariants of an OK plan: contiguous, non-empty, host first,
  * bytes recomputed, every stage within its budget x headroom. */
-static void check_ok(const struct mesh_plan *p, const struct mesh_plan_model *m,
-                     uint32_t permille)
+static void check_ok(const struct mesh_plan *p, const struct mesh_plan_model *m, uint32_t permille)
 {
 	assert_int_equal(p->status, MESH_PLAN_OK);
 	assert_true(p->n_stages >= 1);
@@ -75,8 +73,8 @@ static void check_ok(const struct mesh_plan *p, const struct mesh_plan_model *m,
 static void test_elect(void **state)
 {
 	(void)state;
-	struct mesh_plan_node v[4] = {node(1, 10 * GB, 0), node(2, 30 * GB, 0),
-	                              node(3, 90 * GB, 0), node(4, 20 * GB, 0)};
+	struct mesh_plan_node v[4] = {node(1, 10 * GB, 0), node(2, 30 * GB, 0), node(3, 90 * GB, 0),
+	                              node(4, 20 * GB, 0)};
 	size_t h = 99;
 	assert_int_equal(mesh_plan_elect(v, 4, &h), 0);
 	assert_int_equal(h, 2);
@@ -98,7 +96,8 @@ static void test_elect_ties(void **state)
 {
 	(void)state;
 	/* equal budgets: lowest id, in any order */
-	struct mesh_plan_node v[3] = {node(9, 50 * GB, 0), node(3, 50 * GB, 0), node(7, 50 * GB, 0)};
+	struct mesh_plan_node v[3] = {node(9, 50 * GB, 0), node(3, 50 * GB, 0),
+	                              node(7, 50 * GB, 0)};
 	size_t h;
 	for (int r = 0; r < 3; r++) {
 		struct mesh_plan_node w[3] = {v[r], v[(r + 1) % 3], v[(r + 2) % 3]};
@@ -112,7 +111,8 @@ static void test_elect_ties(void **state)
 	assert_int_equal(mesh_plan_elect(v, 3, &h), 0);
 	assert_int_equal(h, 2);
 	/* budgets above the cap compare as equal (clamped), then by id */
-	struct mesh_plan_node big[2] = {node(5, UINT64_MAX, 0), node(4, MESH_PLAN_MAX_BYTES + 1, 0)};
+	struct mesh_plan_node big[2] = {node(5, UINT64_MAX, 0),
+	                                node(4, MESH_PLAN_MAX_BYTES + 1, 0)};
 	assert_int_equal(mesh_plan_elect(big, 2, &h), 0);
 	assert_int_equal(h, 1);
 }
@@ -120,7 +120,8 @@ static void test_elect_ties(void **state)
 static void test_solo_and_single_node(void **state)
 {
 	(void)state;
-	struct mesh_plan_model m = uniform(28, 500000000ull, 300000000ull, 300000000ull); /* 14.6 GB */
+	struct mesh_plan_model m =
+	    uniform(28, 500000000ull, 300000000ull, 300000000ull); /* 14.6 GB */
 	struct mesh_plan_node v[2] = {node(0xa1, 20 * GB, 0), node(0xc3, 10 * GB, 5)};
 	struct mesh_plan p;
 	assert_int_equal(mesh_plan_build(&p, &m, v, 1, 0, NULL), 0);
@@ -302,8 +303,8 @@ static void test_excluded_reasons(void **state)
 {
 	(void)state;
 	struct mesh_plan_model m = uniform(10, GB, 0, 0);
-	struct mesh_plan_node v[5] = {node(1, 8 * GB, 0), node(5, 100 * GB, 1), node(4, 100 * GB, 1),
-	                              node(3, GB, 1), node(2, 100 * GB, 1)};
+	struct mesh_plan_node v[5] = {node(1, 8 * GB, 0), node(5, 100 * GB, 1),
+	                              node(4, 100 * GB, 1), node(3, GB, 1), node(2, 100 * GB, 1)};
 	v[1].client = true;
 	v[2].has_model = false;
 	/* 3 has 1 GB: below one layer with headroom (1.1 GB) */
@@ -317,7 +318,8 @@ static void test_excluded_reasons(void **state)
 	assert_int_equal(p.excluded[0].reason, MESH_PLAN_EXCL_TOO_SMALL);
 	assert_int_equal(p.excluded[1].reason, MESH_PLAN_EXCL_NO_MODEL);
 	assert_int_equal(p.excluded[2].reason, MESH_PLAN_EXCL_CLIENT);
-	assert_string_equal(mesh_plan_excl_name(MESH_PLAN_EXCL_TOO_SMALL), "budget below one layer");
+	assert_string_equal(mesh_plan_excl_name(MESH_PLAN_EXCL_TOO_SMALL),
+	                    "budget below one layer");
 	assert_string_equal(mesh_plan_excl_name(99), "?");
 }
 
@@ -451,7 +453,8 @@ static void test_force_split(void **state)
 {
 	(void)state;
 	struct mesh_plan_model m = uniform(30, GB, 0, 0);
-	struct mesh_plan_node v[3] = {node(1, 100 * GB, 0), node(2, 50 * GB, 3), node(3, 50 * GB, 2)};
+	struct mesh_plan_node v[3] = {node(1, 100 * GB, 0), node(2, 50 * GB, 3),
+	                              node(3, 50 * GB, 2)};
 	struct mesh_plan_params pp = {.force_split = true};
 	struct mesh_plan p;
 	assert_int_equal(mesh_plan_build(&p, &m, v, 3, 0, &pp), 0);
@@ -583,7 +586,8 @@ static void test_random_against_brute_force(void **state)
 		uint32_t nn = 1 + (uint32_t)(rnd(&seed) % 4);
 		struct mesh_plan_node v[4];
 		for (uint32_t i = 0; i < nn; i++)
-			v[i] = node((uint8_t)(i + 1), 1 + rnd(&seed) % 40, (uint32_t)(rnd(&seed) % 3));
+			v[i] =
+			    node((uint8_t)(i + 1), 1 + rnd(&seed) % 40, (uint32_t)(rnd(&seed) % 3));
 		struct mesh_plan_params pp = {.headroom_permille = 1000};
 		size_t h;
 		assert_int_equal(mesh_plan_elect(v, nn, &h), 0);
@@ -611,7 +615,8 @@ static void test_random_against_brute_force(void **state)
 		for (uint32_t S = 1; S <= k; S++) {
 			for (uint32_t s = 0; s < S; s++)
 				caps[s] = order[s]->budget;
-			assert_false(brute_feasible(lb, n, m.embd_bytes, m.output_bytes, caps, S, 0, 0));
+			assert_false(
+			    brute_feasible(lb, n, m.embd_bytes, m.output_bytes, caps, S, 0, 0));
 		}
 	}
 }
@@ -644,7 +649,8 @@ static void test_permutation_determinism(void **state)
 		}
 		v[0].has_model = true;
 		v[0].client = false;
-		struct mesh_plan_model m = uniform(32 + (uint32_t)(rnd(&seed) % 60), 2 * GB, GB, GB);
+		struct mesh_plan_model m =
+		    uniform(32 + (uint32_t)(rnd(&seed) % 60), 2 * GB, GB, GB);
 		struct mesh_plan_params pp = {.epoch = 3, .force_split = rnd(&seed) % 2};
 		size_t h;
 		assert_int_equal(mesh_plan_elect(v, n, &h), 0);

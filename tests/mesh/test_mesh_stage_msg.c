@@ -66,10 +66,16 @@ static void fixture(struct batch_fixture *f, uint32_t n, uint32_t e)
 
 static struct mesh_stage_batch_in batch_in(const struct batch_fixture *f, uint8_t dtype)
 {
-	struct mesh_stage_batch_in in = {.epoch = 5, .batch_id = 0x0102030405060708ull,
-	                                 .dtype = dtype, .rows = MESH_STAGE_ROWS_HIDDEN,
-	                                 .n_embd = f->e, .n_tokens = f->n, .seq = f->seq,
-	                                 .pos = f->pos, .logits = f->logits, .embd = f->embd};
+	struct mesh_stage_batch_in in = {.epoch = 5,
+	                                 .batch_id = 0x0102030405060708ull,
+	                                 .dtype = dtype,
+	                                 .rows = MESH_STAGE_ROWS_HIDDEN,
+	                                 .n_embd = f->e,
+	                                 .n_tokens = f->n,
+	                                 .seq = f->seq,
+	                                 .pos = f->pos,
+	                                 .logits = f->logits,
+	                                 .embd = f->embd};
 	return in;
 }
 
@@ -170,8 +176,8 @@ static void test_batch_f16_accuracy(void **state)
 	/* exact values, overflow, tiny */
 	f.embd[3] = 1.0f;
 	f.embd[4] = -2.5f;
-	f.embd[5] = 70000.0f;  /* over the f16 range: inf */
-	f.embd[6] = 6e-8f;     /* f16 subnormal */
+	f.embd[5] = 70000.0f; /* over the f16 range: inf */
+	f.embd[6] = 6e-8f;    /* f16 subnormal */
 	f.embd[7] = 0.1f;
 	struct mesh_stage_batch_in in = batch_in(&f, ML_DTYPE_F16);
 	struct net_buf b;
@@ -371,8 +377,13 @@ static void test_batch_frame_cap(void **state)
 	for (uint32_t i = 0; i < n; i++)
 		pos[i] = (int32_t)i;
 	embd[(size_t)n * e - 1] = 3.0f;
-	struct mesh_stage_batch_in in = {.epoch = 1, .dtype = ML_DTYPE_F32, .n_embd = e,
-	                                 .n_tokens = n, .seq = seq, .pos = pos, .embd = embd};
+	struct mesh_stage_batch_in in = {.epoch = 1,
+	                                 .dtype = ML_DTYPE_F32,
+	                                 .n_embd = e,
+	                                 .n_tokens = n,
+	                                 .seq = seq,
+	                                 .pos = pos,
+	                                 .embd = embd};
 	struct net_buf b;
 	net_buf_init(&b, 0);
 	assert_int_equal(mesh_stage_batch_put(&b, NET_MSG_STAGE_FORWARD, &in), 0);
@@ -410,8 +421,13 @@ static void test_activation_bytes_7b(void **state)
 	/* and the encoder agrees */
 	static float row[4096];
 	int32_t z = 0;
-	struct mesh_stage_batch_in in = {.epoch = 1, .dtype = ML_DTYPE_F16, .n_embd = 4096,
-	                                 .n_tokens = 1, .seq = &z, .pos = &z, .embd = row};
+	struct mesh_stage_batch_in in = {.epoch = 1,
+	                                 .dtype = ML_DTYPE_F16,
+	                                 .n_embd = 4096,
+	                                 .n_tokens = 1,
+	                                 .seq = &z,
+	                                 .pos = &z,
+	                                 .embd = row};
 	struct net_buf b;
 	net_buf_init(&b, 0);
 	assert_int_equal(mesh_stage_batch_put(&b, NET_MSG_STAGE_FORWARD, &in), 0);
@@ -437,7 +453,8 @@ static void test_stale_epoch(void **state)
 	frame(&b, NET_MSG_STAGE_FORWARD, &p, &len);
 	struct mesh_stage_batch d;
 	assert_int_equal(mesh_stage_batch_decode(&d, p, len, 7, 4, 1), 0);
-	assert_int_equal(mesh_stage_batch_decode(&d, p, len, 6, 4, 1), 0); /* newer: caller decides */
+	assert_int_equal(mesh_stage_batch_decode(&d, p, len, 6, 4, 1),
+	                 0); /* newer: caller decides */
 	assert_int_equal(mesh_stage_batch_decode(&d, p, len, 8, 4, 1), MESH_STAGE_ERR_STALE);
 	assert_non_null(strstr(ml_last_error(), "epoch 7 is older than the current plan 8"));
 	assert_int_equal(d.epoch, 7); /* the header is still there for the reply */
@@ -465,8 +482,10 @@ static void test_stale_epoch(void **state)
 
 static void sample_plan(struct mesh_stage_plan *sp)
 {
-	struct mesh_plan_model m = {.n_layer = 28, .layer_bytes = 4000000000ull,
-	                            .embd_bytes = 1000000000ull, .output_bytes = 1000000000ull};
+	struct mesh_plan_model m = {.n_layer = 28,
+	                            .layer_bytes = 4000000000ull,
+	                            .embd_bytes = 1000000000ull,
+	                            .output_bytes = 1000000000ull};
 	struct mesh_plan_node v[3];
 	memset(v, 0, sizeof(v));
 	for (int i = 0; i < 3; i++) {
