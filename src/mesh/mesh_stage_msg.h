@@ -29,9 +29,11 @@
  *     u8 version (1) | u64 epoch | fingerprint[32] | u32 n_layer | u32 n_ctx
  *     | u32 n_seq | u32 n_batch | u8 activation dtype | u8 n_stages
  *     | n_stages x (id[32] | u32 layer begin | u32 layer end | next hop id[32])
- *     stages cover [0, n_layer) contiguously in order, each non-empty;
- *     1 <= n_stages <= MESH_STAGE_MAX_STAGES; the last stage's next hop is
- *     the host (stage 0).
+ *     stages cover [0, n_layer) contiguously in order, each non-empty
+ *     (so n_stages <= n_layer <= 4096); 1 <= n_stages <= MESH_STAGE_MAX_STAGES;
+ *     no node twice; stage i's next hop is stage i+1 and the last stage's is
+ *     the host (stage 0); n_ctx, n_seq, n_batch in 1..INT32_MAX; activation
+ *     dtype F32 or F16.
  *   KV_TRUNCATE / KV_CLEAR
  *     u8 version (1) | u64 epoch | u8 op (1 truncate, 2 clear) | u32 seq | u32 pos
  *     truncate: drop positions >= pos of seq; clear: pos must be 0, seq may be
