@@ -3757,6 +3757,8 @@ static __attribute__((noinline)) struct tval arith(struct tj_render *R, const st
 			rt_fail(R, n, "can't multiply sequence by non-int of type '%s'", type_name(k));
 		int64_t times = num_i(k) < 0 ? 0 : num_i(k);
 		size_t unit = seq.t == TV_STR ? seq.u.s.n : seq.u.l->n;
+		if (unit == 0) /* empty, however many times */
+			times = 0;
 		if (unit && (uint64_t)times > TJ_MAX_OUTPUT / unit)
 			tj_fail_at(&R->c, ML_ERR_RANGE, n->pos, "sequence repetition too long");
 		if (seq.t == TV_STR) {
