@@ -742,6 +742,78 @@ static void test_ack_and_error(void **state)
 	net_buf_free(&b);
 }
 
+/* A whole STAGE stream with every message type, fed to the frame decoder
+ * one byte at a time: each message arrives whole and decodes. */
+static void test_stream_byte_at_a_time(void **state)
+{
+	(void)state;
+	struct batch_fixture f;
+	fixture(&f, 2, 8);
+	struct mesh_stage_batch_in in = batch_in(&f, ML_DTYPE_F16);
+	struct mesh_stage_plan sp;
+	sample_plan(&sp);
+	struct mesh_stage_kv kv = {.epoch = 12, .op = MESH_STAGE_KV_TRUNCATE, .seq = 1, .pos = 4};
+	struct net_buf b;
+	net_buf_init(&b, 0);
+	net_frame_put_stream_type(&b, NET_STREAM_STAGE);
+	assert_int_equal(mesh_stage_plan_put(&b, &sp), 0);
+	assert_int_equal(mesh_stage_ack_put(&b, 12, MESH_STAGE_PLAN_ACK, "loaded layers 0-9"), 0);
+	in.epoch = 12;
+	assert_int_equal(mesh_stage_batch_put(&b, NET_MSG_STAGE_FORWARD, &in), 0);
+	in.n_tokens = 1;
+	assert_int_equal(mesh_stage_batch_put(&b, NET_MSG_STAGE_RESULT, &in), 0);
+	assert_int_equal(mesh_stage_kv_put(&b, &kv), 0);
+	assert_int_equal(mesh_stage_error_put(&b, MESH_STAGE_E_FORWARD, "position 9 > 4"), 0);
+	const uint8_t want[6] = {NET_MSG_STAGE_OPEN,   NET_MSG_STAGE_ACK, NET_MSG_STAGE_FORWARD,
+	                         NET_MSG_STAGE_RESULT, NET_MSG_STAGE_KV,  NET_MSG_ERROR};
+	struct net_frame_decoder dec;
+	net_frame_decoder_init(&dec, NET_STREAM_STAGE);
+	int got = 0;
+	for (size_t i = 0; i < b.len; i++) {
+		struct net_frame_msg m;
+		int n = net_frame_decoder_feed(&dec, b.data + i, 1, &m);
+		if (n == ML_ERR_INCOMPLETE)
+			continue;
+		assert_int_equal(n, 1);
+		assert_true(got < 6);
+		assert_int_equal(m.type, want[got]);
+		int rc = -1;
+		switch (m.type) {
+		case NET_MSG_STAGE_OPEN: {
+			struct mesh_stage_plan d;
+			rc = mesh_stage_plan_decode(&d, m.payload, m.len, 12);
+			break;
+		}
+		case NET_MSG_STAGE_ACK: {
+			struct mesh_stage_ack a;
+			rc = mesh_stage_ack_decode(&a, m.payload, m.len, 12);
+			break;
+		}
+		case NET_MSG_STAGE_FORWARD:
+		case NET_MSG_STAGE_RESULT: {
+			struct mesh_stage_batch d;
+			rc = mesh_stage_batch_decode(&d, m.payload, m.len, 12, 8, 0);
+			break;
+		}
+		case NET_MSG_STAGE_KV: {
+			struct mesh_stage_kv k;
+			rc = mesh_stage_kv_decode(&k, m.payload, m.len, 12);
+			break;
+		}
+		case NET_MSG_ERROR: {
+			struct mesh_stage_error e;
+			rc = mesh_stage_error_decode(&e, m.payload, m.len);
+			break;
+		}
+		}
+		assert_int_equal(rc, 0);
+		got++;
+	}
+	assert_int_equal(got, 6);
+	net_frame_decoder_free(&dec);
+	net_buf_free(&b);
+}
+
 /* Random bytes and random mutations of valid messages never crash and
  * never decode into values outside the caps. */
 static void test_mutations(void **state)
@@ -794,6 +866,7 @@ int main(void)
 	    cmocka_unit_test(test_plan_invalid),
 	    cmocka_unit_test(test_kv_roundtrip),
 	    cmocka_unit_test(test_ack_and_error),
+	    cmocka_unit_test(test_stream_byte_at_a_time),
 	    cmocka_unit_test(test_mutations),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
