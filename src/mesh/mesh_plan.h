@@ -30,6 +30,12 @@
  *     the nearest ratios-1 peers) and split by layer count, as llama.cpp
  *     does; a stage that then does not fit makes the plan NO_FIT naming it.
  *
+ * Epochs: the host keeps its current plan; on a membership change (after
+ * the settle time) it builds a candidate with epoch = current + 1 and, if
+ * mesh_plan_equal() says nothing changed, keeps the current one (and its
+ * epoch), else adopts the candidate and sends it as a PLAN message
+ * (mesh_stage_msg.h), whose epoch makes stages refuse older traffic.
+ *
  * The plan says "not enough memory" as data (status NO_FIT with need and
  * have in bytes); mesh_plan_describe() turns any plan into one line of
  * words for logs and /mesh/status. */
