@@ -1340,8 +1340,8 @@ json_t *mesh_status_json(const struct mesh *m)
 	uint64_t now = now_ns();
 	for (size_t i = 0; i < m->members.n; i++) {
 		const struct mesh_member *mm = m->members.v[i];
-		if (!mm->ann)
-			continue;
+		if (!mm->ann || mm->state == MESH_LEFT)
+			continue; /* a node that said goodbye is gone at once */
 		const struct mesh_ann *a = mm->self ? m->self : mm->ann;
 		json_t *n = json_object();
 		net_id_to_hex(mm->id, hex);

@@ -201,8 +201,9 @@ const struct mesh_traffic *mesh_get_traffic(const struct mesh *m);
  * addresses, vram_gb, models, serving, layers, rtt_ms (QUIC smoothed RTT),
  * ping_ms (last PING round trip through both event loops), version,
  * incarnation, seq, connected, last_seen_ms}]}. New reference (caller
- * json_decref()s it); NULL on allocation failure. Dead and left nodes are
- * listed (state "dead"/"left") until forget_ms passes. */
+ * json_decref()s it); NULL on allocation failure. state is "alive",
+ * "suspect" or "dead"; dead nodes stay listed until forget_ms passes, nodes
+ * that left cleanly are omitted at once. */
 json_t *mesh_status_json(const struct mesh *mesh);
 
 /* --- application streams ------------------------------------------------ */
