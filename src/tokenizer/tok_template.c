@@ -56,6 +56,7 @@
 #define TJ_MAX_ARENA ((size_t)256 << 20)     /* bytes of memory for one parse or render */
 #define TJ_MAX_RANGE 100000                  /* elements of range() */
 #define TJ_MAX_EVAL_DEPTH 1000               /* nested evaluation frames (C stack) */
+#define TJ_MAX_WORK 300000000ull             /* bytes and elements scanned per render */
 
 const char tok_template_chatml[] =
 	"{%- for message in messages %}"
@@ -1834,6 +1835,7 @@ struct tj_render {
 	long iterations;
 	int call_depth;
 	int eval_depth; /* statement and expression frames, to bound the C stack */
+	uint64_t work;  /* bytes and elements scanned (what allocation does not bound) */
 	struct tval blockval;
 	int year, month, day, wday, yday, hour, min, sec;
 };
@@ -1855,6 +1857,16 @@ static _Noreturn void rt_fail(struct tj_render *R, const struct tnode *at, const
 static _Noreturn void undef_fail(struct tj_render *R, const struct tnode *at, struct tval v)
 {
 	rt_fail(R, at, "%s", v.u.s.s ? v.u.s.s : "undefined value");
+}
+
+/* Scanning a big string or list over and over in a loop would take
+ * unbounded time without allocating, so scans are charged to a budget. */
+static void charge(struct tj_render *R, const struct tnode *at, uint64_t units)
+{
+	R->work += units;
+	if (R->work > TJ_MAX_WORK)
+		tj_fail_at(&R->c, ML_ERR_RANGE, at ? at->pos : 0, "render needs more than %llu steps of work",
+			   (unsigned long long)TJ_MAX_WORK);
 }
 
 static const char *type_name(struct tval v)
@@ -1965,10 +1977,13 @@ static bool v_equal(struct tval a, struct tval b, int depth)
 	switch (a.t) {
 	case TV_UNDEF:
 	case TV_NONE: return true;
-	case TV_STR: return a.u.s.n == b.u.s.n && memcmp(a.u.s.s, b.u.s.s, a.u.s.n) == 0;
+	case TV_STR:
+		return a.u.s.n == b.u.s.n && (a.u.s.s == b.u.s.s || memcmp(a.u.s.s, b.u.s.s, a.u.s.n) == 0);
 	case TV_LIST:
 		if (a.tuple != b.tuple || a.u.l->n != b.u.l->n)
 			return false;
+		if (a.u.l == b.u.l)
+			return true;
 		for (size_t i = 0; i < a.u.l->n; i++)
 			if (!v_equal(a.u.l->v[i], b.u.l->v[i], depth + 1))
 				return false;
@@ -1976,6 +1991,8 @@ static bool v_equal(struct tval a, struct tval b, int depth)
 	case TV_DICT:
 		if (a.u.d->n != b.u.d->n)
 			return false;
+		if (a.u.d == b.u.d)
+			return true;
 		for (size_t i = 0; i < a.u.d->n; i++) {
 			struct tval *o = dict_find(b.u.d, a.u.d->k[i]);
 			if (!o || !v_equal(a.u.d->v[i], *o, depth + 1))
@@ -2454,6 +2471,8 @@ static __attribute__((noinline)) struct tval get_item(struct tj_render *R, const
 	if (obj.t == TV_UNDEF)
 		undef_fail(R, at, obj);
 	if ((obj.t == TV_LIST || obj.t == TV_STR) && (key.t == TV_INT || key.t == TV_BOOL)) {
+		if (obj.t == TV_STR)
+			charge(R, at, obj.u.s.n);
 		size_t len = obj.t == TV_LIST ? obj.u.l->n : u8_count(obj.u.s.s, obj.u.s.n), idx;
 		if (norm_index(num_i(key), len, &idx)) {
 			if (obj.t == TV_LIST)
@@ -2497,6 +2516,7 @@ static __attribute__((noinline)) struct tval slice(struct tj_render *R, const st
 		if (x && x->t != TV_INT && x->t != TV_BOOL && x->t != TV_NONE)
 			rt_fail(R, at, "slice indices must be integers or None");
 	}
+	charge(R, at, obj.t == TV_LIST ? obj.u.l->n : obj.u.s.n);
 	int64_t len = (int64_t)(obj.t == TV_LIST ? obj.u.l->n : u8_count(obj.u.s.s, obj.u.s.n));
 	int64_t stp = step && step->t != TV_NONE ? num_i(*step) : 1;
 	if (stp == 0)
@@ -2544,7 +2564,7 @@ static __attribute__((noinline)) struct tlist *iter_list(struct tj_render *R, co
 	struct tval r;
 	switch (v.t) {
 	case TV_UNDEF: return v_list(&R->c, 0).u.l;
-	case TV_LIST: return v.u.l;
+	case TV_LIST: charge(R, at, v.u.l->n); return v.u.l;
 	case TV_DICT:
 		r = v_list(&R->c, v.u.d->n);
 		for (size_t i = 0; i < v.u.d->n; i++)
@@ -2623,6 +2643,7 @@ static struct tval str_replace(struct tj_render *R, struct tval s, struct tval o
 			       int64_t count)
 {
 	struct tj_sb sb = {0};
+	charge(R, NULL, s.u.s.n);
 	if (old.u.s.n == 0) { /* Python inserts |new| around every character */
 		size_t i = 0;
 		int64_t done = 0;
@@ -2659,6 +2680,7 @@ static struct tval str_split(struct tj_render *R, struct args *a, struct tval s,
 {
 	struct tval r = v_list(&R->c, 0);
 	const char *p = s.u.s.s, *end = s.u.s.s + s.u.s.n;
+	charge(R, a->at, s.u.s.n);
 	if (sep.t == TV_NONE || sep.t == TV_UNDEF) {
 		size_t i = 0, n = s.u.s.n;
 		int64_t done = 0;
@@ -2725,6 +2747,7 @@ static bool u_cased(uint32_t c)
 /* mode 0 upper, 1 lower, 2 str.title(), 3 str.capitalize() */
 static struct tval case_map(struct tj_render *R, struct tval s, int mode)
 {
+	charge(R, NULL, s.u.s.n);
 	char *o = tj_alloc(&R->c, s.u.s.n * 2 + 4);
 	size_t i = 0, on = 0;
 	bool prev_cased = false, first = true;
@@ -2785,6 +2808,7 @@ static struct tlist *splitlines(struct tj_render *R, struct tval s, bool extra_n
 {
 	struct tval r = v_list(&R->c, 0);
 	size_t st = 0, i = 0, n = s.u.s.n;
+	charge(R, NULL, n);
 	while (i < n) {
 		size_t at = i;
 		uint32_t cp = u8_next(s.u.s.s, n, &i);
@@ -2816,6 +2840,7 @@ static struct tval str_rsplit(struct tj_render *R, struct args *a, struct tval s
 	const char *p = s.u.s.s;
 	size_t end = s.u.s.n;
 	int64_t done = 0;
+	charge(R, a->at, (uint64_t)s.u.s.n * (sep.t == TV_STR ? sep.u.s.n + 1 : 1));
 	if (sep.t == TV_NONE || sep.t == TV_UNDEF) {
 		for (;;) {
 			while (end > 0 && rs_space(p[end - 1]))
@@ -2869,6 +2894,7 @@ static struct tval call_str_method(struct tj_render *R, struct tval s, const cha
 		size_t st, en;
 		if (chars.t != TV_NONE)
 			need_str(R, a, chars, "strip chars");
+		charge(R, a->at, (uint64_t)s.u.s.n * (chars.t == TV_STR ? chars.u.s.n + 1 : 1));
 		u8_strip(s.u.s.s, s.u.s.n, chars.t == TV_STR ? chars.u.s.s : NULL,
 			 chars.t == TV_STR ? chars.u.s.n : 0, which, &st, &en);
 		return v_str(s.u.s.s + st, en - st);
@@ -2883,6 +2909,7 @@ static struct tval call_str_method(struct tj_render *R, struct tval s, const cha
 	if (!strcmp(m, "startswith") || !strcmp(m, "endswith")) {
 		struct tval p = arg(a, 0, NULL, V_UNDEF);
 		bool ends = m[0] == 'e';
+		charge(R, a->at, p.t == TV_STR ? p.u.s.n : 0);
 		if (p.t == TV_LIST) {
 			for (size_t i = 0; i < p.u.l->n; i++) {
 				struct tval x = need_str(R, a, p.u.l->v[i], "prefix");
@@ -2911,6 +2938,7 @@ static struct tval call_str_method(struct tj_render *R, struct tval s, const cha
 	if (!strcmp(m, "find") || !strcmp(m, "rfind") || !strcmp(m, "count")) {
 		struct tval sub = need_str(R, a, arg(a, 0, NULL, V_UNDEF), "substring");
 		int64_t cnt = 0, found = -1;
+		charge(R, a->at, s.u.s.n * 2);
 		const char *p = s.u.s.s, *end = s.u.s.s + s.u.s.n;
 		for (;;) {
 			const char *q = mem_find(p, (size_t)(end - p), sub.u.s.s, sub.u.s.n);
@@ -3213,7 +3241,7 @@ static __attribute__((noinline)) size_t v_length(struct tj_render *R, const stru
 {
 	switch (v.t) {
 	case TV_UNDEF: return 0;
-	case TV_STR: return u8_count(v.u.s.s, v.u.s.n);
+	case TV_STR: charge(R, at, v.u.s.n); return u8_count(v.u.s.s, v.u.s.n);
 	case TV_LIST: return v.u.l->n;
 	case TV_DICT:
 	case TV_NS: return v.u.d->n;
@@ -3228,8 +3256,10 @@ static __attribute__((noinline)) bool v_contains(struct tj_render *R, const stru
 	case TV_STR:
 		if (x.t != TV_STR)
 			rt_fail(R, at, "'in <string>' requires string as left operand, not %s", type_name(x));
+		charge(R, at, hay.u.s.n + x.u.s.n);
 		return mem_find(hay.u.s.s, hay.u.s.n, x.u.s.s, x.u.s.n) != NULL;
 	case TV_LIST:
+		charge(R, at, hay.u.l->n);
 		for (size_t i = 0; i < hay.u.l->n; i++)
 			if (v_equal(hay.u.l->v[i], x, 0))
 				return true;
@@ -3312,6 +3342,7 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		size_t st, en;
 		if (chars.t != TV_NONE)
 			need_str(R, a, chars, "trim chars");
+		charge(R, at, (uint64_t)s.u.s.n * (chars.t == TV_STR ? chars.u.s.n + 1 : 1));
 		u8_strip(s.u.s.s, s.u.s.n, chars.t == TV_STR ? chars.u.s.s : NULL,
 			 chars.t == TV_STR ? chars.u.s.n : 0, 3, &st, &en);
 		return v_str(s.u.s.s + st, en - st);
@@ -3347,6 +3378,7 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 	}
 	if (!strcmp(f, "center")) {
 		struct tval s = v_tostr(R, v), w = arg(a, 0, "width", v_int(80));
+		charge(R, at, s.u.s.n);
 		int64_t width = is_num(w) ? num_i(w) : 80, len = (int64_t)u8_count(s.u.s.s, s.u.s.n);
 		if (width > 4096)
 			width = 4096;
@@ -3553,6 +3585,8 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		for (size_t i = 0; i < l->n; i++) {
 			struct tval key = attr.t == TV_NONE ? l->v[i] : attr_path(R, at, l->v[i], attr);
 			bool dup = false;
+			if (f[0] == 'u')
+				charge(R, at, r.u.l->n);
 			for (size_t j = 0; f[0] == 'u' && j < r.u.l->n && !dup; j++) {
 				struct tval kj = attr.t == TV_NONE ? r.u.l->v[j] : attr_path(R, at, r.u.l->v[j], attr);
 				dup = key.t == TV_STR && kj.t == TV_STR ? v_compare(R, at, key, kj, !cs) == 0 : v_equal(key, kj, 0);
@@ -3563,24 +3597,33 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 		if (f[0] == 'u')
 			return r;
 		bool rev = is_sort && truthy(arg(a, 0, "reverse", v_bool(false)));
-		/* insertion sort: stable, like Python's */
-		for (size_t i = 1; i < r.u.l->n; i++) {
-			struct tval x = r.u.l->v[i];
-			struct tval kx = attr.t == TV_NONE ? x : attr_path(R, at, x, attr);
-			size_t j = i;
-			while (j > 0) {
-				struct tval y = r.u.l->v[j - 1];
-				struct tval ky = attr.t == TV_NONE ? y : attr_path(R, at, y, attr);
-				int c = v_compare(R, at, ky, kx, !cs);
-				if (rev ? c >= 0 : c <= 0)
-					break;
-				r.u.l->v[j] = y;
-				j--;
+		/* merge sort: stable, like Python's; equal keys keep their order
+		 * also when reversed */
+		size_t cnt = r.u.l->n;
+		struct tval *src = r.u.l->v, *dst = cnt ? tj_alloc(&R->c, cnt * sizeof(*dst)) : NULL;
+		for (size_t width = 1; width < cnt; width *= 2) {
+			charge(R, at, cnt);
+			for (size_t lo = 0; lo < cnt; lo += 2 * width) {
+				size_t mid = lo + width < cnt ? lo + width : cnt;
+				size_t hi = lo + 2 * width < cnt ? lo + 2 * width : cnt;
+				size_t i = lo, j = mid, o = lo;
+				while (i < mid && j < hi) {
+					struct tval ki = attr.t == TV_NONE ? src[i] : attr_path(R, at, src[i], attr);
+					struct tval kj = attr.t == TV_NONE ? src[j] : attr_path(R, at, src[j], attr);
+					int c = v_compare(R, at, ki, kj, !cs);
+					dst[o++] = (rev ? c >= 0 : c <= 0) ? src[i++] : src[j++];
+				}
+				while (i < mid)
+					dst[o++] = src[i++];
+				while (j < hi)
+					dst[o++] = src[j++];
 			}
-			r.u.l->v[j] = x;
-			if (++R->iterations > TJ_MAX_ITERATIONS)
-				tj_fail_at(&R->c, ML_ERR_RANGE, at->pos, "more than %d loop iterations", TJ_MAX_ITERATIONS);
+			struct tval *t = src;
+			src = dst;
+			dst = t;
 		}
+		r.u.l->v = src;
+		r.u.l->cap = cnt;
 		if (is_sort)
 			return r;
 		if (r.u.l->n == 0)
@@ -3615,6 +3658,7 @@ static struct tval apply_filter(struct tj_render *R, const char *f, struct tval 
 	if (!strcmp(f, "wordcount")) { /* runs of \\w: letters, digits, '_' */
 		struct tval s = v_tostr(R, v);
 		int64_t words = 0;
+		charge(R, at, s.u.s.n);
 		bool in_word = false;
 		size_t i = 0;
 		while (i < s.u.s.n) {
@@ -3904,6 +3948,7 @@ static struct tval str_percent(struct tj_render *R, const struct tnode *n, struc
 				repr(R, v, &t, 1);
 			/* width pads and .precision cuts, in code points */
 			spec[k] = 0;
+			charge(R, n, t.n);
 			bool left = strchr(spec, '-') != NULL;
 			const char *dot = strchr(spec, '.');
 			size_t wstart = 1;
@@ -4053,6 +4098,10 @@ static struct tval eval_node(struct tj_render *R, struct frame *F, const struct 
 		for (size_t i = 1; i < n->nargs; i++) {
 			struct tval right = eval(R, F, n->args[i]);
 			bool r;
+			if (left.t == TV_STR && right.t == TV_STR)
+				charge(R, n, left.u.s.n < right.u.s.n ? left.u.s.n : right.u.s.n);
+			else if (left.t == TV_LIST && right.t == TV_LIST)
+				charge(R, n, left.u.l->n < right.u.l->n ? left.u.l->n : right.u.l->n);
 			switch (n->ops[i - 1]) {
 			case OP_EQ: r = v_equal(left, right, 0); break;
 			case OP_NE: r = !v_equal(left, right, 0); break;

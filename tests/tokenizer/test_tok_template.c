@@ -258,6 +258,7 @@ static void test_expressions(void **state)
 	      "7|3|-4|2|2.5|1024");
 	check("{{ 0.1 + 0.2 }}|{{ 1e20 }}|{{ 1.0 }}|{{ 1e-5 }}|{{ 3 * 1.5 }}",
 	      "0.30000000000000004|1e+20|1.0|1e-05|4.5");
+	check("{{ range(100000) | reverse | sort | first }}|{{ range(3000) | map('string') | unique | list | length }}", "0|3000");
 	check("{{ '' * 4129827551979708059 }}|{{ [] * 4129827551979708059 }}|{{ 'ab' * 2 }}|{{ [1] * 3 }}", "|[]|abab|[1, 1, 1]");
 	check("{{ 'a' ~ 1 ~ none ~ true }}|{{ [1, 'a', none, true] }}|{{ {'a': 1} }}|{{ (1,) }}",
 	      "a1NoneTrue|[1, 'a', None, True]|{'a': 1}|(1,)");
@@ -451,6 +452,13 @@ static void test_malformed(void **state)
 		    ML_ERR_RANGE, "");
 	expect_fail("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", ML_ERR_RANGE, "output longer");
 	expect_fail("{{ range(10000000) | length }}", ML_ERR_RANGE, "range() longer");
+	/* scans of big values in loops are charged to a work budget */
+	expect_fail("{% set s = 'x' * 10000000 %}{% for i in range(100000) %}{{ s | length }}{% endfor %}", ML_ERR_RANGE,
+		    "steps of work");
+	expect_fail("{% set s = 'xy' * 4000000 %}{{ s.strip(s) }}", ML_ERR_RANGE, "steps of work");
+	expect_fail("{% set l = range(100000) | list %}{% for i in range(100000) %}{{ i in l }}{% endfor %}", ML_ERR_RANGE,
+		    "steps of work");
+	expect_fail("{{ '' * 4129827551979708059 ~ [1] * 4129827551979708059 }}", ML_ERR_RANGE, "repetition too long");
 }
 
 /* Every prefix of a real template either parses or fails cleanly. */
