@@ -233,11 +233,11 @@ static uint32_t reach(const struct assign_in *a, uint32_t b, uint64_t room)
 	return lo;
 }
 
-/* Room for layers on stage s of a non-last position (embedding included on
- * stage 0), or -1 when even the fixed part does not fit. */
-static bool stage_room(const struct assign_in *a, uint32_t s, bool last, uint64_t *room)
+/* Room for layers on stage s when it is not the last one (after the
+ * embedding on stage 0); false when not even the embedding fits. */
+static bool stage_room(const struct assign_in *a, uint32_t s, uint64_t *room)
 {
-	uint64_t fixed = (s == 0 ? a->embd : 0) + (last ? a->out : 0);
+	uint64_t fixed = s == 0 ? a->embd : 0;
 	if (a->caps[s] < fixed)
 		return false;
 	*room = a->caps[s] - fixed;
@@ -275,7 +275,7 @@ static int assign(const struct assign_in *a, uint32_t *ends)
 		for (uint32_t x = 0; x <= n; x++)
 			cnt[x + 1] = cnt[x] + next[x];
 		uint64_t room = 0;
-		if (!stage_room(a, (uint32_t)s, false, &room))
+		if (!stage_room(a, (uint32_t)s, &room))
 			continue;
 		for (uint32_t b = 0; b < n; b++) {
 			uint32_t hi = reach(a, b, room);
@@ -288,7 +288,7 @@ static int assign(const struct assign_in *a, uint32_t *ends)
 	for (uint32_t s = 0; s + 1 < S; s++) {
 		const uint8_t *next = ok + (size_t)(s + 1) * (n + 1);
 		uint64_t room = 0;
-		stage_room(a, s, false, &room); /* true: ok[s][b] held */
+		(void)stage_room(a, s, &room); /* true: ok[s][b] held */
 		uint32_t hi = reach(a, b, room), best = 0;
 		double best_d = 0;
 		for (uint32_t e = b + 1; e <= hi; e++) {
