@@ -360,7 +360,7 @@ static void fill_stages(struct mesh_plan *out, const struct assign_in *a,
 		st->layer_begin = b;
 		st->layer_end = ends[s];
 		st->bytes = stage_need(a, s, b, ends[s]);
-		st->budget = sn[s]->budget;
+		st->budget = clamp_budget(sn[s]->budget);
 		b = ends[s];
 	}
 }

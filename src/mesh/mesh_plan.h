@@ -135,7 +135,7 @@ struct mesh_plan_stage {
 	uint8_t id[NET_ID_LEN];
 	uint32_t layer_begin, layer_end; /* [begin, end) */
 	uint64_t bytes;                  /* weights + KV held, without headroom */
-	uint64_t budget;                 /* the node's advertised budget */
+	uint64_t budget;                 /* the node's budget (clamped to MESH_PLAN_MAX_BYTES) */
 };
 
 struct mesh_plan_excluded {
