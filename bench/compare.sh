@@ -127,13 +127,15 @@ for t in $TYPES; do
 		if [ "$RUN_MESH" = 1 ]; then
 			echo "compare.sh: mesh-llm  $(basename "$m") -t $th (load $(loadavg))" >&2
 			build/mesh-llm bench --model "$m" -p "$NP" -n "$NG" -t "$th" -r "$REPS" --membw |
-				sed "s/^{/{\"engine\":\"mesh-llm\",$tag,/" | tee -a "$OUT" >&2
+				sed -u "s/^{/{\"engine\":\"mesh-llm\",$tag,/" | tee -a "$OUT" >&2 ||
+				echo "compare.sh: mesh-llm bench FAILED on $m -t $th, going on" >&2
 		fi
 		if [ "$RUN_LLAMA" = 1 ]; then
 			echo "compare.sh: llama.cpp $(basename "$m") -t $th (load $(loadavg))" >&2
 			node bench/llamacpp/bench.mjs --model "$m" -p "$NP" -n "$NG" -t "$th" -r "$REPS" \
 				--kv "$KV" --fa "$FA" |
-				sed "s/^{/{$tag,/" | tee -a "$OUT" >&2
+				sed -u "s/^{/{$tag,/" | tee -a "$OUT" >&2 ||
+				echo "compare.sh: llama.cpp bench FAILED on $m -t $th, going on" >&2
 		fi
 	done
 done
