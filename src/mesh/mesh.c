@@ -474,8 +474,16 @@ static void cb_ready(struct net_conn *nc, void *user)
 	memcpy(c->peer, net_conn_peer_id(nc), NET_ID_LEN);
 	c->ready = true;
 	c->ready_ns = now_ns();
+	/* The proof covers keying material exported from this TLS session, so
+	 * a proof captured on one connection is worthless on any other. */
+	uint8_t binding[32];
+	if (net_conn_export_keying_material(nc, "EXPORTER-mesh-llm-hello", NULL, 0, binding,
+					    sizeof(binding)) != 0) {
+		net_conn_close(nc, MESH_CLOSE_PROTO, "cannot derive the TLS channel binding");
+		return;
+	}
 	mesh_auth_init(&c->auth, c->dialer, m->secret, m->ident.pk, c->peer, m->self->incarnation,
-	               NULL, 0);
+	               binding, sizeof(binding));
 	if (c->dialer) {
 		int64_t sid;
 		struct mesh_stream *s;

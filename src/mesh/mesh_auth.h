@@ -33,7 +33,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define MESH_PROTO_VERSION 1
+#define MESH_PROTO_VERSION 2
 #define MESH_NONCE_LEN 32
 #define MESH_PROOF_LEN 32
 #define MESH_BINDING_MAX 64

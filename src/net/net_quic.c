@@ -1589,6 +1589,22 @@ int net_conn_get_info(const struct net_conn *c, struct net_conn_info *info)
 	return 0;
 }
 
+int net_conn_export_keying_material(const struct net_conn *c, const char *label,
+				    const uint8_t *ctx, size_t ctx_len, uint8_t *out,
+				    size_t out_len)
+{
+	if (c->dead)
+		return ML_ERR_CLOSED;
+	if (!c->ready)
+		return ML_ERR_INVALID;
+	int grc = gnutls_prf_rfc5705(c->tls, strlen(label), label, ctx_len, (const char *)ctx,
+				     out_len, (char *)out);
+	if (grc < 0)
+		return ml_error(ML_ERR_PROTO, "%s: TLS exporter failed: %s", __func__,
+				gnutls_strerror(grc));
+	return 0;
+}
+
 int net_stream_open(struct net_conn *c, int64_t *sid)
 {
 	if (c->dead || c->close_pending)

@@ -193,6 +193,16 @@ struct net_conn_info {
 };
 int net_conn_get_info(const struct net_conn *c, struct net_conn_info *info);
 
+/* TLS exporter (RFC 5705/8446 keying material) of this connection's
+ * session: |out_len| bytes derived from |label| and |ctx|. Both ends of one
+ * connection get the same bytes; any other connection gets different ones,
+ * so a proof computed over them cannot be replayed elsewhere. Returns 0,
+ * ML_ERR_INVALID before the handshake completes, ML_ERR_CLOSED, or
+ * ML_ERR_PROTO when TLS refuses. */
+int net_conn_export_keying_material(const struct net_conn *c, const char *label,
+				    const uint8_t *ctx, size_t ctx_len, uint8_t *out,
+				    size_t out_len);
+
 /* Opens a bidirectional stream and returns its id in |*sid|. Returns 0,
  * ML_ERR_INVALID (handshake not done), ML_ERR_BUSY (the peer's stream
  * limit is reached; retry after a stream closes), ML_ERR_CLOSED, or

@@ -460,6 +460,19 @@ static int atk_feed_auth(struct atk *a, struct mesh_auth *auth, struct net_buf *
 	return rc;
 }
 
+/* Dialer-side auth state of a secret holder on |a|'s current connection,
+ * bound to that connection's TLS session as a real node's is. */
+static void atk_auth_init(struct atk *a, struct mesh_auth *au, const uint8_t *secret,
+			  uint64_t incarnation)
+{
+	uint8_t binding[32];
+	assert_int_equal(net_conn_export_keying_material(a->c, "EXPORTER-mesh-llm-hello", NULL, 0,
+							 binding, sizeof(binding)),
+			 0);
+	mesh_auth_init(au, true, secret, a->id.pk, mesh_node_id(A.m), incarnation, binding,
+		       sizeof(binding));
+}
+
 static bool atk_has_rx(void *u)
 {
 	return ((struct atk *)u)->rx_len > 0 || ((struct atk *)u)->closed;
@@ -485,7 +498,7 @@ static void test_mesh_node_replay_and_malformed(void **state)
 	 * valid phase-2 proof is recorded but not sent */
 	atk_dial(&a, A.m);
 	struct mesh_auth au;
-	mesh_auth_init(&au, true, t.secret, a.id.pk, mesh_node_id(A.m), 77, NULL, 0);
+	atk_auth_init(&a, &au, t.secret, 77);
 	struct net_buf b, phase1, proof;
 	net_buf_init(&b, 0);
 	net_buf_init(&phase1, 0);
@@ -516,7 +529,7 @@ static void test_mesh_node_replay_and_malformed(void **state)
 	/* connection 3: a correct HELLO is admitted and receives gossip (so the
 	 * refusal above was the replay, not the harness) */
 	atk_dial(&a, A.m);
-	mesh_auth_init(&au, true, t.secret, a.id.pk, mesh_node_id(A.m), 78, NULL, 0);
+	atk_auth_init(&a, &au, t.secret, 78);
 	net_buf_reset(&b);
 	net_frame_put_stream_type(&b, NET_STREAM_CONTROL);
 	mesh_auth_start(&au, &b);
@@ -558,7 +571,7 @@ static void test_mesh_node_replay_and_malformed(void **state)
 
 	/* an oversized message header closes the connection too */
 	atk_dial(&a, A.m);
-	mesh_auth_init(&au, true, t.secret, a.id.pk, mesh_node_id(A.m), 79, NULL, 0);
+	atk_auth_init(&a, &au, t.secret, 79);
 	net_buf_reset(&b);
 	net_frame_put_stream_type(&b, NET_STREAM_CONTROL);
 	mesh_auth_start(&au, &b);
