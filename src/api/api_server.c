@@ -12,12 +12,21 @@
  * closecb, or our own close watcher); then the job cancels its backend
  * request and forgets the evhttp request.
  *
- * Known limitations: a body over max_body (413) and request heads over
- * max_headers (400) are refused by libevent 2.1 itself, before any callback,
- * so those two replies carry its HTML page rather than an OpenAI JSON error
- * (the status is right). A client that half-closes its side after sending
- * the request is taken as gone (the close watcher cannot tell the two
- * apart); HTTP clients do not do that. */
+ * Every connection is an api_conn: we make its bufferevent (evhttp_set_bevcb)
+ * and watch its input buffer, so that the request gate (api_gate.h) reads
+ * each byte before evhttp does. libevent 2.1 answers a body over the cap,
+ * a head over the cap and a malformed request itself with an HTML page,
+ * before any callback of ours runs; the gate refuses those requests first
+ * and hands evhttp a marked stand-in, which on_request answers with an
+ * OpenAI JSON error and Connection: close. evhttp's own caps stay set to the
+ * same values, as a backstop that the gate always reaches first.
+ *
+ * Known limitations: after a refusal the connection is closed as soon as
+ * the reply is written; a client still uploading (a body announced with
+ * Content-Length but not held back by Expect: 100-continue) may then see a
+ * reset instead of the reply, as with evhttp's own refusals. A client that
+ * half-closes its side after sending the request is taken as gone (the
+ * close watcher cannot tell the two apart); HTTP clients do not do that. */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -34,6 +43,7 @@
 #include <time.h>
 
 #include "api/api.h"
+#include "api/api_gate.h"
 #include "api/api_request.h"
 #include "base/ml_err.h"
 #include "base/ml_log.h"
@@ -42,6 +52,7 @@
 #include "tokenizer/tok_template.h"
 
 struct api_job;
+struct api_conn;
 
 struct api_server {
 	struct event_base *base;
@@ -57,6 +68,26 @@ struct api_server {
 	long long created;
 	struct ml_rng rng;
 	struct evbuffer *scratch;
+	struct api_conn *conns; /* every connection we made a bufferevent for */
+	size_t max_body, max_headers;
+};
+
+/* One client connection: the gate over its input and the job (if any)
+ * that wants to hear when it closes. It owns the connection's close
+ * callback; it is freed there (or, if evhttp dropped the connection before
+ * it was set up, in on_conn_setup). */
+struct api_conn {
+	struct api_server *srv;
+	struct api_conn *prev, *next;
+	struct bufferevent *bev;
+	struct evhttp_connection *evcon; /* NULL until on_conn_setup ran */
+	struct evbuffer_cb_entry *watch; /* on the bufferevent's input */
+	struct event *setup;
+	struct evbuffer *tmp; /* new input while the gate looks at it */
+	struct api_gate gate;
+	struct api_job *job; /* running request on this connection, or NULL */
+	int n_dispatched;    /* requests evhttp handed to on_request so far */
+	bool busy;           /* inside on_conn_input (our own buffer edits call it again) */
 };
 
 struct api_job {
@@ -64,6 +95,7 @@ struct api_job {
 	struct api_job *prev, *next;
 	struct evhttp_request *req; /* NULL once the client is gone */
 	struct evhttp_connection *evcon;
+	struct api_conn *conn; /* NULL when the connection has no api_conn */
 	struct event *wake;
 	struct event *hup; /* watches the socket for the client closing */
 	uint64_t id;
@@ -124,12 +156,22 @@ static const char *reason_of(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 411:
+		return "Length Required";
 	case 413:
 		return "Payload Too Large";
+	case 417:
+		return "Expectation Failed";
+	case 431:
+		return "Request Header Fields Too Large";
 	case 500:
 		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
 	case 503:
 		return "Service Unavailable";
+	case 505:
+		return "HTTP Version Not Supported";
 	}
 	return "Error";
 }
@@ -179,8 +221,11 @@ static void job_unlink_http(struct api_job *j)
 		event_free(j->hup);
 		j->hup = NULL;
 	}
-	if (j->evcon)
+	if (j->conn)
+		j->conn->job = NULL;
+	else if (j->evcon)
 		evhttp_connection_set_closecb(j->evcon, NULL, NULL);
+	j->conn = NULL;
 	j->evcon = NULL;
 	j->req = NULL;
 }
@@ -244,6 +289,141 @@ static void on_hup(evutil_socket_t fd, short what, void *arg)
 		evhttp_connection_free(evcon);
 	else
 		job_unlink_http(j);
+}
+
+/* ---- connections and the request gate -------------------------------------- */
+
+static void conn_free(struct api_conn *c)
+{
+	struct api_server *s = c->srv;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (s->conns == c)
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (c->watch)
+		evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->watch);
+	if (c->setup)
+		event_free(c->setup);
+	if (c->tmp)
+		evbuffer_free(c->tmp);
+	api_gate_clear(&c->gate);
+	free(c);
+}
+
+static struct api_conn *conn_find(struct api_server *s, struct evhttp_connection *evcon)
+{
+	for (struct api_conn *c = s->conns; c; c = c->next)
+		if (c->evcon == evcon)
+			return c;
+	return NULL;
+}
+
+/* evhttp is freeing the connection: tell its job, then forget it. */
+static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct api_conn *c = arg;
+	if (c->job)
+		on_conn_close(evcon, c->job);
+	conn_free(c);
+}
+
+/* Runs once, after evhttp has wrapped the new bufferevent in its connection
+ * and before any byte is read (active events run before the next poll). */
+static void on_conn_setup(evutil_socket_t fd, short what, void *arg)
+{
+	struct api_conn *c = arg;
+	struct bufferevent *bev = c->bev;
+	void *evcon = NULL;
+	(void)fd, (void)what;
+	/* evhttp's callbacks carry its connection; bufferevent_free clears them,
+	 * so NULL means evhttp already gave the connection up */
+	bufferevent_getcb(bev, NULL, NULL, NULL, &evcon);
+	if (evcon) {
+		c->evcon = evcon;
+		evhttp_connection_set_closecb(c->evcon, on_conn_closed, c);
+	} else {
+		conn_free(c);
+	}
+	bufferevent_decref(bev); /* taken in on_new_conn */
+}
+
+/* Called after every change of the connection's input buffer, before
+ * evhttp's read callback. New bytes (the last n_added) go through the
+ * gate: what it passes or releases goes back into the input buffer for
+ * evhttp, what it holds stays with the gate, what it refuses is replaced. */
+static void on_conn_input(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct api_conn *c = arg;
+	size_t total = evbuffer_get_length(in);
+	if (c->busy || info->n_added == 0 || info->n_added > total)
+		return;
+	c->busy = true;
+	size_t old = total - info->n_added; /* already through the gate, not yet parsed */
+	evbuffer_add_buffer(c->tmp, in);
+	if (old)
+		evbuffer_remove_buffer(c->tmp, in, old);
+	while (evbuffer_get_length(c->tmp) > 0) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(c->tmp, -1, NULL, &v, 1) < 1 || v.iov_len == 0) {
+			v.iov_len = evbuffer_get_length(c->tmp);
+			if (!(v.iov_base = evbuffer_pullup(c->tmp, (ev_ssize_t)v.iov_len)))
+				break;
+		}
+		enum api_gate_act act;
+		size_t k = api_gate_feed(&c->gate, v.iov_base, v.iov_len, &act);
+		if (k == 0)
+			break;
+		if (act == API_GATE_PASS)
+			evbuffer_remove_buffer(c->tmp, in, k);
+		else
+			evbuffer_drain(c->tmp, k);
+		if (act == API_GATE_RELEASE || act == API_GATE_REJECT) {
+			size_t hl;
+			const char *h = api_gate_held(&c->gate, &hl);
+			evbuffer_add(in, h, hl);
+		}
+		if (act == API_GATE_REJECT) {
+			const struct api_err *e = api_gate_error(&c->gate);
+			ML_DEBUG("api: refusing a request: %d %s", e->status, e->message);
+		}
+	}
+	evbuffer_drain(c->tmp, evbuffer_get_length(c->tmp));
+	c->busy = false;
+}
+
+/* evhttp_set_bevcb: the bufferevent evhttp would make itself (no fd yet,
+ * options 0: evhttp closes the socket), plus our api_conn watching it. Out
+ * of memory for the api_conn: the connection is served without the gate
+ * (evhttp's own caps and HTML errors then apply). */
+static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
+{
+	struct api_server *s = arg;
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+	struct api_conn *c = bev ? calloc(1, sizeof(*c)) : NULL;
+	if (!c)
+		return bev;
+	c->srv = s;
+	c->bev = bev;
+	api_gate_init(&c->gate, s->max_headers, s->max_body);
+	if (!(c->tmp = evbuffer_new()) || !(c->setup = event_new(base, -1, 0, on_conn_setup, c)) ||
+	    !(c->watch = evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, c))) {
+		ML_WARN("api: out of memory; serving a connection without the request gate");
+		if (c->tmp)
+			evbuffer_free(c->tmp);
+		if (c->setup)
+			event_free(c->setup);
+		free(c);
+		return bev;
+	}
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	bufferevent_incref(bev); /* until on_conn_setup has looked at it */
+	event_active(c->setup, EV_TIMEOUT, 0);
+	return bev;
 }
 
 /* Backend thread: copy and wake the loop. */
@@ -610,7 +790,13 @@ static void handle_generate(struct api_server *s, struct evhttp_request *req, en
 	ML_DEBUG("api: %s: %d prompt tokens, max_tokens %d, stream %d", j->cmpl_id, n_ids,
 	         r.max_tokens, r.stream);
 	if (j->evcon) {
-		evhttp_connection_set_closecb(j->evcon, on_conn_close, j);
+		struct api_conn *c = conn_find(s, j->evcon);
+		if (c) {
+			c->job = j;
+			j->conn = c;
+		} else {
+			evhttp_connection_set_closecb(j->evcon, on_conn_close, j);
+		}
 		struct bufferevent *bev = evhttp_connection_get_bufferevent(j->evcon);
 		evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
 		if (fd >= 0 && (j->hup = event_new(s->base, fd, EV_READ | EV_PERSIST, on_hup, j)))
@@ -720,6 +906,23 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 	if (evcon)
 		set_nodelay(evcon);
+	struct api_conn *conn = evcon ? conn_find(s, evcon) : NULL;
+	if (conn) {
+		/* evhttp dispatches a connection's requests in order: the gate let
+		 * n_requests through whole, so the one after them is the gate's
+		 * stand-in for the request it refused (its replacement head, or
+		 * the refused chunked request cut short; evhttp 2.1 drops
+		 * trailers, so a marker cannot travel there) */
+		const struct api_err *ge = api_gate_error(&conn->gate);
+		if (ge && conn->n_dispatched == conn->gate.n_requests) {
+			conn->n_dispatched++;
+			evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+			                  "close");
+			send_error(req, ge, NULL);
+			return;
+		}
+		conn->n_dispatched++;
+	}
 	enum api_route route = api_route_match(path, m, &method_ok, &allow, &arg_id);
 	if (route == API_ROUTE_NONE) {
 		api_err_set(&e, 404, NULL, NULL, "not_found", "Unknown path '%.200s'.",
@@ -858,9 +1061,12 @@ int api_server_init(struct api_server **out, struct event_base *base, const stru
 		goto fail;
 	if (!(s->scratch = evbuffer_new()) || !(s->http = evhttp_new(base)))
 		goto fail;
-	evhttp_set_max_body_size(s->http, (ev_ssize_t)(p->max_body ? p->max_body : 4u << 20));
-	evhttp_set_max_headers_size(s->http,
-	                            (ev_ssize_t)(p->max_headers ? p->max_headers : 16u << 10));
+	s->max_body = p->max_body ? p->max_body : 4u << 20;
+	s->max_headers = p->max_headers ? p->max_headers : 16u << 10;
+	/* the gate refuses first (it counts line ends too); these are backstops */
+	evhttp_set_max_body_size(s->http, (ev_ssize_t)s->max_body);
+	evhttp_set_max_headers_size(s->http, (ev_ssize_t)s->max_headers);
+	evhttp_set_bevcb(s->http, on_new_conn, s);
 	evhttp_set_timeout(s->http, p->timeout_s > 0 ? p->timeout_s : 60);
 	evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -926,7 +1132,18 @@ void api_server_free(struct api_server *s)
 		job_free(j);
 	}
 	if (s->http)
-		evhttp_free(s->http);
+		evhttp_free(s->http); /* closes every connection: on_conn_closed frees its api_conn */
+	while (s->conns) {
+		/* only connections whose setup never ran are left; we still hold
+		 * a reference on their (already freed by evhttp) bufferevent */
+		struct api_conn *c = s->conns;
+		struct bufferevent *bev = c->evcon ? NULL : c->bev;
+		if (!bev)
+			c->watch = NULL;
+		conn_free(c);
+		if (bev)
+			bufferevent_decref(bev);
+	}
 	if (s->scratch)
 		evbuffer_free(s->scratch);
 	api_buf_free(&s->model_json);
