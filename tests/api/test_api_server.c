@@ -498,6 +498,8 @@ static void test_errors(void **state)
 	huge[0] = '{';
 	huge[n - 1] = '}';
 	assert_int_equal(http(s.port, "POST", "/v1/chat/completions", NULL, huge, &r), 413);
+	assert_non_null(strstr(r, "\"code\":\"request_too_large\""));
+	assert_non_null(strstr(r, "Content-Type: application/json"));
 	free(r);
 	free(huge);
 	/* oversized headers: refused, not served */
@@ -506,9 +508,131 @@ static void test_errors(void **state)
 	memset(hdr + 7, 'x', 30000);
 	strcpy(hdr + 30007, "\r\n");
 	int st = http(s.port, "GET", "/v1/models", hdr, NULL, &r);
-	assert_true(st == 400 || st == 413 || st == 431);
+	assert_int_equal(st, 431);
+	assert_non_null(strstr(r, "\"code\":\"request_header_fields_too_large\""));
 	free(r);
 	free(hdr);
+	/* and the server still serves */
+	assert_int_equal(http(s.port, "POST", "/v1/chat/completions", NULL, CHAT(""), &r), 200);
+	free(r);
+	srv_stop(&s);
+}
+
+/* Sends |len| raw bytes on a new connection and reads until the server
+ * closes it (or 10 s pass). Returns the response, malloc'd. */
+static char *raw(int port, const char *data, size_t len)
+{
+	int fd = connect_to(port);
+	send_all(fd, data, len);
+	size_t cap = 1 << 16, n = 0;
+	char *buf = malloc(cap);
+	ssize_t r;
+	while ((r = recv(fd, buf + n, cap - n - 1, 0)) > 0) {
+		n += (size_t)r;
+		if (n + 1 >= cap)
+			buf = realloc(buf, cap *= 2);
+	}
+	buf[n] = '\0';
+	close(fd);
+	return buf;
+}
+
+/* An OpenAI error with |status| and |code|, and the connection closed. */
+static void assert_refused(const char *resp, int status, const char *code)
+{
+	int st = 0;
+	sscanf(resp, "HTTP/1.%*d %d", &st);
+	char want[96];
+	snprintf(want, sizeof(want), "\"code\":\"%s\"", code);
+	if (st != status || !strstr(resp, want) || !strstr(resp, "\"type\":\"") ||
+	    !strstr(resp, "Content-Type: application/json") || !strstr(resp, "Connection: close"))
+		fail_msg("want %d %s as JSON with Connection: close; got:\n%.600s", status, code,
+		         resp);
+}
+
+/* Requests evhttp 2.1 would refuse with its own HTML page get OpenAI JSON
+ * errors (the request gate), the caps hold, and the server goes on. */
+static void test_refusals(void **state)
+{
+	struct srv s;
+	char *r;
+	srv_start(&s, NULL, true); /* max_body 64 KiB, max_headers 16 KiB */
+	/* a huge Content-Length announced, a few bytes sent: refused at once */
+	const char *ann = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+	                  "Content-Length: 104857600\r\n\r\n{\"messages\":";
+	r = raw(s.port, ann, strlen(ann));
+	assert_refused(r, 413, "request_too_large");
+	assert_non_null(strstr(r, "104857600"));
+	free(r);
+	/* a chunked body over the cap: refused when it crosses it */
+	size_t cap = 200 * 1024, len = 0;
+	char *in = malloc(cap);
+	len += (size_t)snprintf(in, cap,
+	                        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+	                        "Transfer-Encoding: chunked\r\n\r\n");
+	for (int i = 0; i < 20; i++) {
+		len += (size_t)snprintf(in + len, cap - len, "1000\r\n");
+		memset(in + len, ' ', 4096);
+		len += 4096;
+		len += (size_t)snprintf(in + len, cap - len, "\r\n");
+	}
+	len += (size_t)snprintf(in + len, cap - len, "0\r\n\r\n");
+	r = raw(s.port, in, len);
+	assert_refused(r, 413, "request_too_large");
+	free(r);
+	/* a chunked body under the cap is served */
+	len = (size_t)snprintf(in, cap,
+	                       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+	                       "Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                       "%zx\r\n%s\r\n0\r\n\r\n",
+	                       strlen(CHAT("")), CHAT(""));
+	r = raw(s.port, in, len);
+	if (!strstr(r, "200 OK") || !strstr(r, "chat.completion"))
+		fail_msg("chunked request: %.600s", r);
+	free(r);
+	/* a valid request, then a refused one, on one connection: the first is
+	 * answered normally, the second with the error */
+	len = (size_t)snprintf(in, cap,
+	                       "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+	                       "POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+	                       "Content-Length: 999999999\r\n\r\n");
+	r = raw(s.port, in, len);
+	assert_non_null(strstr(r, "{\"status\":\"ok\"}"));
+	assert_non_null(strstr(r, "HTTP/1.1 413"));
+	assert_refused(strstr(r, "HTTP/1.1 413"), 413, "request_too_large");
+	free(r);
+	/* a head over the cap that never ends */
+	memcpy(in, "GET /v1/models HTTP/1.1\r\nX-Big: ", 33);
+	memset(in + 33, 'x', 40000);
+	r = raw(s.port, in, 33 + 40000);
+	assert_refused(r, 431, "request_header_fields_too_large");
+	free(r);
+	free(in);
+	/* malformed requests */
+	static const struct {
+		const char *req;
+		int status;
+		const char *code;
+	} bad[] = {
+	    {"GET /v1/models HTTP/1.1 extra\r\n\r\n", 400, "malformed_request"},
+	    {"BREW /pot HTTP/1.1\r\n\r\n", 501, "method_not_supported"},
+	    {"GET /v1/models HTTP/3.0\r\n\r\n", 505, "http_version_not_supported"},
+	    {"GET /v1/models HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed_request"},
+	    {"POST /v1/completions HTTP/1.1\r\nContent-Length: ten\r\n\r\n", 400,
+	     "malformed_request"},
+	    {"POST /v1/completions HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", 411,
+	     "length_required"},
+	    {"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+	     "unsupported_transfer_encoding"},
+	    {"POST /v1/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+	     "5;x=y\r\nhello\r\n0\r\n\r\n",
+	     400, "malformed_request"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = raw(s.port, bad[i].req, strlen(bad[i].req));
+		assert_refused(r, bad[i].status, bad[i].code);
+		free(r);
+	}
 	/* and the server still serves */
 	assert_int_equal(http(s.port, "POST", "/v1/chat/completions", NULL, CHAT(""), &r), 200);
 	free(r);
@@ -641,6 +765,7 @@ int main(void)
 	    cmocka_unit_test(test_chat_full),
 	    cmocka_unit_test(test_chat_stream),
 	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_refusals),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_disconnect_cancels),
 	    cmocka_unit_test(test_slow_client),
