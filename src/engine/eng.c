@@ -36,6 +36,7 @@
 #include "base/ml_log.h"
 #include "base/ml_pool.h"
 #include "base/ml_time.h"
+#include "engine/eng_link.h"
 #include "engine/eng_stop.h"
 #include "gguf/gguf.h"
 #include "kernels/kern.h"
@@ -101,6 +102,7 @@ struct eng {
 	int32_t *b_seq;
 	int8_t *b_logits;
 	float *logits; /* [n_parallel][n_vocab] */
+	float *hidden; /* split only: [n_batch][n_embd], output of layers [0, layer_end) */
 	char errmsg[512];
 
 	pthread_t thread;
@@ -134,6 +136,15 @@ struct eng_params eng_default_params(void)
 	return p;
 }
 
+/* Drops positions >= |pos| of sequence |seq| here and on the stages the
+ * link reaches. */
+static void kv_truncate(struct eng *e, int seq, int pos)
+{
+	model_kv_truncate(e->ctx, seq, pos);
+	if (e->p.link)
+		e->p.link->kv_truncate(e->p.link, seq, pos);
+}
+
 /* ---- events ---------------------------------------------------------- */
 
 static void emit(struct eng_slot *s, struct eng_req *r, const char *text, size_t len, int32_t token,
@@ -164,7 +175,7 @@ static void slot_finish(struct eng *e, struct eng_slot *s, enum eng_finish finis
 	bool keep = finish == ENG_FINISH_STOP || finish == ENG_FINISH_LENGTH;
 
 	if (!keep)
-		model_kv_truncate(e->ctx, s->seq, 0);
+		kv_truncate(e, s->seq, 0);
 	pthread_mutex_lock(&e->mu);
 	s->n_cached = keep ? s->n_past : 0;
 	s->last_used = ++e->n_finished;
@@ -311,7 +322,7 @@ static void slot_start(struct eng *e, struct eng_slot *s)
 	 * its logits give the first generated token. */
 	int keep = s->n_reuse < r->n_prompt - 1 ? s->n_reuse : r->n_prompt - 1;
 	s->n_reuse = keep;
-	model_kv_truncate(e->ctx, s->seq, keep);
+	kv_truncate(e, s->seq, keep);
 	memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
 	s->n_tokens = r->n_prompt;
 	s->n_past = keep;
@@ -566,7 +577,16 @@ static void engine_step(struct eng *e)
 	    .logits = e->b_logits,
 	};
 	double t0 = ml_time_s();
-	int rc = model_forward(e->ctx, &b, e->logits);
+	int rc;
+	if (!e->p.link) {
+		rc = model_forward(e->ctx, &b, e->logits);
+	} else {
+		rc = model_forward(e->ctx, &b, e->hidden);
+		if (rc == 0) {
+			struct eng_link_batch lb = {n, e->b_pos, e->b_seq, e->b_logits};
+			rc = e->p.link->forward(e->p.link, &lb, e->hidden, e->logits);
+		}
+	}
 	double dt = ml_time_s() - t0;
 	e->n_decode += (uint64_t)(e->p.n_batch - budget_decode);
 	pthread_mutex_lock(&e->mu);
@@ -677,10 +697,26 @@ int eng_init(struct eng **out, const struct eng_params *params)
 
 	kern_init();
 	struct model_params mp = {.path = e->p.model_path, .layer_begin = 0, .layer_end = -1};
+	if (e->p.link) {
+		if (e->p.layer_end < 1) {
+			rc = ml_error(ML_ERR_INVALID,
+			              "eng_init: a split engine needs its last layer (layer_end %d)",
+			              e->p.layer_end);
+			goto fail_model;
+		}
+		mp.layer_end = e->p.layer_end;
+	}
 	rc = model_load(&e->model, &mp);
 	if (rc < 0)
 		goto fail_model;
 	const struct model_hparams *hp = model_hparams(e->model);
+	if (e->p.link && model_is_last(e->model)) {
+		rc = ml_error(ML_ERR_INVALID,
+		              "eng_init: a split engine must leave layers to its link (layer_end %d "
+		              "of %d layers)",
+		              e->p.layer_end, hp->n_layer);
+		goto fail_vocab;
+	}
 	e->n_vocab = hp->n_vocab;
 	if (e->p.n_ctx <= 0) {
 		e->p.n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
@@ -718,7 +754,10 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	e->b_seq = malloc(nb * sizeof(int32_t));
 	e->b_logits = malloc(nb);
 	e->logits = malloc((size_t)e->p.n_parallel * (size_t)e->n_vocab * sizeof(float));
-	if (!e->slots || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits || !e->logits) {
+	if (e->p.link)
+		e->hidden = malloc(nb * (size_t)hp->n_embd * sizeof(float));
+	if (!e->slots || !e->b_tok || !e->b_pos || !e->b_seq || !e->b_logits || !e->logits ||
+	    (e->p.link && !e->hidden)) {
 		rc = ml_error(ML_ERR_NOMEM, "eng_init: out of memory for slots and batch");
 		goto fail_slots;
 	}
@@ -733,6 +772,21 @@ int eng_init(struct eng **out, const struct eng_params *params)
 			goto fail_slots;
 		}
 		rc = smp_init(&s->smp, &sp, e->n_vocab);
+		if (rc < 0)
+			goto fail_slots;
+	}
+	if (e->p.link) {
+		struct eng_link_setup ls = {
+		    .layer_begin = e->p.layer_end,
+		    .n_layer = hp->n_layer,
+		    .n_embd = hp->n_embd,
+		    .n_vocab = hp->n_vocab,
+		    .n_seq = e->p.n_parallel,
+		    .n_ctx = e->p.n_ctx,
+		    .n_batch = e->p.n_batch,
+		    .n_threads = e->p.n_threads,
+		};
+		rc = e->p.link->start(e->p.link, &ls);
 		if (rc < 0)
 			goto fail_slots;
 	}
@@ -751,6 +805,9 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	}
 	e->thread_started = true;
 
+	if (e->p.link)
+		ML_INFO("split: this node runs layers 0-%d of %d, the link runs %d-%d",
+		        e->p.layer_end - 1, hp->n_layer, e->p.layer_end, hp->n_layer - 1);
 	ML_INFO("loaded %s: %s, %d layers, %.1f MB of weights, context %d tokens x %d slots, "
 	        "batch %d, %d threads%s",
 	        e->name, hp->arch_name, hp->n_layer, (double)model_weight_bytes(e->model) / 1e6,
@@ -775,6 +832,7 @@ fail_slots:
 	free(e->b_seq);
 	free(e->b_logits);
 	free(e->logits);
+	free(e->hidden);
 	model_ctx_free(e->ctx);
 fail_ctx:
 	ml_pool_free(e->pool);
@@ -787,6 +845,8 @@ fail_vocab:
 fail_model:
 	free(e->name);
 fail_params:
+	if (params->link && params->link_owned)
+		params->link->free(params->link);
 	free(e);
 	return rc;
 }
@@ -825,6 +885,9 @@ void eng_free(struct eng *e)
 	free(e->b_seq);
 	free(e->b_logits);
 	free(e->logits);
+	free(e->hidden);
+	if (e->p.link && e->p.link_owned)
+		e->p.link->free(e->p.link);
 	model_ctx_free(e->ctx);
 	ml_pool_free(e->pool);
 	free(e->chat_template);

@@ -21,6 +21,7 @@
 #include "sampler/smp.h"
 
 struct tok_vocab;
+struct eng_link;
 struct model_hparams;
 
 /* Fields <= 0 take the default (n_queue: < 0; 0 means no request waits). */
@@ -31,6 +32,12 @@ struct eng_params {
 	int n_threads;  /* compute threads (default: cores) */
 	int n_batch;    /* max tokens per forward pass (default 512; raised to n_parallel) */
 	int n_queue;    /* requests allowed to wait for a slot (default 16); beyond: ML_ERR_BUSY */
+	/* Split inference (engine/eng_link.h): with a |link| the engine loads
+	 * and runs layers [0, layer_end) itself (1 <= layer_end < n_layer) and
+	 * the link runs the rest. NULL (the default): the whole model here. */
+	struct eng_link *link;
+	int layer_end;
+	bool link_owned; /* eng_free(), or a failed eng_init(), frees |link| */
 };
 struct eng_params eng_default_params(void);
 
