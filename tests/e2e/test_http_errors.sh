@@ -2,7 +2,8 @@
 # HTTP error paths of the API against the real server, with curl: every
 # error gets the right status and an OpenAI-shaped JSON error, and a valid
 # request right after it still succeeds. Also: slow/partial requests do not
-# block others, oversized headers and bodies are refused, a client that
+# block others, oversized headers and bodies (Content-Length, announced or
+# chunked) and malformed requests get JSON errors too, a client that
 # vanishes mid-request frees its slot at once, a full server says 503 busy,
 # and the API key is enforced.
 set -u
@@ -101,13 +102,82 @@ check "invalid UTF-8" 400 'unable to decode byte.*invalid_json' -- "$A$C" --data
 check "unknown route" 404 '"code":"not_found"' -- "$A/v2/whatever"
 check "method not allowed" 405 'Allow: POST' -- "$A$C"
 check "method not allowed (DELETE)" 405 'method_not_allowed' -- -X DELETE "$A/v1/models"
+# Bodies and heads over the caps (4 MiB, 16 KiB) are refused with an OpenAI
+# JSON error (not libevent's HTML page) and the connection is closed.
 head -c $((5 * 1024 * 1024)) /dev/zero | tr '\0' ' ' >"$tmp/big.json"
-code=$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$tmp/big.json" "$A$C")
-[ "$code" = 413 ] && valid_after "$A" && pass "body over 4 MiB -> 413" || fail "big body: $code"
+check "5 MiB body with Content-Length" 413 'Content-Length 5242880 bytes.*limit of 4194304' -- \
+	"$A$C" --data-binary @"$tmp/big.json"
+check "5 MiB chunked body" 413 'chunked request body is larger' -- \
+	"$A$C" -H 'Transfer-Encoding: chunked' --data-binary @"$tmp/big.json"
 bighdr=$(head -c 40000 /dev/zero | tr '\0' x)
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Big: $bighdr" "$A/v1/models")
-case $code in 400 | 413 | 431) valid_after "$A" && pass "oversized header -> $code" || fail "after big header" ;;
-*) fail "oversized header: $code" ;; esac
+check "oversized header" 431 'request_header_fields_too_large' -- -H "X-Big: $bighdr" "$A/v1/models"
+
+# raw_send FILE: sends FILE's bytes as they are on one connection and reads
+# until the server closes it, into $tmp/raw.
+raw_send() {
+	python3 - "$portA" "$1" >"$tmp/raw" 2>"$tmp/raw.err" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(20)
+try:
+    s.sendall(open(sys.argv[2], "rb").read())
+except OSError:
+    pass  # the server may refuse before reading everything
+out = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    out += d
+sys.stdout.buffer.write(out)
+PY
+}
+
+# raw_check NAME WANT_STATUS PATTERN FILE: raw_send FILE; the reply must have
+# the status, an OpenAI error body and PATTERN, and a valid request after it
+# must still succeed.
+raw_check() {
+	local name=$1 want=$2 pat=$3 file=$4
+	if ! raw_send "$file"; then
+		fail "$name: client failed: $(cat "$tmp/raw.err")"
+		return
+	fi
+	local code
+	code=$(head -1 "$tmp/raw" | cut -d' ' -f2)
+	sed '1,/^\r\?$/d' "$tmp/raw" >"$tmp/body"
+	if [ "$code" != "$want" ]; then
+		fail "$name: status $code, want $want: $(head -c 300 "$tmp/raw")"
+	elif ! jq -e '.error | (.message | type == "string") and (.type | type == "string") and
+			has("param") and has("code")' "$tmp/body" >/dev/null 2>&1; then
+		fail "$name: not an OpenAI error body: $(head -c 300 "$tmp/raw")"
+	elif ! grep -Eq "$pat" "$tmp/raw"; then
+		fail "$name: no /$pat/ in: $(head -c 600 "$tmp/raw")"
+	elif ! valid_after "$A"; then
+		fail "$name: the next valid request failed"
+	else
+		pass "$name -> $want"
+	fi
+}
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n{"messages":' \
+	>"$tmp/announce"
+raw_check "100 MiB Content-Length announced, a few bytes sent" 413 'request_too_large' "$tmp/announce"
+printf 'GET /v1/models HTTP/1.1 extra\r\nHost: x\r\n\r\n' >"$tmp/badline"
+raw_check "malformed request line" 400 'malformed_request' "$tmp/badline"
+printf 'BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n' >"$tmp/badmethod"
+raw_check "unknown method" 501 'method_not_supported' "$tmp/badmethod"
+printf 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext\r\nhello\r\n0\r\n\r\n' \
+	>"$tmp/badchunk"
+raw_check "malformed chunk size" 400 'malformed_request' "$tmp/badchunk"
+{
+	printf 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n'
+	printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n'
+} >"$tmp/pipelined"
+if raw_send "$tmp/pipelined" && grep -q '^HTTP/1.1 200' "$tmp/raw" && grep -q '"status":"ok"' "$tmp/raw" &&
+	grep -q 'HTTP/1.1 413' "$tmp/raw" && grep -q 'request_too_large' "$tmp/raw" && valid_after "$A"; then
+	pass "pipelined: valid request -> 200, then a body over the cap -> 413"
+else
+	fail "pipelined: $(head -c 800 "$tmp/raw")"
+fi
 
 # A partial request (slowloris) must not hold up anyone else.
 exec 3<>/dev/tcp/127.0.0.1/"$portA"
