@@ -65,6 +65,22 @@ int api_server_init(struct api_server **out, struct event_base *base, const stru
 /* Attaches the backend (borrowed; must outlive the server or be detached
  * by api_server_free). From now on /health says ok. Loop thread only. */
 void api_server_set_backend(struct api_server *s, const struct api_backend *b);
+
+/* A front that sees requests before the local handling (the mesh answers
+ * /mesh/status, lists the mesh's models and proxies requests for models
+ * served elsewhere; see api_tunnel.h). |route| is an enum api_route
+ * (api_request.h). take() is called for unknown paths (API_ROUTE_NONE,
+ * before the 404 and without the API-key check: only read-only answers
+ * belong there) and for known routes after the method and API-key checks.
+ * It returns true when it took |req| (it then replies to it, now or
+ * later), false to let the server answer as usual. */
+struct evhttp_request;
+struct api_front {
+	bool (*take)(void *ctx, struct evhttp_request *req, int route);
+	void *ctx;
+};
+/* |f| is borrowed (NULL removes the front). Loop thread only. */
+void api_server_set_front(struct api_server *s, const struct api_front *f);
 /* The bound TCP port (useful with port 0). */
 int api_server_port(const struct api_server *s);
 /* Number of requests currently running in the backend. */

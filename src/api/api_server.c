@@ -69,6 +69,7 @@ struct api_server {
 	struct ml_rng rng;
 	struct evbuffer *scratch;
 	struct api_conn *conns; /* every connection we made a bufferevent for */
+	const struct api_front *front; /* the mesh, or NULL (api_server_set_front) */
 	size_t max_body, max_headers;
 };
 
@@ -924,6 +925,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		conn->n_dispatched++;
 	}
 	enum api_route route = api_route_match(path, m, &method_ok, &allow, &arg_id);
+	if (route == API_ROUTE_NONE && s->front && s->front->take(s->front->ctx, req, route))
+		return;
 	if (route == API_ROUTE_NONE) {
 		api_err_set(&e, 404, NULL, NULL, "not_found", "Unknown path '%.200s'.",
 		            path ? path : "");
@@ -959,6 +962,9 @@ static void on_request(struct evhttp_request *req, void *arg)
 			return;
 		}
 	}
+
+	if (s->front && s->front->take(s->front->ctx, req, route))
+		return;
 
 	struct api_buf b = {0};
 	switch (route) {
@@ -1101,6 +1107,11 @@ fail:
 void api_server_set_backend(struct api_server *s, const struct api_backend *b)
 {
 	s->be = b;
+}
+
+void api_server_set_front(struct api_server *s, const struct api_front *f)
+{
+	s->front = f;
 }
 
 int api_server_port(const struct api_server *s)
