@@ -55,7 +55,7 @@ const struct api_err *api_gate_error(const struct api_gate *g)
 
 /* Fills the error; returns -1 (for `return refuse(...)` in parsers). */
 __attribute__((format(printf, 4, 5))) static int refuse(struct api_gate *g, int status,
-                                                         const char *code, const char *fmt, ...)
+                                                        const char *code, const char *fmt, ...)
 {
 	char msg[sizeof(g->err.message)];
 	va_list ap;
@@ -146,8 +146,8 @@ static int parse_head(struct api_gate *g)
 	size_t ml = (size_t)(sp1 - line);
 	bool body_method = false;
 	static const char *const with_body[] = {"POST", "PUT", "PATCH"};
-	static const char *const without[] = {"GET", "HEAD", "DELETE", "OPTIONS", "TRACE",
-	                                      "CONNECT"};
+	static const char *const without[] = {"GET",     "HEAD",  "DELETE",
+	                                      "OPTIONS", "TRACE", "CONNECT"};
 	bool known = false;
 	for (size_t i = 0; i < 3; i++)
 		if (ml == strlen(with_body[i]) && memcmp(line, with_body[i], ml) == 0)
@@ -224,9 +224,10 @@ static int parse_head(struct api_gate *g)
 	uint64_t length = 0;
 	if (body_method && f.v[1]) {
 		if (!ieq(f.v[1], f.n[1], "chunked"))
-			return refuse(g, 501, "unsupported_transfer_encoding",
-			              "Transfer-Encoding '%.*s' is not supported; only 'chunked' is.",
-			              (int)(f.n[1] < 64 ? f.n[1] : 64), f.v[1]);
+			return refuse(
+			    g, 501, "unsupported_transfer_encoding",
+			    "Transfer-Encoding '%.*s' is not supported; only 'chunked' is.",
+			    (int)(f.n[1] < 64 ? f.n[1] : 64), f.v[1]);
 		chunked = true;
 	} else if (body_method && f.v[0]) {
 		if (f.n[0] == 0 || f.n[0] > 19)
@@ -242,8 +243,9 @@ static int parse_head(struct api_gate *g)
 			              "this server's limit of %zu bytes.",
 			              (unsigned long long)length, g->max_body);
 	} else if (body_method && f.v[2] && !ieq(f.v[2], f.n[2], "close")) {
-		return refuse(g, 411, "length_required",
-		              "A request body needs a Content-Length or Transfer-Encoding: chunked.");
+		return refuse(
+		    g, 411, "length_required",
+		    "A request body needs a Content-Length or Transfer-Encoding: chunked.");
 	}
 	if ((chunked || length > 0) && minor >= 1 && f.v[3] && !ieq(f.v[3], f.n[3], "100-continue"))
 		return refuse(g, 417, "expectation_failed", "Expectation '%.*s' is not supported.",
@@ -353,15 +355,17 @@ static size_t gather(struct api_gate *g, const char *p, size_t n, enum api_gate_
 		}
 	} else if (g->head_len + k > g->max_head) {
 		if (g->state == ST_HEAD)
-			refuse(g, 431, "request_header_fields_too_large",
-			       "The request line and headers are larger than this server's limit of "
-			       "%zu bytes.",
-			       g->max_head);
+			refuse(
+			    g, 431, "request_header_fields_too_large",
+			    "The request line and headers are larger than this server's limit of "
+			    "%zu bytes.",
+			    g->max_head);
 		else
-			refuse(g, 431, "request_header_fields_too_large",
-			       "The request headers and trailers are larger than this server's limit "
-			       "of %zu bytes.",
-			       g->max_head);
+			refuse(
+			    g, 431, "request_header_fields_too_large",
+			    "The request headers and trailers are larger than this server's limit "
+			    "of %zu bytes.",
+			    g->max_head);
 		return reject(g, n, act);
 	}
 	if (api_buf_append(&g->held, p, k)) {

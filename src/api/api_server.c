@@ -68,7 +68,7 @@ struct api_server {
 	long long created;
 	struct ml_rng rng;
 	struct evbuffer *scratch;
-	struct api_conn *conns; /* every connection we made a bufferevent for */
+	struct api_conn *conns;        /* every connection we made a bufferevent for */
 	const struct api_front *front; /* the mesh, or NULL (api_server_set_front) */
 	size_t max_body, max_headers;
 };
@@ -1143,7 +1143,8 @@ void api_server_free(struct api_server *s)
 		job_free(j);
 	}
 	if (s->http)
-		evhttp_free(s->http); /* closes every connection: on_conn_closed frees its api_conn */
+		evhttp_free(
+		    s->http); /* closes every connection: on_conn_closed frees its api_conn */
 	while (s->conns) {
 		/* only connections whose setup never ran are left; we still hold
 		 * a reference on their (already freed by evhttp) bufferevent */

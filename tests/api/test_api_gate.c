@@ -141,8 +141,8 @@ static void test_valid_streams(void **state)
 	check_valid("POST /v1/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 1);
 	/* exactly at the caps */
 	char body[2048];
-	int n = snprintf(body, sizeof(body), "PUT /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n",
-	                 MAX_BODY);
+	int n =
+	    snprintf(body, sizeof(body), "PUT /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n", MAX_BODY);
 	memset(body + n, 'b', MAX_BODY);
 	body[n + MAX_BODY] = '\0';
 	check_valid(body, 1);
@@ -280,8 +280,8 @@ static void test_refusal_after_valid(void **state)
 	const char *ok = "GET /health HTTP/1.1\r\n\r\n"
 	                 "POST /v1/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
 	char in[512];
-	snprintf(in, sizeof(in), "%sPOST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\nxxxxGET / HTTP/1.1\r\n\r\n",
-	         ok);
+	snprintf(in, sizeof(in),
+	         "%sPOST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\nxxxxGET / HTTP/1.1\r\n\r\n", ok);
 	check_refused(in, strlen(in), 413, ok, repl_head);
 	struct run r = run(in, 1);
 	assert_int_equal(r.n_requests, 2);
@@ -295,10 +295,21 @@ static void test_random_bytes(void **state)
 {
 	uint64_t x = 88172645463325252ull;
 	char buf[2048];
-	static const char *const atoms[] = {
-	    "GET / HTTP/1.1\r\n", "POST /v1/completions HTTP/1.1\r\n", "\r\n", "\n",
-	    "Content-Length: 3\r\n", "Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n", "0\r\n",
-	    "Connection: close\r\n", "X: y\r\n", "abc", ": ", " ", "\0", "ffff\r\n"};
+	static const char *const atoms[] = {"GET / HTTP/1.1\r\n",
+	                                    "POST /v1/completions HTTP/1.1\r\n",
+	                                    "\r\n",
+	                                    "\n",
+	                                    "Content-Length: 3\r\n",
+	                                    "Transfer-Encoding: chunked\r\n",
+	                                    "3\r\nabc\r\n",
+	                                    "0\r\n",
+	                                    "Connection: close\r\n",
+	                                    "X: y\r\n",
+	                                    "abc",
+	                                    ": ",
+	                                    " ",
+	                                    "\0",
+	                                    "ffff\r\n"};
 	for (int it = 0; it < 3000; it++) {
 		size_t len = 0;
 		while (len < 1500) {
@@ -317,10 +328,8 @@ static void test_random_bytes(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_valid_streams),
-	    cmocka_unit_test(test_oversized),
-	    cmocka_unit_test(test_malformed),
-	    cmocka_unit_test(test_refusal_after_valid),
+	    cmocka_unit_test(test_valid_streams), cmocka_unit_test(test_oversized),
+	    cmocka_unit_test(test_malformed),     cmocka_unit_test(test_refusal_after_valid),
 	    cmocka_unit_test(test_random_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
