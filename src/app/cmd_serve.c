@@ -19,6 +19,7 @@
 
 #include "api/api.h"
 #include "app/app.h"
+#include "app/app_mesh.h"
 #include "base/ml_err.h"
 #include "base/ml_log.h"
 #include "base/ml_time.h"
@@ -46,6 +47,12 @@ struct serve {
 	int exit_code;
 	struct event *drain_ev; /* after SIGINT/SIGTERM: waits for cancelled requests */
 	double stop_at;
+
+	bool has_model; /* false: lite client or standby node */
+	struct app_mesh_opts mo;
+	bool no_mesh;
+	struct app_mesh *mesh;
+	bool leaving;
 };
 
 static void usage(FILE *f)
@@ -68,6 +75,22 @@ static void usage(FILE *f)
 	       "                    503 busy (default: 16; 0: none wait)\n"
 	       "  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
 	       "  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
+	       "\n"
+	       "mesh (every full node starts or joins one and prints its invite token):\n"
+	       "  --join TOKEN      join the mesh of an invite token (repeatable; any\n"
+	       "                    reachable one suffices). Without --model a joining\n"
+	       "                    node serves no model itself (standby)\n"
+	       "  --client          lite client: no model, no engine memory, a fresh key;\n"
+	       "                    serves the API by tunnelling to the mesh's hosts\n"
+	       "  --bind-port PORT  UDP port of the mesh (default: any free one)\n"
+	       "  --max-vram GB     cap the memory advertised to the mesh (decimals ok;\n"
+	       "                    default: 75%% of physical RAM)\n"
+	       "  --no-mesh         serve locally only, no mesh\n"
+	       "  testing aids (simulate a slow network; this kernel has no netem):\n"
+	       "  --net-delay-ms MS   add a one-way delay to every outgoing QUIC packet\n"
+	       "  --net-jitter-ms MS  +- uniform jitter on that delay\n"
+	       "  --net-loss PCT      drop this percentage of outgoing QUIC packets\n"
+	       "                    (or MESH_LLM_NET_DELAY_MS in the environment)\n"
 	       "  -h, --help        show this help\n"
 	       "\n"
 	       "commands:\n"
@@ -79,7 +102,7 @@ static void usage(FILE *f)
 	       "`mesh-llm COMMAND --help` describes each command.\n"
 	       "\n"
 	       "endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions,\n"
-	       "           GET /health\n");
+	       "           GET /health, GET /mesh/status\n");
 }
 
 static int usage_error(const char *fmt, const char *a, const char *b)
@@ -149,6 +172,15 @@ static void print_banner(struct serve *sv)
 {
 	int port = api_server_port(sv->api);
 	const char *key = sv->api_key ? sv->api_key : "mesh";
+	if (!sv->has_model) {
+		printf("mesh-llm ready: %s (models served by the mesh)\n",
+		       sv->mo.client ? "lite client" : "standby node");
+		printf("  API:   http://localhost:%d/v1%s\n", port,
+		       sv->listen_all ? "  (listening on all interfaces)" : "");
+		printf("  mesh:  http://localhost:%d/mesh/status\n", port);
+		fflush(stdout);
+		return;
+	}
 	printf("mesh-llm ready: %s\n", sv->model_id);
 	printf("  API:   http://localhost:%d/v1%s\n", port,
 	       sv->listen_all ? "  (listening on all interfaces)" : "");
@@ -182,17 +214,31 @@ static void on_loaded(evutil_socket_t fd, short what, void *arg)
 	api_server_set_backend(sv->api, api_eng_backend_get(sv->backend));
 	ML_INFO("serve: model %s loaded (context %d per slot, %d slots)", sv->model_id,
 	        eng_n_ctx(sv->eng), sv->ep.n_parallel);
+	app_mesh_model_ready(sv->mesh, sv->model_id);
 	print_banner(sv);
 }
 
+static void on_left(void *arg)
+{
+	struct serve *sv = arg;
+	event_base_loopbreak(sv->base);
+}
+
 /* Polls until the cancelled requests have sent their last bytes (at most
- * 2 s), so streaming clients see a final event rather than a cut. */
+ * 2 s), so streaming clients see a final event rather than a cut; then
+ * tells the mesh we leave (at most ~1 s more). */
 static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
 	struct serve *sv = arg;
 	(void)fd, (void)what;
 	if (api_server_n_active(sv->api) == 0 || ml_time_s() > sv->stop_at) {
-		event_base_loopbreak(sv->base);
+		if (sv->mesh && !sv->leaving) {
+			sv->leaving = true;
+			app_mesh_leave(sv->mesh, on_left, sv);
+			return;
+		}
+		if (!sv->mesh)
+			event_base_loopbreak(sv->base);
 		return;
 	}
 	struct timeval tv = {0, 10000};
@@ -224,7 +270,12 @@ int app_cmd_serve(int argc, char **argv)
 	memset(&sv, 0, sizeof(sv));
 	sv.ep = eng_default_params();
 	int port = 9337;
+	int bind_port = 0;
 	const char *model = NULL;
+	sv.mo.max_vram_gb = -1;
+	const char *env_delay = getenv("MESH_LLM_NET_DELAY_MS");
+	if (env_delay && *env_delay)
+		sv.mo.net_delay_ms = atof(env_delay);
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -237,6 +288,45 @@ int app_cmd_serve(int argc, char **argv)
 		} else if (strcmp(a, "--listen-all") == 0) {
 			sv.listen_all = true;
 			continue;
+		} else if (strcmp(a, "--client") == 0) {
+			sv.mo.client = true;
+			continue;
+		} else if (strcmp(a, "--no-mesh") == 0) {
+			sv.no_mesh = true;
+			continue;
+		} else if (strcmp(a, "--join") == 0) {
+			if (!val || !*val)
+				return usage_error("option '%s' needs a token%s", a, "");
+			if (sv.mo.n_join >= APP_MESH_MAX_JOIN)
+				return usage_error("too many '%s' options (at most 16)%s", a, "");
+			sv.mo.join[sv.mo.n_join++] = val;
+			i++;
+			continue;
+		} else if (strcmp(a, "--max-vram") == 0 || strcmp(a, "--net-delay-ms") == 0 ||
+		           strcmp(a, "--net-jitter-ms") == 0 || strcmp(a, "--net-loss") == 0) {
+			double hi_d = strcmp(a, "--max-vram") == 0 ? 1e6
+			              : strcmp(a, "--net-loss") == 0 ? 100 : 10000;
+			char *end = NULL;
+			double d = val ? strtod(val, &end) : -1;
+			if (!val || end == val || *end || !(d >= 0 && d <= hi_d)) {
+				fprintf(stderr,
+				        "mesh-llm: invalid value '%s' for option '%s' (expected a number "
+				        "in 0..%g)\nTry 'mesh-llm --help'.\n",
+				        val ? val : "", a, hi_d);
+				return 2;
+			}
+			if (a[2] == 'm')
+				sv.mo.max_vram_gb = d;
+			else if (a[6] == 'd')
+				sv.mo.net_delay_ms = d;
+			else if (a[6] == 'j')
+				sv.mo.net_jitter_ms = d;
+			else
+				sv.mo.net_loss_pct = d;
+			i++;
+			continue;
+		} else if (strcmp(a, "--bind-port") == 0) {
+			target = &bind_port, lo = 0, hi = 65535;
 		} else if (strcmp(a, "--model") == 0 || strcmp(a, "--api-key") == 0) {
 			if (!val)
 				return usage_error("option '%s' needs a value%s", a, "");
@@ -275,20 +365,33 @@ int app_cmd_serve(int argc, char **argv)
 		i++;
 	}
 
-	if (model) {
+	sv.mo.bind_port = bind_port;
+	if (sv.mo.client && model)
+		return usage_error("--client serves no model; drop '--model %s'%s", model, "");
+	if (sv.mo.client && sv.no_mesh)
+		return usage_error("--client needs the mesh; drop '--no-mesh'%s%s", "", "");
+	if (sv.no_mesh && sv.mo.n_join)
+		return usage_error("--join needs the mesh; drop '--no-mesh'%s%s", "", "");
+	sv.has_model = !sv.mo.client && (model || sv.mo.n_join == 0);
+	if (!sv.has_model) {
+		snprintf(sv.model_id, sizeof(sv.model_id), "mesh");
+	} else if (model) {
 		snprintf(sv.model_path, sizeof(sv.model_path), "%s", model);
 	} else if (!default_model(sv.model_path, sizeof(sv.model_path))) {
 		fprintf(stderr, "mesh-llm: no model given and models/" DEFAULT_MODEL
 		                " not found; pass --model PATH\nTry 'mesh-llm --help'.\n");
 		return 2;
 	}
-	if (!file_exists(sv.model_path)) {
-		fprintf(stderr, "mesh-llm: cannot read model '%s': %s\n", sv.model_path,
-		        strerror(errno));
-		return 1;
+	if (sv.has_model) {
+		if (!file_exists(sv.model_path)) {
+			fprintf(stderr, "mesh-llm: cannot read model '%s': %s\n", sv.model_path,
+			        strerror(errno));
+			return 1;
+		}
+		sv.ep.model_path = sv.model_path;
+		api_model_id_from_path(sv.model_path, sv.model_id, sizeof(sv.model_id));
+		sv.mo.model_id = sv.model_id;
 	}
-	sv.ep.model_path = sv.model_path;
-	api_model_id_from_path(sv.model_path, sv.model_id, sizeof(sv.model_id));
 
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
@@ -323,6 +426,20 @@ int app_cmd_serve(int argc, char **argv)
 	}
 	event_add(sigint, NULL);
 	event_add(sigterm, NULL);
+	if (!sv.no_mesh) {
+		rc = app_mesh_start(&sv.mesh, sv.base, &sv.mo, sv.api, sv.api_key);
+		if (rc) {
+			fprintf(stderr, "mesh-llm: cannot start the mesh: %s\n",
+			        ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+			sv.exit_code = 1;
+			goto out;
+		}
+	}
+	if (!sv.has_model) {
+		print_banner(&sv);
+		event_base_dispatch(sv.base);
+		goto out;
+	}
 	ML_INFO("serve: loading %s", sv.model_path);
 	if (pthread_create(&sv.loader, NULL, loader_main, &sv) != 0) {
 		fprintf(stderr, "mesh-llm: cannot start the loader thread\n");
@@ -338,6 +455,7 @@ out:
 		pthread_join(sv.loader, NULL);
 	if (sv.api)
 		api_server_cancel_all(sv.api);
+	app_mesh_free(sv.mesh);
 	eng_free(sv.eng);
 	api_server_free(sv.api);
 	api_eng_backend_free(sv.backend);
