@@ -50,8 +50,10 @@ struct api_params {
 	int port;             /* 9337; 0 picks a free port (see api_server_port) */
 	const char *api_key;  /* NULL: no auth; else every route but /health needs "Bearer <key>" */
 	const char *model_id; /* id shown in /v1/models and required in "model" */
-	size_t max_body;      /* request body cap in bytes (default 4 MiB) */
-	size_t max_headers;   /* request line + headers cap (default 16 KiB) */
+	size_t max_body;      /* request body cap in bytes (default 4 MiB); over it: 413 */
+	size_t max_headers;   /* request line + headers (+ trailers), line ends counted
+	                         (default 16 KiB); over it: 431. Both refusals are OpenAI
+	                         JSON errors and close the connection. */
 	int timeout_s;        /* idle read/write timeout per connection (default 60) */
 };
 struct api_params api_default_params(void);
@@ -60,7 +62,9 @@ struct api_server;
 
 /* Binds and starts serving on |base| (reports 503 "loading" until a
  * backend is attached). |p| strings are copied. ML_ERR_IO when the address
- * cannot be bound (message names it). */
+ * cannot be bound (message names it). The server owns the close callback
+ * of its incoming evhttp connections (it frees per-connection state
+ * there): code that takes requests (an api_front) must not replace it. */
 int api_server_init(struct api_server **out, struct event_base *base, const struct api_params *p);
 /* Attaches the backend (borrowed; must outlive the server or be detached
  * by api_server_free). From now on /health says ok. Loop thread only. */
