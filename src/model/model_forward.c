@@ -272,7 +272,7 @@ static void ew_fn(void *arg, int ith, int nth)
 static void ew_run(struct model_ctx *c, bool swiglu, float *y, const float *a, const float *b, int64_t n)
 {
 	struct ew_job j = {swiglu, y, a, b, n};
-	pool_run(c, ew_fn, &j, (double)n * (swiglu ? 16 : 1));
+	pool_run(c, ew_fn, &j, (double)n * (swiglu ? 8 : 1)); /* ~8 multiply-adds per exp */
 }
 
 /* ---- context ----------------------------------------------------------- */
