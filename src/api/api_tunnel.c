@@ -276,11 +276,18 @@ static void proxy_client_gone(struct tun_proxy *p, const char *why)
 	}
 }
 
+static bool proxy_check_detached(struct tun_proxy *p);
+
 static void on_proxy_hup(evutil_socket_t fd, short what, void *arg)
 {
 	struct tun_proxy *p = arg;
 	char c;
 	(void)what;
+	/* evhttp may have seen the EOF first, in the same loop iteration: it
+	 * then freed the connection (and closed this fd) and left the request
+	 * detached */
+	if (proxy_check_detached(p))
+		return;
 	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n > 0) { /* a pipelined request: stop watching */
 		event_free(p->hup);
