@@ -1,12 +1,14 @@
 /* Fuzzes everything in the API that reads client bytes without a socket:
- * the JSON body -> request parser (both kinds), the route table, the
- * bearer-token check and the JSON escaper of the replies. The first byte
- * picks the target; the rest is the input. */
+ * the HTTP framing gate, the JSON body -> request parser (both kinds), the
+ * route table, the bearer-token check and the JSON escaper of the replies.
+ * The first byte picks the request kind, the gate's caps and how the bytes
+ * are cut into reads; the rest is the input. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api_gate.h"
 #include "api/api_request.h"
 #include "base/ml_log.h"
 
@@ -66,6 +68,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				abort();
 	}
 	api_buf_free(&b);
+
+	/* the same bytes as a client's stream, read in pieces of 1..8 bytes or
+	 * whole: the gate must always make progress, keep what it holds under
+	 * its cap, and stop at the first refusal */
+	struct api_gate g;
+	api_gate_init(&g, 64 + (sel & 0x30) * 8, 16 + (sel & 0x0c) * 64);
+	size_t off = 0, step = (sel >> 6) ? (size_t)(sel >> 6) * 3 - 1 : n;
+	bool rejected = false;
+	while (off < n) {
+		enum api_gate_act act;
+		size_t want = n - off < step ? n - off : step;
+		size_t used = api_gate_feed(&g, p + off, want, &act);
+		if (used == 0 || used > want)
+			abort();
+		if (rejected && act != API_GATE_DROP)
+			abort();
+		if (act == API_GATE_REJECT) {
+			if (api_gate_error(&g) == NULL)
+				abort();
+			rejected = true;
+		}
+		if (g.held.len > g.max_head + API_GATE_MAX_CHUNK_LINE + 64 && act == API_GATE_HOLD)
+			abort();
+		off += used;
+	}
+	api_gate_clear(&g);
 	free(s);
 	return 0;
 }
