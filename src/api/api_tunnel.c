@@ -927,6 +927,29 @@ static void reply_status(struct api_tunnel *t, struct evhttp_request *req)
 	json_decref(j);
 }
 
+/* Is |model| (a model id: file stem) a GGUF on the disk of some alive node? */
+static bool model_on_disk(const struct api_tunnel *t, const char *model)
+{
+	const struct mesh_members *ms = mesh_members(t->mesh);
+	size_t ml = strlen(model);
+	for (size_t i = 0; ms && i < ms->n; i++) {
+		const struct mesh_member *m = ms->v[i];
+		if (!m->ann || (m->state == MESH_DEAD || m->state == MESH_LEFT))
+			continue;
+		for (unsigned k = 0; k < m->ann->n_models && k < MESH_ANN_MAX_MODELS; k++) {
+			const char *name = m->ann->models[k].name;
+			const char *base = strrchr(name, '/');
+			base = base ? base + 1 : name;
+			size_t bl = strlen(base);
+			if (bl > 5 && strcmp(base + bl - 5, ".gguf") == 0)
+				bl -= 5;
+			if (bl == ml && strncmp(base, model, ml) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
 static bool front_take(void *ctx, struct evhttp_request *req, int route)
 {
 	struct api_tunnel *t = ctx;
@@ -1000,7 +1023,11 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 	uint8_t peer[NET_ID_LEN];
 	bool self = false;
 	if (mesh_route(t->mesh, has_model ? model : NULL, peer, &self) != 0) {
-		if (t->local_model && !has_model)
+		/* a node with its own model keeps answering 404 "does not exist"
+		 * for names the mesh has never heard of; a model on some node's
+		 * disk that nobody serves now, or any model asked of a node
+		 * without one (it cannot tell), is 503 */
+		if (t->local_model && (!has_model || !model_on_disk(t, model)))
 			return false;
 		if (has_model)
 			api_err_set(&e, 503, "server_error", "model", "model_not_available",

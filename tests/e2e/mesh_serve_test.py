@@ -53,7 +53,11 @@ def main():
         tok = a.token
         b = w.node("B", ["--model", MODEL_PATH, "--parallel", "2", "--join", tok]).start()
         c = w.node("C", ["--join", tok, "--max-vram", "1.5"]).start()
-        d = w.node("D", ["--join", tok]).start()
+        d = w.node("D", ["--join", tok])
+        os.makedirs(os.path.join(d.home, ".models"), exist_ok=True)
+        with open(os.path.join(d.home, ".models", "ghost.gguf"), "wb") as fh:
+            fh.write(b"GGUF" + b"\0" * 60)
+        d.start()
         full = [a, b, c, d]
         # the API answers during load and the mesh runs; wait for all four
         t = wait_until(lambda: all(len(alive_ids(n.status())) == 4 for n in full), 30)
@@ -115,14 +119,39 @@ def main():
               j3["choices"][0]["message"]["content"] == j1["choices"][0]["message"]["content"],
               j3)
 
+        # the client goes away mid-stream: the tunnel is reset and the
+        # serving node cancels the generation
+        import http.client as httpc
+        hc = httpc.HTTPConnection("127.0.0.1", e.port, timeout=30)
+        hc.request("POST", "/v1/chat/completions", json.dumps({
+            "model": "stories260K", "stream": True, "max_tokens": 1900, "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Once upon a time"}]}),
+            {"Content-Type": "application/json"})
+        resp = hc.getresponse()
+        first = [resp.fp.readline() for _ in range(6)]
+        hc.sock.shutdown(2)
+        hc.close()
+        t = wait_until(lambda: "cancelled (client gone)" in a.read_log() + b.read_log(), 10)
+        check("client gone mid-stream: the serving node cancels the generation",
+              resp.status == 200 and any(x.startswith(b"data: ") for x in first) and t is not None,
+              (resp.status, first[:2]))
+        t = wait_until(lambda: e.status()["tunnels"] == 0, 10)
+        check("... and the proxy forgets the tunnel", t is not None, e.status().get("tunnels"))
+
         t0 = time.time()
         code, j = chat(e, model="no-such-model")
         dt = time.time() - t0
         check("model nobody serves: 503 JSON error, quickly", code == 503 and isinstance(j, dict)
               and j.get("error", {}).get("code") == "model_not_available" and dt < 2, (code, j, dt))
         code, j = chat(a, model="no-such-model")
-        check("... also on a serving node", code == 503 and isinstance(j, dict) and "error" in j,
-              (code, j))
+        check("a name the mesh never heard of, on a serving node: 404 model_not_found",
+              code == 404 and isinstance(j, dict) and
+              j.get("error", {}).get("code") == "model_not_found", (code, j))
+        for n in (a, e):
+            code, j = chat(n, model="ghost")
+            check("a model on D's disk that nobody serves, asked of %s: 503 JSON" % n.name,
+                  code == 503 and isinstance(j, dict) and
+                  j.get("error", {}).get("code") == "model_not_available", (code, j))
 
         # a forged token: parses, names A, but carries a wrong secret
         forged = forge_token(tok)
