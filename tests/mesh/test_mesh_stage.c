@@ -318,11 +318,12 @@ static void make_plan(struct mesh_stage_plan *plan, int n_stages, const int *bou
 	}
 }
 
-static int split_engine(struct eng **e, const char *path, int n_stages, const int *bounds,
-                        int n_layer, uint8_t act_dtype, struct eng_link **link_out)
+static int split_engine_epoch(struct eng **e, const char *path, int n_stages, const int *bounds,
+                              int n_layer, uint8_t act_dtype, struct eng_link **link_out,
+                              uint64_t epoch)
 {
 	struct mesh_stage_plan plan;
-	make_plan(&plan, n_stages, bounds, n_layer, 1);
+	make_plan(&plan, n_stages, bounds, n_layer, epoch);
 	struct mesh_stage_link_params lp = {
 	    .mesh = nodes[0].m,
 	    .base = base,
@@ -339,6 +340,12 @@ static int split_engine(struct eng **e, const char *path, int n_stages, const in
 	p.layer_end = bounds[0];
 	p.link_owned = true;
 	return eng_init(e, &p);
+}
+
+static int split_engine(struct eng **e, const char *path, int n_stages, const int *bounds,
+                        int n_layer, uint8_t act_dtype, struct eng_link **link_out)
+{
+	return split_engine_epoch(e, path, n_stages, bounds, n_layer, act_dtype, link_out, 1);
 }
 
 static void split_equals_solo(const char *path, int n_stages, const int *bounds, int n_layer)
@@ -448,6 +455,78 @@ static void test_mesh_stage_three_quant(void **state)
 	split_equals_solo(QWEN_Q4, 2, c, 4);
 }
 
+static bool same_tokens(const struct coll *a, const struct coll *b)
+{
+	for (int i = 0; i < N_REQ; i++)
+		if (a[i].n_tokens != b[i].n_tokens ||
+		    memcmp(a[i].tokens, b[i].tokens, sizeof(int32_t) * (size_t)a[i].n_tokens) != 0)
+			return false;
+	return true;
+}
+
+/* The same workers take a new plan (epoch 2, other layer ranges: they drop
+ * and load layers) and still give the solo tokens; a plan of an older
+ * epoch is then refused; f16 activations halve the bytes per entry. */
+static void test_mesh_stage_replan(void **state)
+{
+	(void)state;
+	struct eng_params sp = engine_params(F32_MODEL);
+	struct eng *solo = NULL;
+	assert_int_equal(eng_init(&solo, &sp), 0);
+	static struct coll ref[N_REQ], got[N_REQ];
+	run_all(solo, ref);
+	eng_free(solo);
+
+	const char *paths[3] = {F32_MODEL, F32_MODEL, F32_MODEL};
+	mesh_up(3, paths);
+	loop_start();
+	struct eng *e = NULL;
+	struct eng_link *link = NULL;
+	int b1[2] = {1, 3};
+	assert_int_equal(split_engine_epoch(&e, F32_MODEL, 3, b1, 4, ML_DTYPE_F32, &link, 1), 0);
+	run_all(e, got);
+	assert_true(same_tokens(ref, got));
+	eng_free(e);
+
+	int b2[2] = {2, 3};
+	struct traffic_sum t0, t1;
+	assert_int_equal(split_engine_epoch(&e, F32_MODEL, 3, b2, 4, ML_DTYPE_F16, &link, 2), 0);
+	traffic_get(&t0);
+	run_all(e, got);
+	traffic_get(&t1);
+	struct eng_stats st;
+	eng_get_stats(e, &st);
+	uint64_t fwd = t1.tx_bytes[NET_MSG_STAGE_FORWARD] - t0.tx_bytes[NET_MSG_STAGE_FORWARD];
+	/* 2 hops of n_embd (256) f16 rows + 9 bytes per entry, + headers */
+	printf("f16 activations: %.0f RUN_BATCH bytes per entry over 2 hops\n",
+	       (double)fwd / (double)st.n_step_tokens);
+	assert_true(fwd < st.n_step_tokens * 2 * (256 * 2 + 9 + 40));
+	/* f16 rounding may move a near tie; the synthetic model has none here */
+	assert_true(same_tokens(ref, got));
+	eng_free(e);
+	struct mesh_stage_worker_stats ws;
+	mesh_stage_worker_get_stats(nodes[1].w, &ws);
+	assert_int_equal(ws.epoch, 2);
+	assert_int_equal(ws.layer_begin, 2);
+	assert_int_equal(ws.layer_end, 3);
+	assert_int_equal(ws.n_plans, 2);
+
+	/* an older plan is refused */
+	int rc = split_engine_epoch(&e, F32_MODEL, 3, b1, 4, ML_DTYPE_F32, &link, 1);
+	assert_int_not_equal(rc, 0);
+	assert_null(e);
+	printf("old epoch: %s\n", ml_last_error());
+	assert_non_null(strstr(ml_last_error(), "older than the current plan"));
+	loop_end();
+	mesh_down();
+	for (int i = 0; i < N_REQ; i++) {
+		pthread_mutex_destroy(&ref[i].mu);
+		pthread_cond_destroy(&ref[i].cv);
+		pthread_mutex_destroy(&got[i].mu);
+		pthread_cond_destroy(&got[i].cv);
+	}
+}
+
 /* A worker whose file is another model refuses the plan, naming both
  * fingerprints; eng_init() fails with that reason. */
 static void test_mesh_stage_model_mismatch(void **state)
@@ -495,6 +574,7 @@ int main(void)
 	    cmocka_unit_test(test_mesh_stage_two_f32),
 	    cmocka_unit_test(test_mesh_stage_three_f32),
 	    cmocka_unit_test(test_mesh_stage_three_quant),
+	    cmocka_unit_test(test_mesh_stage_replan),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	event_base_free(base);
