@@ -365,7 +365,7 @@ static int worker_main(const char *path, const char *join, const char *token_fil
 {
 	if (start_mesh(join, delay_ms) < 0)
 		return 1;
-	struct mesh_stage_worker_params wp = {.model_path = path, .n_threads = n_threads};
+	struct mesh_stage_worker_params wp = {.base = base, .model_path = path, .n_threads = n_threads};
 	if (mesh_stage_worker_new(&worker, mesh, &wp) < 0) {
 		fprintf(stderr, "stage-node: %s\n", ml_last_error());
 		return 1;

@@ -181,43 +181,108 @@ static int send_framed(struct mesh_stream *s, const struct net_buf *b, size_t ma
 
 /* ---- worker -------------------------------------------------------------- */
 
+/* The loop thread takes messages off the streams and queues them (an
+ * inbox of reusable buffers); a compute thread loads layers and runs the
+ * batches, so the loop (pings, gossip, other streams) stays responsive
+ * while a stage computes. Its output goes back through one outbox buffer
+ * that the loop thread sends; the compute thread waits for it to be free. */
+
+#define WORKER_INBOX 512
+
+enum worker_dest {
+	WORKER_TO_HOST, /* the stream the current plan came on */
+	WORKER_TO_NEXT, /* the next stage */
+};
+
+struct worker_job {
+	uint8_t type;
+	struct net_buf buf; /* the payload (storage kept between uses) */
+	struct mesh_stage_plan *plan; /* STAGE_OPEN: decoded on the loop thread */
+};
+
 struct mesh_stage_worker {
 	struct mesh *mesh;
 	char *path;
 	int n_threads;
 	uint8_t fp[MESH_STAGE_FP_LEN];
 	struct ml_pool *pool;
+	uint8_t self_id[NET_ID_LEN];
 
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct event *wake; /* the loop side: send what is in the outbox */
+	/* under mu */
+	bool stop;
+	struct worker_job inbox[WORKER_INBOX];
+	int in_head, in_n;
+	bool out_full;      /* |out| holds a message to send */
+	enum worker_dest out_dest;
+	uint8_t out_next[NET_ID_LEN]; /* WORKER_TO_NEXT: to whom */
+	struct net_buf out;
+	uint64_t loop_epoch; /* newest plan epoch seen by the loop thread */
+	struct mesh_stage_worker_stats st;
+
+	/* loop thread only */
+	struct mesh_stream *host; /* the stream the newest plan came on */
+	struct mesh_stream *next; /* to the next stage (not the host) */
+	uint8_t next_id[NET_ID_LEN];
+	struct net_buf tx;        /* the loop's own answers (stale epochs, busy) */
+
+	/* compute thread only */
 	struct mesh_stage_plan plan; /* the loaded plan (epoch 0: none) */
 	int index;                   /* this node's stage in |plan| */
 	struct model *model;
 	struct model_ctx *ctx;
 	int n_embd, n_vocab, cap_tokens, cap_out;
-	struct mesh_stream *host; /* the stream the plan came on */
-	struct mesh_stream *next; /* to the next stage (not the host) */
-
-	/* batch scratch, sized at load: [cap_tokens] and [cap_tokens][n_embd] */
 	int32_t *seq, *pos;
 	int8_t *want;
-	float *in, *out;
+	float *in, *out_rows;
 	float *logits; /* last stage: [cap_out][n_vocab], thrown away */
-	int32_t *o_seq, *o_pos; /* last stage: entries of the RESULT */
-	struct net_buf tx;
-
-	struct mesh_stage_worker_stats st;
+	int32_t *o_seq, *o_pos;
 };
 
 static const struct mesh_stream_callbacks worker_cb;
 
-static void worker_send_error(struct mesh_stage_worker *w, struct mesh_stream *s, uint16_t code,
-                              const char *reason)
+/* Loop thread: an ERROR straight back on |s|. */
+static void worker_send_error_now(struct mesh_stage_worker *w, struct mesh_stream *s,
+                                  uint16_t code, const char *reason)
 {
 	if (!s)
 		return;
 	net_buf_reset(&w->tx);
 	if (mesh_stage_error_put(&w->tx, code, reason) == 0)
 		send_framed(s, &w->tx, 0);
+	pthread_mutex_lock(&w->mu);
 	w->st.n_errors++;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* ---- compute thread: output ---- */
+
+/* Waits until the outbox is free and returns it reset, with mu held. */
+static struct net_buf *out_begin(struct mesh_stage_worker *w)
+{
+	pthread_mutex_lock(&w->mu);
+	while (w->out_full && !w->stop)
+		pthread_cond_wait(&w->cv, &w->mu);
+	net_buf_reset(&w->out);
+	return &w->out;
+}
+
+/* Hands the outbox to the loop thread (drops it when encoding failed or
+ * the worker stops) and releases mu. */
+static void out_commit(struct mesh_stage_worker *w, int rc, enum worker_dest dest)
+{
+	if (rc == 0 && !w->stop && w->out.len > 0) {
+		w->out_full = true;
+		w->out_dest = dest;
+		if (dest == WORKER_TO_NEXT)
+			memcpy(w->out_next, w->plan.stages[w->index].next, NET_ID_LEN);
+		event_active(w->wake, EV_READ, 0);
+	}
+	pthread_mutex_unlock(&w->mu);
 }
 
 /* Reports a failure to the host (which fails the batch in flight). */
@@ -231,8 +296,21 @@ static void worker_fail(struct mesh_stage_worker *w, uint16_t code, const char *
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	ML_WARN("stage %d/%u: %s", w->index + 1, w->plan.n_stages, msg);
-	worker_send_error(w, w->host, code, msg);
+	struct net_buf *b = out_begin(w);
+	w->st.n_errors++;
+	out_commit(w, mesh_stage_error_put(b, code, msg), WORKER_TO_HOST);
 }
+
+static void worker_refuse(struct mesh_stage_worker *w, uint64_t epoch, const char *reason)
+{
+	ML_WARN("stage: refusing plan epoch %llu: %s", (unsigned long long)epoch, reason);
+	struct net_buf *b = out_begin(w);
+	snprintf(w->st.last_refusal, sizeof(w->st.last_refusal), "%s", reason);
+	w->st.n_refused++;
+	out_commit(w, mesh_stage_ack_put(b, epoch, MESH_STAGE_PLAN_REFUSE, reason), WORKER_TO_HOST);
+}
+
+/* ---- compute thread: work ---- */
 
 static void worker_unload(struct mesh_stage_worker *w)
 {
@@ -244,26 +322,13 @@ static void worker_unload(struct mesh_stage_worker *w)
 	free(w->pos);
 	free(w->want);
 	free(w->in);
-	free(w->out);
+	free(w->out_rows);
 	free(w->logits);
 	free(w->o_seq);
 	free(w->o_pos);
 	w->seq = w->pos = w->o_seq = w->o_pos = NULL;
 	w->want = NULL;
-	w->in = w->out = w->logits = NULL;
-	w->st.layer_begin = w->st.layer_end = 0;
-	w->st.weight_bytes_mapped = 0;
-}
-
-static void worker_refuse(struct mesh_stage_worker *w, struct mesh_stream *s, uint64_t epoch,
-                          const char *reason)
-{
-	ML_WARN("stage: refusing plan epoch %llu: %s", (unsigned long long)epoch, reason);
-	snprintf(w->st.last_refusal, sizeof(w->st.last_refusal), "%s", reason);
-	w->st.n_refused++;
-	net_buf_reset(&w->tx);
-	if (mesh_stage_ack_put(&w->tx, epoch, MESH_STAGE_PLAN_REFUSE, reason) == 0)
-		send_framed(s, &w->tx, 0);
+	w->in = w->out_rows = w->logits = NULL;
 }
 
 /* Loads the plan's range for this node (keeping the model when only the
@@ -312,108 +377,79 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 	w->pos = malloc(nt * sizeof(int32_t));
 	w->want = malloc(nt);
 	w->in = malloc(nt * ne * sizeof(float));
-	w->out = malloc(nt * ne * sizeof(float));
+	w->out_rows = malloc(nt * ne * sizeof(float));
 	bool last = model_is_last(w->model);
 	if (last) {
 		w->logits = malloc((size_t)w->cap_out * (size_t)w->n_vocab * sizeof(float));
 		w->o_seq = malloc(nt * sizeof(int32_t));
 		w->o_pos = malloc(nt * sizeof(int32_t));
 	}
-	if (!w->seq || !w->pos || !w->want || !w->in || !w->out ||
+	if (!w->seq || !w->pos || !w->want || !w->in || !w->out_rows ||
 	    (last && (!w->logits || !w->o_seq || !w->o_pos))) {
 		rc = ml_error(ML_ERR_NOMEM, "out of memory for batches of %d tokens", w->cap_tokens);
 		goto fail;
 	}
-	w->st.layer_begin = (int)me->layer_begin;
-	w->st.layer_end = (int)me->layer_end;
-	w->st.weight_bytes_mapped = model_weight_bytes(w->model);
 	return 0;
 fail:
 	worker_unload(w);
 	return rc;
 }
 
-static void worker_on_plan(struct mesh_stage_worker *w, struct mesh_stream *s, const uint8_t *p,
-                           size_t len)
+static void worker_on_plan(struct mesh_stage_worker *w, const struct mesh_stage_plan *plan)
 {
-	static struct mesh_stage_plan plan; /* large; loop thread only */
 	char reason[MESH_STAGE_REASON_MAX + 1];
-	int rc = mesh_stage_plan_decode(&plan, p, len, w->plan.epoch);
-	if (rc == MESH_STAGE_ERR_STALE) {
-		worker_send_error(w, s, MESH_STAGE_E_STALE_EPOCH, ml_last_error());
-		return;
-	}
-	if (rc < 0) {
-		ML_WARN("stage: malformed PLAN: %s", ml_last_error());
-		worker_send_error(w, s, MESH_STAGE_E_MALFORMED, ml_last_error());
-		mesh_stream_reset(s, MESH_STREAM_BAD);
-		return;
-	}
-	int idx = mesh_stage_plan_find(&plan, mesh_node_id(w->mesh));
+	int idx = mesh_stage_plan_find(plan, w->self_id);
 	if (idx <= 0) {
 		snprintf(reason, sizeof(reason),
 		         idx == 0 ? "this node is the plan's host, not a worker stage"
 		                  : "this node is not a stage of plan epoch %llu",
-		         (unsigned long long)plan.epoch);
-		worker_refuse(w, s, plan.epoch, reason);
+		         (unsigned long long)plan->epoch);
+		worker_refuse(w, plan->epoch, reason);
 		return;
 	}
-	if (memcmp(plan.fingerprint, w->fp, MESH_STAGE_FP_LEN) != 0) {
+	if (memcmp(plan->fingerprint, w->fp, MESH_STAGE_FP_LEN) != 0) {
 		char mine[2 * MESH_STAGE_FP_LEN + 1], theirs[2 * MESH_STAGE_FP_LEN + 1];
 		mesh_stage_fingerprint_hex(w->fp, mine);
-		mesh_stage_fingerprint_hex(plan.fingerprint, theirs);
+		mesh_stage_fingerprint_hex(plan->fingerprint, theirs);
 		snprintf(reason, sizeof(reason),
 		         "model mismatch: this node's file %s has fingerprint %.16s..., the host's "
 		         "model has %.16s... (not the same model or not the same quantization)",
 		         w->path, mine, theirs);
-		worker_refuse(w, s, plan.epoch, reason);
+		worker_refuse(w, plan->epoch, reason);
 		return;
 	}
 	double t0 = ml_time_s();
-	rc = worker_load(w, &plan, idx);
+	int rc = worker_load(w, plan, idx);
 	if (rc < 0) {
 		snprintf(reason, sizeof(reason), "cannot load layers %u-%u of %s: %s",
-		         plan.stages[idx].layer_begin, plan.stages[idx].layer_end - 1, w->path,
+		         plan->stages[idx].layer_begin, plan->stages[idx].layer_end - 1, w->path,
 		         ml_last_error());
 		memset(&w->plan, 0, sizeof(w->plan));
-		worker_refuse(w, s, plan.epoch, reason);
+		pthread_mutex_lock(&w->mu);
+		w->st.epoch = 0;
+		w->st.layer_begin = w->st.layer_end = 0;
+		w->st.weight_bytes_mapped = 0;
+		pthread_mutex_unlock(&w->mu);
+		worker_refuse(w, plan->epoch, reason);
 		return;
 	}
-	if (w->next)
-		mesh_stream_finish(w->next);
-	w->next = NULL;
-	w->plan = plan;
+	w->plan = *plan;
 	w->index = idx;
-	w->host = s;
-	w->st.epoch = plan.epoch;
-	w->st.stage = idx;
-	w->st.n_stages = (int)plan.n_stages;
-	w->st.n_plans++;
+	uint64_t mapped = model_weight_bytes(w->model);
 	ML_INFO("stage %d/%u: layers %u-%u of %u loaded from local file %s (%.1f MB mapped, 0 "
 	        "weight bytes received) in %.2f s, plan epoch %llu",
-	        idx + 1, plan.n_stages, plan.stages[idx].layer_begin,
-	        plan.stages[idx].layer_end - 1, plan.n_layer, w->path,
-	        (double)w->st.weight_bytes_mapped / 1e6, ml_time_s() - t0,
-	        (unsigned long long)plan.epoch);
-	net_buf_reset(&w->tx);
-	if (mesh_stage_ack_put(&w->tx, plan.epoch, MESH_STAGE_PLAN_ACK, NULL) == 0)
-		send_framed(s, &w->tx, 0);
-}
-
-/* The stream to the next stage, opened on first use. */
-static struct mesh_stream *worker_next(struct mesh_stage_worker *w)
-{
-	if (w->next)
-		return w->next;
-	const uint8_t *id = w->plan.stages[w->index].next;
-	int rc = mesh_stream_open(w->mesh, id, NET_STREAM_STAGE, &worker_cb, w, &w->next);
-	if (rc < 0) {
-		char b[9];
-		worker_fail(w, MESH_STAGE_E_INTERNAL, "cannot reach stage %d/%u (node %s): %s",
-		            w->index + 2, w->plan.n_stages, short_id(id, b), ml_last_error());
-		w->next = NULL;
-	}
-	return w->next;
+	        idx + 1, plan->n_stages, plan->stages[idx].layer_begin,
+	        plan->stages[idx].layer_end - 1, plan->n_layer, w->path, (double)mapped / 1e6,
+	        ml_time_s() - t0, (unsigned long long)plan->epoch);
+	struct net_buf *b = out_begin(w);
+	w->st.epoch = plan->epoch;
+	w->st.stage = idx;
+	w->st.n_stages = (int)plan->n_stages;
+	w->st.layer_begin = (int)plan->stages[idx].layer_begin;
+	w->st.layer_end = (int)plan->stages[idx].layer_end;
+	w->st.weight_bytes_mapped = mapped;
+	w->st.n_plans++;
+	out_commit(w, mesh_stage_ack_put(b, plan->epoch, MESH_STAGE_PLAN_ACK, NULL), WORKER_TO_HOST);
 }
 
 static bool worker_is_last(const struct mesh_stage_worker *w)
@@ -450,7 +486,7 @@ static void worker_on_batch(struct mesh_stage_worker *w, const uint8_t *p, size_
 	int n_out = 0;
 	for (uint32_t i = 0; i < b.n_tokens; i++)
 		if (w->want[i]) {
-			if (last) {
+			if (last && n_out < w->cap_out) {
 				w->o_seq[n_out] = w->seq[i];
 				w->o_pos[n_out] = w->pos[i];
 			}
@@ -470,15 +506,13 @@ static void worker_on_batch(struct mesh_stage_worker *w, const uint8_t *p, size_
 	    .seq = w->seq,
 	    .logits = w->want,
 	};
-	rc = model_forward(w->ctx, &mb, last ? w->logits : w->out);
+	rc = model_forward(w->ctx, &mb, last ? w->logits : w->out_rows);
 	if (rc < 0) {
-		worker_fail(w, MESH_STAGE_E_FORWARD, "forward pass of layers %d-%d failed: %s",
-		            w->st.layer_begin, w->st.layer_end - 1, ml_last_error());
+		worker_fail(w, MESH_STAGE_E_FORWARD, "forward pass of layers %u-%u failed: %s",
+		            w->plan.stages[w->index].layer_begin,
+		            w->plan.stages[w->index].layer_end - 1, ml_last_error());
 		return;
 	}
-	w->st.n_batches++;
-	w->st.n_tokens += b.n_tokens;
-
 	struct mesh_stage_batch_in out = {
 	    .epoch = b.epoch,
 	    .batch_id = b.batch_id,
@@ -489,21 +523,16 @@ static void worker_on_batch(struct mesh_stage_worker *w, const uint8_t *p, size_
 	    .seq = last ? w->o_seq : w->seq,
 	    .pos = last ? w->o_pos : w->pos,
 	    .logits = last ? NULL : w->want,
-	    .embd = last ? model_ctx_result_norm(w->ctx) : w->out,
+	    .embd = last && n_out > 0 ? model_ctx_result_norm(w->ctx) : w->out_rows,
 	};
-	if (last && n_out == 0)
-		out.embd = w->out; /* no rows; any non-NULL pointer */
-	struct mesh_stream *dst = last ? w->host : worker_next(w);
-	if (!dst)
-		return;
-	net_buf_reset(&w->tx);
-	rc = mesh_stage_batch_put(&w->tx, last ? NET_MSG_STAGE_RESULT : NET_MSG_STAGE_FORWARD,
-	                          &out);
-	if (rc == 0)
-		rc = send_framed(dst, &w->tx, 0);
+	struct net_buf *o = out_begin(w);
+	w->st.n_batches++;
+	w->st.n_tokens += b.n_tokens;
+	rc = mesh_stage_batch_put(o, last ? NET_MSG_STAGE_RESULT : NET_MSG_STAGE_FORWARD, &out);
 	if (rc < 0)
-		worker_fail(w, MESH_STAGE_E_INTERNAL, "cannot send the batch on: %s",
-		            ml_last_error());
+		ML_WARN("stage %d/%u: cannot encode the batch: %s", w->index + 1, w->plan.n_stages,
+		        ml_last_error());
+	out_commit(w, rc, last ? WORKER_TO_HOST : WORKER_TO_NEXT);
 }
 
 static void worker_on_kv(struct mesh_stage_worker *w, const uint8_t *p, size_t len)
@@ -529,42 +558,157 @@ static void worker_on_kv(struct mesh_stage_worker *w, const uint8_t *p, size_t l
 		            w->plan.n_seq);
 		return;
 	}
+	struct net_buf *o = out_begin(w);
 	w->st.n_kv++;
-	if (worker_is_last(w))
+	if (worker_is_last(w)) {
+		pthread_mutex_unlock(&w->mu);
 		return;
-	struct mesh_stream *dst = worker_next(w);
-	if (!dst)
+	}
+	out_commit(w, mesh_stage_kv_put(o, &kv), WORKER_TO_NEXT);
+}
+
+static void *worker_main(void *u)
+{
+	struct mesh_stage_worker *w = u;
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		while (!w->stop && w->in_n == 0)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->stop) {
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+		struct worker_job *j = &w->inbox[w->in_head];
+		pthread_mutex_unlock(&w->mu);
+
+		switch (j->type) {
+		case NET_MSG_STAGE_OPEN:
+			worker_on_plan(w, j->plan);
+			break;
+		case NET_MSG_STAGE_FORWARD:
+			worker_on_batch(w, j->buf.data, j->buf.len);
+			break;
+		case NET_MSG_STAGE_KV:
+			worker_on_kv(w, j->buf.data, j->buf.len);
+			break;
+		case NET_MSG_ERROR: {
+			struct mesh_stage_error e;
+			if (mesh_stage_error_decode(&e, j->buf.data, j->buf.len) == 0)
+				worker_fail(w, e.code, "next stage: %s", e.reason);
+			break;
+		}
+		default:
+			break;
+		}
+
+		pthread_mutex_lock(&w->mu);
+		w->in_head = (w->in_head + 1) % WORKER_INBOX;
+		w->in_n--;
+		pthread_mutex_unlock(&w->mu);
+	}
+	return NULL;
+}
+
+/* ---- loop thread ---- */
+
+/* Sends the outbox. */
+static void worker_wake(evutil_socket_t fd, short what, void *u)
+{
+	(void)fd;
+	(void)what;
+	struct mesh_stage_worker *w = u;
+	pthread_mutex_lock(&w->mu);
+	if (!w->out_full) {
+		pthread_mutex_unlock(&w->mu);
 		return;
-	net_buf_reset(&w->tx);
-	if (mesh_stage_kv_put(&w->tx, &kv) == 0)
-		send_framed(dst, &w->tx, 0);
+	}
+	struct mesh_stream *dst = NULL;
+	char b[9];
+	if (w->out_dest == WORKER_TO_HOST) {
+		dst = w->host;
+	} else {
+		if (w->next && memcmp(w->next_id, w->out_next, NET_ID_LEN) != 0) {
+			struct mesh_stream *old = w->next;
+			w->next = NULL;
+			mesh_stream_finish(old);
+		}
+		if (!w->next) {
+			memcpy(w->next_id, w->out_next, NET_ID_LEN);
+			if (mesh_stream_open(w->mesh, w->next_id, NET_STREAM_STAGE, &worker_cb, w,
+			                     &w->next) < 0) {
+				w->next = NULL;
+				ML_WARN("stage: cannot reach the next stage (node %s): %s",
+				        short_id(w->next_id, b), ml_last_error());
+			}
+		}
+		dst = w->next;
+	}
+	int rc = dst ? send_framed(dst, &w->out, 0) : ML_ERR_CLOSED;
+	w->out_full = false;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	if (rc < 0 && w->out_dest == WORKER_TO_NEXT)
+		worker_send_error_now(w, w->host, MESH_STAGE_E_INTERNAL,
+		                      "this stage cannot send to the next stage");
 }
 
 static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, size_t len, void *u)
 {
 	struct mesh_stage_worker *w = u;
-	switch (type) {
-	case NET_MSG_STAGE_OPEN:
-		worker_on_plan(w, s, p, len);
-		break;
-	case NET_MSG_STAGE_FORWARD:
-		worker_on_batch(w, p, len);
-		break;
-	case NET_MSG_STAGE_KV:
-		worker_on_kv(w, p, len);
-		break;
-	case NET_MSG_ERROR: {
-		struct mesh_stage_error e;
-		if (mesh_stage_error_decode(&e, p, len) == 0) {
-			/* the next stage failed: tell the host */
-			worker_fail(w, e.code, "next stage: %s", e.reason);
+	struct mesh_stage_plan *plan = NULL;
+	if (type == NET_MSG_STAGE_OPEN) {
+		static struct mesh_stage_plan tmp; /* loop thread only */
+		pthread_mutex_lock(&w->mu);
+		uint64_t cur = w->loop_epoch;
+		pthread_mutex_unlock(&w->mu);
+		int rc = mesh_stage_plan_decode(&tmp, p, len, cur);
+		if (rc == MESH_STAGE_ERR_STALE) {
+			worker_send_error_now(w, s, MESH_STAGE_E_STALE_EPOCH, ml_last_error());
+			return;
 		}
-		break;
-	}
-	default:
+		if (rc < 0) {
+			ML_WARN("stage: malformed PLAN: %s", ml_last_error());
+			worker_send_error_now(w, s, MESH_STAGE_E_MALFORMED, ml_last_error());
+			return;
+		}
+		plan = &tmp;
+		w->host = s;
+	} else if (type != NET_MSG_STAGE_FORWARD && type != NET_MSG_STAGE_KV &&
+	           type != NET_MSG_ERROR) {
 		ML_WARN("stage: unexpected %s message on a STAGE stream", net_msg_type_name(type));
-		break;
+		return;
 	}
+	pthread_mutex_lock(&w->mu);
+	if (w->in_n == WORKER_INBOX) {
+		pthread_mutex_unlock(&w->mu);
+		worker_send_error_now(w, w->host, MESH_STAGE_E_BUSY,
+		                      "this stage has too many messages queued");
+		return;
+	}
+	struct worker_job *j = &w->inbox[(w->in_head + w->in_n) % WORKER_INBOX];
+	pthread_mutex_unlock(&w->mu);
+	/* the slot is ours until in_n counts it */
+	j->type = type;
+	net_buf_reset(&j->buf);
+	if (plan) {
+		if (!j->plan)
+			j->plan = malloc(sizeof(*j->plan));
+		if (j->plan)
+			*j->plan = *plan;
+	} else {
+		net_buf_put_bytes(&j->buf, p, len);
+	}
+	if ((plan && !j->plan) || net_buf_error(&j->buf)) {
+		worker_send_error_now(w, w->host, MESH_STAGE_E_INTERNAL,
+		                      "this stage is out of memory for a message");
+		return;
+	}
+	pthread_mutex_lock(&w->mu);
+	if (plan)
+		w->loop_epoch = plan->epoch;
+	w->in_n++;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
 }
 
 static void worker_close(struct mesh_stream *s, int err, void *u)
@@ -572,14 +716,16 @@ static void worker_close(struct mesh_stream *s, int err, void *u)
 	struct mesh_stage_worker *w = u;
 	if (s == w->host) {
 		w->host = NULL;
-		ML_INFO("stage %d/%u: the host closed the stage stream (%s)", w->index + 1,
-		        w->plan.n_stages, err ? ml_strerror(err) : "cleanly");
+		ML_INFO("stage: the host closed the stage stream (%s)",
+		        err ? ml_strerror(err) : "cleanly");
 	}
 	if (s == w->next) {
 		w->next = NULL;
-		if (err)
-			worker_fail(w, MESH_STAGE_E_INTERNAL, "lost the stream to stage %d/%u",
-			            w->index + 2, w->plan.n_stages);
+		if (err) {
+			ML_WARN("stage: lost the stream to the next stage (%s)", ml_strerror(err));
+			worker_send_error_now(w, w->host, MESH_STAGE_E_INTERNAL,
+			                      "lost the stream to the next stage");
+		}
 	}
 }
 
@@ -595,15 +741,21 @@ int mesh_stage_worker_new(struct mesh_stage_worker **out, struct mesh *mesh,
                           const struct mesh_stage_worker_params *p)
 {
 	*out = NULL;
-	if (!mesh || !p || !p->model_path)
-		return ml_error(ML_ERR_INVALID, "mesh_stage_worker_new: no mesh or model path");
+	if (!mesh || !p || !p->model_path || !p->base)
+		return ml_error(ML_ERR_INVALID, "mesh_stage_worker_new: no mesh, loop or model path");
 	struct mesh_stage_worker *w = calloc(1, sizeof(*w));
 	if (!w)
 		return ml_error(ML_ERR_NOMEM, "mesh_stage_worker_new: out of memory");
 	int rc;
 	w->mesh = mesh;
+	memcpy(w->self_id, mesh_node_id(mesh), NET_ID_LEN);
 	w->n_threads = p->n_threads > 0 ? p->n_threads : 1;
 	net_buf_init(&w->tx, NET_FRAME_MAX_STAGE + NET_FRAME_HDR_LEN);
+	net_buf_init(&w->out, NET_FRAME_MAX_STAGE + NET_FRAME_HDR_LEN);
+	for (int i = 0; i < WORKER_INBOX; i++)
+		net_buf_init(&w->inbox[i].buf, NET_FRAME_MAX_STAGE);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
 	w->path = strdup(p->model_path);
 	if (!w->path) {
 		rc = ml_error(ML_ERR_NOMEM, "mesh_stage_worker_new: out of memory");
@@ -614,14 +766,23 @@ int mesh_stage_worker_new(struct mesh_stage_worker **out, struct mesh *mesh,
 	if ((rc = ml_pool_init(&w->pool, w->n_threads)) < 0)
 		goto fail;
 	kern_init();
+	w->wake = event_new(p->base, -1, 0, worker_wake, w);
+	if (!w->wake) {
+		rc = ml_error(ML_ERR_NOMEM, "mesh_stage_worker_new: out of memory");
+		goto fail;
+	}
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+		rc = ml_error(ML_ERR_IO, "mesh_stage_worker_new: cannot start the compute thread");
+		goto fail;
+	}
+	w->thread_started = true;
 	char hex[2 * MESH_STAGE_FP_LEN + 1];
 	mesh_stage_fingerprint_hex(w->fp, hex);
 	ML_INFO("stage worker ready: model %s, fingerprint %.16s...", w->path, hex);
 	*out = w;
 	return 0;
 fail:
-	free(w->path);
-	free(w);
+	mesh_stage_worker_free(w);
 	return rc;
 }
 
@@ -629,9 +790,25 @@ void mesh_stage_worker_free(struct mesh_stage_worker *w)
 {
 	if (!w)
 		return;
+	if (w->thread_started) {
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		pthread_join(w->thread, NULL);
+	}
+	if (w->wake)
+		event_free(w->wake);
 	worker_unload(w);
 	ml_pool_free(w->pool);
 	net_buf_free(&w->tx);
+	net_buf_free(&w->out);
+	for (int i = 0; i < WORKER_INBOX; i++) {
+		net_buf_free(&w->inbox[i].buf);
+		free(w->inbox[i].plan);
+	}
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
 	free(w->path);
 	free(w);
 }
@@ -644,7 +821,10 @@ void mesh_stage_worker_accept(struct mesh_stage_worker *w, struct mesh_stream *s
 void mesh_stage_worker_get_stats(const struct mesh_stage_worker *w,
                                  struct mesh_stage_worker_stats *out)
 {
+	struct mesh_stage_worker *m = (struct mesh_stage_worker *)w; /* the mutex only */
+	pthread_mutex_lock(&m->mu);
 	*out = w->st;
+	pthread_mutex_unlock(&m->mu);
 }
 
 /* ---- host link ------------------------------------------------------------ */

@@ -26,11 +26,12 @@
  * by the output head it maps from its own file (bit-identical to the solo
  * engine's logits with f32 activations).
  *
- * Threads: every mesh call happens on the loop thread. The worker runs its
- * forward passes on the loop thread too (a known limitation: a long prompt
- * batch on a big model delays the loop; it belongs on a compute thread).
- * The link's start() and forward() must be called from a thread other than
- * the loop's, with the loop running; libevent must have threads enabled
+ * Threads: every mesh call happens on the loop thread. The worker loads
+ * layers and runs forward passes on its own compute thread (messages reach
+ * it through an inbox, its output goes back through an outbox the loop
+ * sends), so pings and gossip keep flowing while a stage computes. The
+ * link's start() and forward() must be called from a thread other than the
+ * loop's, with the loop running. libevent must have threads enabled
  * (evthread_use_pthreads() before the event_base is created).
  *
  * Traffic: mesh_get_traffic() counts bytes per message type; none of the
@@ -67,7 +68,8 @@ void mesh_stage_fingerprint_hex(const uint8_t fp[MESH_STAGE_FP_LEN],
 /* --- worker -------------------------------------------------------------- */
 
 struct mesh_stage_worker_params {
-	const char *model_path; /* this node's own copy of the model */
+	struct event_base *base; /* the mesh's loop (threads enabled) */
+	const char *model_path;  /* this node's own copy of the model */
 	int n_threads;          /* compute threads (<= 0: 1) */
 };
 
@@ -86,16 +88,17 @@ struct mesh_stage_worker_stats {
 struct mesh_stage_worker;
 
 /* Fingerprints |p->model_path| (nothing is mapped until a PLAN names a
- * layer range). |mesh| is borrowed and must outlive the worker's streams:
- * call mesh_free() before mesh_stage_worker_free(). Returns 0,
- * ML_ERR_NOMEM or gguf_open()'s error. */
+ * layer range) and starts the compute thread. |mesh| is borrowed and must
+ * outlive the worker's streams: stop the loop and call mesh_free() before
+ * mesh_stage_worker_free(). Returns 0, ML_ERR_INVALID, ML_ERR_NOMEM,
+ * ML_ERR_IO or gguf_open()'s error. */
 int mesh_stage_worker_new(struct mesh_stage_worker **out, struct mesh *mesh,
                           const struct mesh_stage_worker_params *p);
 void mesh_stage_worker_free(struct mesh_stage_worker *w); /* accepts NULL */
 /* Takes a STAGE stream a peer opened (call from mesh's on_stream for
  * NET_STREAM_STAGE). Loop thread. */
 void mesh_stage_worker_accept(struct mesh_stage_worker *w, struct mesh_stream *s);
-/* Loop thread. */
+/* Thread-safe snapshot. */
 void mesh_stage_worker_get_stats(const struct mesh_stage_worker *w,
                                  struct mesh_stage_worker_stats *out);
 

@@ -172,7 +172,8 @@ static void mesh_up(int n, const char *const *paths)
 	assert_true(mesh_invite_token(nodes[0].m, tok, sizeof(tok)) > 0);
 	for (int i = 1; i < n; i++) {
 		node_start(&nodes[i], (uint8_t)(1 + i), tok);
-		struct mesh_stage_worker_params wp = {.model_path = paths[i], .n_threads = 1};
+		struct mesh_stage_worker_params wp = {
+		    .base = base, .model_path = paths[i], .n_threads = 1};
 		assert_int_equal(mesh_stage_worker_new(&nodes[i].w, nodes[i].m, &wp), 0);
 	}
 	struct event *t = event_new(base, -1, EV_PERSIST, on_wake, NULL);
