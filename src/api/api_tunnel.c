@@ -992,9 +992,7 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 	default:
 		return false;
 	}
-	if (evhttp_find_header(evhttp_request_get_input_headers(req), API_TUNNEL_MARK))
-		return false; /* tunnelled here: answer locally, never tunnel again */
-
+	bool marked = evhttp_find_header(evhttp_request_get_input_headers(req), API_TUNNEL_MARK);
 	/* which model? (a malformed body is the local handler's to report, or
 	 * the serving node's when we have no model) */
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
@@ -1020,6 +1018,16 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 	json_decref(doc);
 	if (t->local_model && (!has_model || strcmp(model, t->local_model) == 0))
 		return false;
+	if (marked) {
+		/* tunnelled here for a model we do not serve (any more): never
+		 * tunnel again, and say so */
+		api_err_set(&e, 503, "server_error", has_model ? "model" : NULL, "model_not_available",
+		            "This node does not serve the model '%.200s' (any more); retry.",
+		            has_model ? model : "(any)");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+		reply_err(req, &e);
+		return true;
+	}
 	uint8_t peer[NET_ID_LEN];
 	bool self = false;
 	if (mesh_route(t->mesh, has_model ? model : NULL, peer, &self) != 0) {
