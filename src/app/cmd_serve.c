@@ -75,6 +75,7 @@ static void usage(FILE *f)
 	       "                    503 busy (default: 16; 0: none wait)\n"
 	       "  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
 	       "  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
+	       "  -h, --help        show this help\n"
 	       "\n"
 	       "mesh (every full node starts or joins one and prints its invite token):\n"
 	       "  --join TOKEN      join the mesh of an invite token (repeatable; any\n"
@@ -91,7 +92,6 @@ static void usage(FILE *f)
 	       "  --net-jitter-ms MS  +- uniform jitter on that delay\n"
 	       "  --net-loss PCT      drop this percentage of outgoing QUIC packets\n"
 	       "                    (or MESH_LLM_NET_DELAY_MS in the environment)\n"
-	       "  -h, --help        show this help\n"
 	       "\n"
 	       "commands:\n"
 	       "  gguf-info FILE    print a GGUF file's metadata and tensor table\n"
@@ -368,6 +368,8 @@ int app_cmd_serve(int argc, char **argv)
 	sv.mo.bind_port = bind_port;
 	if (sv.mo.client && model)
 		return usage_error("--client serves no model; drop '--model %s'%s", model, "");
+	if (sv.mo.client && sv.mo.n_join == 0)
+		return usage_error("--client needs an invite token: add '--join TOKEN'%s%s", "", "");
 	if (sv.mo.client && sv.no_mesh)
 		return usage_error("--client needs the mesh; drop '--no-mesh'%s%s", "", "");
 	if (sv.no_mesh && sv.mo.n_join)
@@ -428,7 +430,12 @@ int app_cmd_serve(int argc, char **argv)
 	event_add(sigterm, NULL);
 	if (!sv.no_mesh) {
 		rc = app_mesh_start(&sv.mesh, sv.base, &sv.mo, sv.api, sv.api_key);
-		if (rc) {
+		if (rc && sv.has_model && sv.mo.n_join == 0) {
+			/* a first node can still serve its model alone */
+			ML_WARN("serve: cannot start the mesh (%s); serving locally only",
+			        ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+			sv.mesh = NULL;
+		} else if (rc) {
 			fprintf(stderr, "mesh-llm: cannot start the mesh: %s\n",
 			        ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
 			sv.exit_code = 1;
