@@ -62,6 +62,7 @@ class Node:
         self.t_start = time.time()
         deadline = time.time() + timeout
         while time.time() < deadline:
+            exited = self.proc.poll() is not None
             text = self.read_log()
             m = re.findall(r"API: +http://localhost:(\d+)/v1", text)
             if m:
@@ -69,7 +70,7 @@ class Node:
                 t = re.findall(r"^Invite token: (\S+)", text, re.M)
                 self.token = t[-1] if t else None
                 return self
-            if self.proc.poll() is not None:
+            if exited:
                 raise RuntimeError("%s exited early (%s):\n%s" %
                                    (self.name, self.proc.returncode, text[-3000:]))
             time.sleep(0.05)

@@ -11,7 +11,8 @@
      nobody lists it;
   5. SIGKILL D: every other node drops it (dead or absent) within 15 s;
   6. SIGTERM C: gone from every other node at once (< 3 s), clean exit;
-  7. C restarted with the same HOME rejoins with the same id.
+  7. C restarted with the same HOME rejoins with the same id;
+  8. the --net-delay-ms test knob shows in the measured RTT.
 """
 import json
 import os
@@ -206,6 +207,24 @@ def main():
         t = wait_until(lambda: all(listed(n.status(), cid) == "alive" for n in (a, b, e)), 20)
         check("restart: rejoins with the same id", t is not None and c.node_id() == cid,
               (t, c.node_id(), cid))
+
+        # the delay knob: a client whose outgoing packets wait 30 ms sees a
+        # round trip of at least 30 ms to A, and still gets the same answer
+        s = w.node("S", ["--client", "--join", tok, "--net-delay-ms", "30"]).start()
+        aid = ids["A"]
+
+        def slow_rtt():
+            st = s.status()
+            for x in (st or {}).get("nodes", []):
+                if x["id"] == aid and x.get("rtt_ms"):
+                    return x["rtt_ms"]
+            return None
+        wait_until(lambda: (slow_rtt() or 0) >= 30, 10)
+        code4, j4 = chat(s)
+        check("--net-delay-ms 30: RTT to A >= 30 ms, same answer", (slow_rtt() or 0) >= 30 and
+              code4 == 200 and j4["choices"][0]["message"]["content"] ==
+              j1["choices"][0]["message"]["content"], (slow_rtt(), code4, j4))
+        s.kill()
 
         for n in (a, b, c, e):
             n.signal(signal.SIGTERM)
