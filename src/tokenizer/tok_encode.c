@@ -44,6 +44,12 @@ static int frag_push(struct frags *f, int32_t id, size_t off, size_t len)
 	return 0;
 }
 
+/* C isspace() in the "C" locale, as llama.cpp's strip uses */
+static bool is_ascii_space(char c)
+{
+	return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
 static bool special_allowed(const struct tok_vocab *v, int32_t id, bool parse_special)
 {
 	return parse_special || v->type[id] == TOK_TYPE_USER_DEFINED;
@@ -110,12 +116,20 @@ static int partition(const struct tok_vocab *v, const char *text, size_t len, bo
 				const char *hit = memmem(text + pos, end - pos, tt, tl);
 				if (!hit)
 					break;
-				size_t h = (size_t)(hit - text);
-				if (h > pos)
-					rc = frag_push(&tmp, -1, pos, h - pos);
+				size_t h = (size_t)(hit - text), left = h;
+				/* llama.cpp's LSTRIP/RSTRIP attributes (e.g. Phi-3's
+				 * specials swallow the whitespace after them) */
+				if (v->strip[id] & TOK_STRIP_L)
+					while (left > pos && is_ascii_space(text[left - 1]))
+						left--;
+				if (left > pos)
+					rc = frag_push(&tmp, -1, pos, left - pos);
 				if (rc == 0)
 					rc = frag_push(&tmp, id, h, tl);
 				pos = h + tl;
+				if (v->strip[id] & TOK_STRIP_R)
+					while (pos < end && is_ascii_space(text[pos]))
+						pos++;
 			}
 			if (rc == 0 && pos < end)
 				rc = frag_push(&tmp, -1, pos, end - pos);

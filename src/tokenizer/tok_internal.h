@@ -27,6 +27,12 @@ enum tok_type {
 	TOK_TYPE_BYTE = 6,
 };
 
+/* tok_vocab.strip bits (llama.cpp's LSTRIP / RSTRIP token attributes) */
+enum {
+	TOK_STRIP_L = 1,
+	TOK_STRIP_R = 2,
+};
+
 struct tok_pre; /* compiled pre-tokenizer (tok_pre.c) */
 
 /* One merge: (left id, right id) -> rank and the id of the merged token. */
@@ -52,6 +58,7 @@ struct tok_vocab {
 	float *score;       /* (n) SPM merge priority; 0 if absent */
 	uint8_t *type;      /* (n) enum tok_type (after llama.cpp's overrides) */
 	uint8_t *eog;       /* (n) 1 if end-of-generation */
+	uint8_t *strip;     /* (n) TOK_STRIP_L/R: whitespace a special token swallows */
 	int max_len;        /* longest token text in bytes */
 
 	int32_t *ht;        /* text -> id, open addressing, -1 empty */

@@ -135,6 +135,7 @@ void tok_vocab_free(struct tok_vocab *v)
 	free(v->score);
 	free(v->type);
 	free(v->eog);
+	free(v->strip);
 	free(v->ht);
 	free(v->mt);
 	free(v->specials);
@@ -204,26 +205,37 @@ static bool text_in(const struct tok_vocab *v, int32_t id, const char *const *li
 	return false;
 }
 
-/* Tokens llama.cpp recognises by their text (see the file comment). */
+/* Tokens llama.cpp recognises by their text (see the file comment). The
+ * lists follow llama.cpp's llama-vocab.cpp (load(), "auto-detect special
+ * tokens by text" and the EOG list) as of the llama.cpp that
+ * bench/llamacpp runs; a token found here that is not CONTROL becomes
+ * CONTROL (llama.cpp ORs in the CONTROL attribute: it is then no longer
+ * matched with parse_special off, and matched with it on). */
 static const char *const eot_names[] = {
-	"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "_<EOT>",
+	"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+	"<EOT>", "_<EOT>", "[EOT]",
 	"<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>", /* DeepSeek */
 	"<end_of_utterance>", NULL};
 static const char *const eog_names[] = {
-	"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-	"<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
-	NULL};
-static const char *const fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL};
+	"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+	"<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+	"<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", NULL};
+static const char *const fim_pad_names[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+					    NULL};
 static const char *const fim_rep_names[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
 					    "<REPO>", "<reponame>", NULL};
 static const char *const fim_sep_names[] = {"<|file_sep|>", NULL};
 /* FIM prefix/suffix/middle: forced to CONTROL, not end-of-generation */
 static const char *const fim_other_names[] = {
-	"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|fim_suffix|>", "<fim-suffix>",
-	"<fim_suffix>", "<SUF>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>",
+	"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|code_prefix|>", "<|prefix|>",
+	"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<SUF>", "<|code_suffix|>", "<|suffix|>",
+	"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "<|code_middle|>", "<|middle|>",
 	"<\xef\xbd\x9c" "fim\xe2\x96\x81" "begin\xef\xbd\x9c>", /* DeepSeek <｜fim▁begin｜> */
 	"<\xef\xbd\x9c" "fim\xe2\x96\x81" "hole\xef\xbd\x9c>",
 	"<\xef\xbd\x9c" "fim\xe2\x96\x81" "end\xef\xbd\x9c>", NULL};
+/* gpt-oss: always rendered and always parsed (USER_DEFINED in llama.cpp) */
+static const char *const harmony_user_names[] = {"<|channel|>", "<|message|>", "<|start|>",
+						 "<|constrain|>", NULL};
 
 static void force_control(struct tok_vocab *v, int32_t id)
 {
@@ -232,6 +244,15 @@ static void force_control(struct tok_vocab *v, int32_t id)
 			 id, v->blob + v->off[id]);
 		v->type[id] = TOK_TYPE_CONTROL;
 	}
+}
+
+/* First id whose text is |s| among the end-of-generation tokens, or -1. */
+static int32_t eog_with_text(const struct tok_vocab *v, const char *s)
+{
+	for (int32_t id = 0; id < v->n; id++)
+		if (v->eog[id] && text_is(v, id, s))
+			return id;
+	return -1;
 }
 
 static void find_eog(struct tok_vocab *v)
@@ -267,10 +288,76 @@ static void find_eog(struct tok_vocab *v)
 			force_control(v, id);
 		}
 	}
+	for (int32_t id = 0; id < v->n; id++)
+		if (text_in(v, id, harmony_user_names))
+			v->type[id] = TOK_TYPE_USER_DEFINED;
 	int32_t extra[] = {fim_pad, fim_rep, fim_sep, v->eos, v->eot, v->eom};
 	for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
 		if (extra[i] >= 0)
 			v->eog[extra[i]] = 1;
+	/* llama.cpp's workarounds: o200k_harmony / solar-open, where <|end|>
+	 * is not end-of-generation (and becomes USER_DEFINED) */
+	int32_t end = eog_with_text(v, "<|end|>");
+	bool ret = eog_with_text(v, "<|return|>") >= 0, flush = eog_with_text(v, "<|flush|>") >= 0;
+	bool call = eog_with_text(v, "<|call|>") >= 0 || eog_with_text(v, "<|calls|>") >= 0;
+	if (end >= 0 && call && (ret || flush)) {
+		v->eog[end] = 0;
+		v->type[end] = TOK_TYPE_USER_DEFINED;
+	}
+	/* gemma4: </s> is plain text there (NORMAL again) */
+	int32_t s_end = eog_with_text(v, "</s>");
+	if (s_end >= 0 && eog_with_text(v, "<|tool_response>") >= 0) {
+		v->eog[s_end] = 0;
+		v->type[s_end] = TOK_TYPE_NORMAL;
+	}
+}
+
+/* Per-token strip attributes llama.cpp sets by model name (llama-vocab.cpp,
+ * "Handle per token attributes"): an LSTRIP special token swallows the
+ * ASCII whitespace before it, an RSTRIP one the whitespace after it. */
+static void set_token_strip(struct tok_vocab *v, const char *text, uint8_t bit, bool on)
+{
+	int32_t id = tok_vocab_lookup(v, text, strlen(text));
+	if (id < 0)
+		return;
+	v->strip[id] = on ? (uint8_t)(v->strip[id] | bit) : (uint8_t)(v->strip[id] & ~bit);
+}
+
+static bool str_has(const struct gguf_str *s, const char *sub)
+{
+	return s->ptr && strstr(s->ptr, sub) != NULL;
+}
+
+static void set_strip_attrs(struct tok_vocab *v, const struct gguf_file *gf)
+{
+	struct gguf_str name = {0}, pre = {0}, arch = {0};
+	char lname[256] = "";
+	if (gguf_get_str(gf, "general.name", &name) == 0) {
+		size_t n = strlen(name.ptr) < sizeof(lname) - 1 ? strlen(name.ptr) : sizeof(lname) - 1;
+		for (size_t i = 0; i < n; i++) {
+			char c = name.ptr[i];
+			lname[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+		}
+		lname[n] = 0;
+	}
+	(void)gguf_get_str(gf, "tokenizer.ggml.pre", &pre);
+	(void)gguf_get_str(gf, "general.architecture", &arch);
+	if (str_has(&pre, "jina-v2-de") || str_has(&pre, "jina-v2-es") || str_has(&pre, "jina-v2-code") ||
+	    str_has(&arch, "nomic-bert-moe") || str_has(&arch, "jina-bert-v3")) {
+		set_token_strip(v, "<mask>", TOK_STRIP_L, true);
+	} else if (strstr(lname, "phi-3") || strstr(lname, "phi3")) {
+		for (int32_t id = 0; id < v->n; id++) {
+			uint8_t t = v->type[id];
+			if ((t == TOK_TYPE_CONTROL || t == TOK_TYPE_USER_DEFINED || t == TOK_TYPE_UNKNOWN))
+				v->strip[id] |= TOK_STRIP_R;
+		}
+		set_token_strip(v, "</s>", TOK_STRIP_R, true);
+		set_token_strip(v, "<unk>", TOK_STRIP_R, false);
+		set_token_strip(v, "<s>", TOK_STRIP_R, false);
+		set_token_strip(v, "<|endoftext|>", TOK_STRIP_R, false);
+	} else if (strstr(lname, "modern-bert")) {
+		set_token_strip(v, "[MASK]", TOK_STRIP_L, true);
+	}
 }
 
 static int cmp_special(const void *a, const void *b, void *user)
@@ -499,9 +586,10 @@ int tok_vocab_load(struct tok_vocab **out, const struct gguf_file *gf)
 	v->score = calloc(n, sizeof(float));
 	v->type = malloc(n);
 	v->eog = calloc(n, 1);
+	v->strip = calloc(n, 1);
 	v->ht_mask = table_size_for(n) - 1;
 	v->ht = malloc(sizeof(int32_t) * ((size_t)v->ht_mask + 1));
-	if (!v->blob || !v->off || !v->len || !v->score || !v->type || !v->eog || !v->ht) {
+	if (!v->blob || !v->off || !v->len || !v->score || !v->type || !v->eog || !v->strip || !v->ht) {
 		rc = ML_ERR_NOMEM;
 		goto fail;
 	}
@@ -594,6 +682,7 @@ int tok_vocab_load(struct tok_vocab **out, const struct gguf_file *gf)
 		v->add_sep = false;
 
 	find_eog(v);
+	set_strip_attrs(v, gf);
 	build_byte_tokens(v);
 	rc = build_specials(v);
 	if (rc != 0)
