@@ -171,6 +171,14 @@ struct tun_proxy {
 	bool started;          /* reply head sent */
 	bool ended;            /* reply finished */
 	char peer[17];         /* short hex of the serving node, for logs */
+	/* kept to try another host once when the first is lost before it
+	 * answered (e.g. killed: its connection is declared dead) */
+	uint8_t peer_id[NET_ID_LEN];
+	struct evbuffer *body;
+	char method[8];
+	char *path, *model;
+	char *ctype, *accept;
+	int tries;
 };
 
 struct tun_serve {
@@ -438,6 +446,9 @@ static void proxy_on_fin(struct mesh_stream *s, void *user)
 		proxy_fail(p, 502, "The serving node ended the reply early.");
 }
 
+static int proxy_send(struct tun_proxy *p, const uint8_t *peer);
+static void proxy_free(struct tun_proxy *p);
+
 static void proxy_on_close(struct mesh_stream *s, int err, void *user)
 {
 	struct tun_proxy *p = user;
@@ -445,7 +456,21 @@ static void proxy_on_close(struct mesh_stream *s, int err, void *user)
 	(void)s;
 	p->s = NULL;
 	if (!proxy_check_detached(p) && p->req && !p->ended) {
-		ML_WARN("mesh: tunnel to %s closed mid-request (%s)", p->peer, ml_strerror(err));
+		uint8_t other[NET_ID_LEN];
+		bool self = false;
+		char was[17];
+		memcpy(was, p->peer, sizeof(was));
+		/* nothing reached the client yet: another host may answer */
+		if (!p->started && p->tries < 2 &&
+		    mesh_route(t->mesh, p->model, other, &self) == 0 && !self &&
+		    memcmp(other, p->peer_id, NET_ID_LEN) != 0 && proxy_send(p, other) == 0) {
+			ML_WARN("mesh: lost %s before it answered (%s); request sent to %s instead",
+			        was, ml_strerror(err), p->peer);
+			return;
+		}
+		if (p->s) /* a retry that failed half-way: its own on_close comes */
+			return;
+		ML_WARN("mesh: tunnel to %s closed mid-request (%s)", was, ml_strerror(err));
 		proxy_fail(p, 502, "The connection to the node serving the model was lost.");
 	}
 	proxy_unlink_http(p);
@@ -455,7 +480,7 @@ static void proxy_on_close(struct mesh_stream *s, int err, void *user)
 		t->proxies = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
-	free(p);
+	proxy_free(p);
 }
 
 static const struct mesh_stream_callbacks proxy_cbs = {
@@ -475,68 +500,111 @@ static void add_hdr(struct api_tunnel_header *h, size_t *n, const char *name, co
 	(*n)++;
 }
 
-/* Opens a stream to |peer| and sends |req| down it. Replies itself on
- * failure. */
+static void proxy_free(struct tun_proxy *p)
+{
+	if (p->body)
+		evbuffer_free(p->body);
+	free(p->path);
+	free(p->model);
+	free(p->ctype);
+	free(p->accept);
+	free(p);
+}
+
+/* Opens a stream to |peer| and sends the request down it. Returns 0 or
+ * the error of mesh_stream_open / mesh_stream_send (the stream, if any, is
+ * then reset; on_close follows). */
+static int proxy_send(struct tun_proxy *p, const uint8_t *peer)
+{
+	struct api_tunnel *t = p->t;
+	memcpy(p->peer_id, peer, NET_ID_LEN);
+	short_hex(peer, p->peer);
+	p->tries++;
+	int rc = mesh_stream_open(t->mesh, peer, NET_STREAM_HTTP, &proxy_cbs, p, &p->s);
+	if (rc) {
+		p->s = NULL;
+		return rc;
+	}
+	struct api_tunnel_header h[2];
+	size_t nh = 0;
+	add_hdr(h, &nh, "Content-Type", p->ctype);
+	add_hdr(h, &nh, "Accept", p->accept);
+	struct net_buf b;
+	net_buf_init(&b, NET_FRAME_MAX_HTTP);
+	rc = api_tunnel_encode_request(&b, p->method, p->path, h, nh);
+	rc = rc ? rc : mesh_stream_send(p->s, NET_MSG_HTTP_REQUEST, b.data, b.len, false);
+	net_buf_free(&b);
+	/* walk the kept body without consuming it */
+	struct evbuffer_ptr pos;
+	evbuffer_ptr_set(p->body, &pos, 0, EVBUFFER_PTR_SET);
+	size_t left = evbuffer_get_length(p->body);
+	uint8_t *chunk = left ? malloc(left < NET_FRAME_MAX_HTTP ? left : NET_FRAME_MAX_HTTP) : NULL;
+	if (left && !chunk)
+		rc = rc ? rc : ML_ERR_NOMEM;
+	while (!rc && left > 0) {
+		size_t n = left < NET_FRAME_MAX_HTTP ? left : NET_FRAME_MAX_HTTP;
+		if (evbuffer_copyout_from(p->body, &pos, chunk, n) != (ev_ssize_t)n) {
+			rc = ML_ERR_NOMEM;
+			break;
+		}
+		evbuffer_ptr_set(p->body, &pos, n, EVBUFFER_PTR_ADD);
+		rc = mesh_stream_send(p->s, NET_MSG_HTTP_BODY, chunk, n, false);
+		left -= n;
+	}
+	free(chunk);
+	rc = rc ? rc : mesh_stream_send(p->s, NET_MSG_HTTP_END, NULL, 0, true);
+	if (rc && p->s)
+		mesh_stream_reset(p->s, MESH_CLOSE_NORMAL);
+	if (!rc)
+		ML_DEBUG("mesh: tunnelling %s %s (model %s) to %s", p->method, p->path,
+		         p->model ? p->model : "(any)", p->peer);
+	return rc;
+}
+
+/* Starts proxying |req| to |peer|. Replies itself on failure. */
 static void proxy_start(struct api_tunnel *t, struct evhttp_request *req, const uint8_t *peer,
                         const char *model)
 {
 	struct api_err e;
 	struct tun_proxy *p = calloc(1, sizeof(*p));
-	if (!p) {
+	struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
+	const char *path = evhttp_request_get_uri(req);
+	const char *ct = evhttp_find_header(ih, "Content-Type");
+	const char *acc = evhttp_find_header(ih, "Accept");
+	if (!p || !(p->body = evbuffer_new()) || !(p->path = strdup(path ? path : "/")) ||
+	    (model && !(p->model = strdup(model))) || (ct && !(p->ctype = strdup(ct))) ||
+	    (acc && !(p->accept = strdup(acc))) ||
+	    evbuffer_add_buffer(p->body, evhttp_request_get_input_buffer(req)) != 0) {
+		if (p)
+			proxy_free(p);
 		api_err_set(&e, 500, "server_error", NULL, NULL, "Out of memory.");
 		reply_err(req, &e);
 		return;
 	}
 	p->t = t;
-	short_hex(peer, p->peer);
-	int rc = mesh_stream_open(t->mesh, peer, NET_STREAM_HTTP, &proxy_cbs, p, &p->s);
-	if (rc) {
-		free(p);
+	snprintf(p->method, sizeof(p->method), "%s",
+	         evhttp_request_get_command(req) == EVHTTP_REQ_GET ? "GET" : "POST");
+	int rc = proxy_send(p, peer);
+	if (rc && !p->s) { /* could not even open the stream */
 		api_err_set(&e, 503, "server_error", NULL, "model_not_available",
 		            "The node serving '%.200s' cannot be reached right now (%s); retry "
 		            "shortly.",
 		            model ? model : "any model", ml_strerror(rc));
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
 		reply_err(req, &e);
+		proxy_free(p);
 		return;
 	}
 	p->next = t->proxies;
 	if (t->proxies)
 		t->proxies->prev = p;
 	t->proxies = p;
-
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = evhttp_request_get_uri(req);
-	(void)uri;
-	const char *method = evhttp_request_get_command(req) == EVHTTP_REQ_GET ? "GET" : "POST";
-	struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
-	struct api_tunnel_header h[4];
-	size_t nh = 0;
-	add_hdr(h, &nh, "Content-Type", evhttp_find_header(ih, "Content-Type"));
-	add_hdr(h, &nh, "Accept", evhttp_find_header(ih, "Accept"));
-	struct net_buf b;
-	net_buf_init(&b, NET_FRAME_MAX_HTTP);
-	rc = api_tunnel_encode_request(&b, method, path ? path : "/", h, nh);
-	rc = rc ? rc : mesh_stream_send(p->s, NET_MSG_HTTP_REQUEST, b.data, b.len, false);
-	net_buf_free(&b);
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	while (!rc && evbuffer_get_length(in) > 0) {
-		size_t n = evbuffer_get_length(in);
-		if (n > NET_FRAME_MAX_HTTP)
-			n = NET_FRAME_MAX_HTTP;
-		const unsigned char *d = evbuffer_pullup(in, (ev_ssize_t)n);
-		rc = d ? mesh_stream_send(p->s, NET_MSG_HTTP_BODY, d, n, false) : ML_ERR_NOMEM;
-		evbuffer_drain(in, n);
-	}
-	rc = rc ? rc : mesh_stream_send(p->s, NET_MSG_HTTP_END, NULL, 0, true);
-	if (rc) {
+	if (rc) { /* the stream was reset; on_close frees p */
 		api_err_set(&e, 502, "server_error", NULL, "mesh_error",
 		            "Sending the request to the node serving '%.200s' failed: %s",
 		            model ? model : "the model", ml_strerror(rc));
 		p->ended = true;
 		reply_err(req, &e);
-		if (p->s)
-			mesh_stream_reset(p->s, MESH_CLOSE_NORMAL);
 		return;
 	}
 	p->req = req;
@@ -547,8 +615,6 @@ static void proxy_start(struct api_tunnel *t, struct evhttp_request *req, const 
 		if (fd >= 0 && (p->hup = event_new(t->base, fd, EV_READ | EV_PERSIST, on_proxy_hup, p)))
 			event_add(p->hup, NULL);
 	}
-	ML_DEBUG("mesh: tunnelling %s %s (model %s) to %s", method, path ? path : "/",
-	         model ? model : "(any)", p->peer);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
@@ -1094,7 +1160,7 @@ void api_tunnel_free(struct api_tunnel *t)
 			mesh_stream_set_callbacks(p->s, &none, NULL);
 			mesh_stream_reset(p->s, MESH_CLOSE_NORMAL);
 		}
-		free(p);
+		proxy_free(p);
 	}
 	while (t->serves) {
 		struct tun_serve *sv = t->serves;
