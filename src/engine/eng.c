@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/ml_err.h"
@@ -85,9 +86,14 @@ struct eng_slot {
 	double t_first; /* time of the first generated token */
 };
 
+#define ENG_MAX_RETIRED 16
+
 struct eng {
 	struct eng_params p; /* defaults filled in */
-	struct model *model;
+	struct model *model;  /* the layers this engine runs now */
+	struct model *model0; /* the first one loaded: vocab, hparams, accessors */
+	struct model *retired[ENG_MAX_RETIRED]; /* replaced by eng_relink(), freed at the end */
+	int n_retired;
 	struct model_ctx *ctx;
 	struct ml_pool *pool;
 	struct tok_vocab *vocab;
@@ -117,8 +123,15 @@ struct eng {
 	bool stop;
 	uint64_t next_id;
 	uint64_t n_finished;    /* slots given back, for last_used */
+	bool relink_pending;    /* eng_relink() queued a new link */
+	struct eng_link *new_link;
+	int new_layer_end;
+	bool new_owned;
 	struct eng_stats stats; /* totals (n_parallel/n_active/n_queued filled on read) */
 	/* engine thread only */
+	bool link_down;         /* the link failed; running requests wait for eng_relink() */
+	double link_down_since; /* ml_time_s() */
+	char link_err[512];     /* why it went down */
 	uint64_t next_order;
 	uint64_t n_decode; /* one-token decode entries over all forward passes */
 };
@@ -141,7 +154,7 @@ struct eng_params eng_default_params(void)
 static void kv_truncate(struct eng *e, int seq, int pos)
 {
 	model_kv_truncate(e->ctx, seq, pos);
-	if (e->p.link)
+	if (e->p.link && !e->link_down)
 		e->p.link->kv_truncate(e->p.link, seq, pos);
 }
 
@@ -313,6 +326,14 @@ void eng_cancel(struct eng *e, uint64_t id)
 
 /* ---- the engine thread ----------------------------------------------- */
 
+/* Whether |s| still has tokens to compute before it can sample: its
+ * prompt, or (after a new link, see eng_relink) its prompt and the tokens
+ * it generated so far. A generating slot has n_past == n_tokens - 1. */
+static bool in_prefill(const struct eng_slot *s)
+{
+	return s->n_past < s->req->n_prompt || s->n_past + 1 < s->n_tokens;
+}
+
 /* Puts a newly admitted request's prompt into its slot. */
 static void slot_start(struct eng *e, struct eng_slot *s)
 {
@@ -382,6 +403,127 @@ static int pick_slot(struct eng *e, const struct eng_req *q)
 	return best;
 }
 
+/* Running requests start over on the next steps: their KV (prompt and
+ * generated tokens) is recomputed, which gives the same continuation.
+ * Free slots forget their cached prefixes (the stages no longer hold
+ * them). Engine thread. */
+static void slots_replay(struct eng *e)
+{
+	pthread_mutex_lock(&e->mu);
+	for (int i = 0; i < e->p.n_parallel; i++) {
+		struct eng_slot *s = &e->slots[i];
+		model_kv_truncate(e->ctx, s->seq, 0);
+		if (s->req)
+			s->n_past = 0;
+		else
+			s->n_cached = 0;
+	}
+	pthread_mutex_unlock(&e->mu);
+}
+
+/* The link failed during a step (engine thread): running requests wait
+ * for eng_relink() (at most link_wait_ms) and are then recomputed. */
+static void link_lost(struct eng *e, const char *why)
+{
+	e->link_down = true;
+	e->link_down_since = ml_time_s();
+	snprintf(e->link_err, sizeof(e->link_err), "%s", why);
+	pthread_mutex_lock(&e->mu);
+	e->stats.link_down = true;
+	int n = e->n_active;
+	pthread_mutex_unlock(&e->mu);
+	ML_WARN("eng: the pipeline failed (%s); %d running requests wait up to %d ms for a new "
+	        "plan",
+	        why, n, e->p.link_wait_ms);
+	slots_replay(e);
+}
+
+/* Applies eng_relink() on the engine thread. */
+static void relink_apply(struct eng *e, struct eng_link *link, int layer_end, bool owned)
+{
+	const struct model_hparams *hp = model_hparams(e->model0);
+	int rc = 0;
+	if (e->p.link && e->p.link_owned)
+		e->p.link->free(e->p.link);
+	e->p.link = NULL;
+	e->link_down = true; /* until the new link has started */
+	if (layer_end != model_layer_end(e->model)) {
+		struct model *m = NULL;
+		struct model_ctx *c = NULL;
+		struct model_params mp = {.path = e->p.model_path, .layer_begin = 0, .layer_end = layer_end};
+		if (e->n_retired == ENG_MAX_RETIRED) {
+			rc = ml_error(ML_ERR_RANGE, "eng: %d re-plans that changed this node's layers; "
+			                            "restart to plan again",
+			              ENG_MAX_RETIRED);
+			goto fail;
+		}
+		if ((rc = model_load(&m, &mp)) < 0)
+			goto fail;
+		rc = model_ctx_init(&c, m, e->pool, e->p.n_parallel, e->p.n_ctx, e->p.n_batch);
+		if (rc < 0) {
+			model_free(m);
+			goto fail;
+		}
+		model_ctx_free(e->ctx);
+		e->ctx = c;
+		if (e->model != e->model0)
+			e->retired[e->n_retired++] = e->model;
+		e->model = m;
+	}
+	if (link && !e->hidden) {
+		e->hidden = malloc((size_t)e->p.n_batch * (size_t)hp->n_embd * sizeof(float));
+		if (!e->hidden) {
+			rc = ml_error(ML_ERR_NOMEM, "eng: out of memory for the hidden states");
+			goto fail;
+		}
+	}
+	e->p.link = link;
+	e->p.link_owned = owned;
+	e->p.layer_end = layer_end;
+	link = NULL;
+	if (e->p.link) {
+		struct eng_link_setup ls = {
+		    .layer_begin = layer_end,
+		    .n_layer = hp->n_layer,
+		    .n_embd = hp->n_embd,
+		    .n_vocab = hp->n_vocab,
+		    .n_seq = e->p.n_parallel,
+		    .n_ctx = e->p.n_ctx,
+		    .n_batch = e->p.n_batch,
+		    .n_threads = e->p.n_threads,
+		};
+		if ((rc = e->p.link->start(e->p.link, &ls)) < 0)
+			goto fail;
+	}
+	e->link_down = false;
+	slots_replay(e);
+	pthread_mutex_lock(&e->mu);
+	e->stats.link_down = false;
+	int n = e->n_active;
+	pthread_mutex_unlock(&e->mu);
+	if (e->p.link)
+		ML_INFO("eng: new pipeline: layers 0-%d here, the link runs %d-%d; %d running "
+		        "requests are recomputed and go on",
+		        layer_end - 1, layer_end, hp->n_layer - 1, n);
+	else
+		ML_INFO("eng: new plan: the whole model here; %d running requests are recomputed "
+		        "and go on",
+		        n);
+	return;
+fail:
+	snprintf(e->link_err, sizeof(e->link_err), "the new plan did not start: %s",
+	         ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+	ML_ERROR("eng: %s", e->link_err);
+	if (link && owned)
+		link->free(link);
+	e->link_down = true;
+	e->link_down_since = ml_time_s();
+	pthread_mutex_lock(&e->mu);
+	e->stats.link_down = true;
+	pthread_mutex_unlock(&e->mu);
+	slots_replay(e);
+}
+
 /* Step 1: cancellations and admissions. Returns false when the engine
  * should exit. */
 static bool take_work(struct eng *e)
@@ -390,12 +532,47 @@ static bool take_work(struct eng *e)
 	bool cancel_slot[ENG_MAX_PARALLEL] = {0};
 	bool admitted[ENG_MAX_PARALLEL] = {0};
 
+	bool relink = false, link_timeout = false;
+	struct eng_link *new_link = NULL;
+	int new_layer_end = 0;
+	bool new_owned = false;
+
 	pthread_mutex_lock(&e->mu);
-	while (!e->stop && !e->cancel_pending && e->n_active == 0 && !e->q_head)
-		pthread_cond_wait(&e->cv, &e->mu);
+	for (;;) {
+		if (e->stop || e->cancel_pending || e->relink_pending)
+			break;
+		if (!e->link_down) {
+			if (e->n_active > 0 || e->q_head)
+				break;
+			pthread_cond_wait(&e->cv, &e->mu);
+			continue;
+		}
+		/* The pipeline is down: wait for eng_relink(), up to link_wait_ms. */
+		double left = e->link_down_since + e->p.link_wait_ms / 1000.0 - ml_time_s();
+		if (left <= 0 && e->n_active > 0) {
+			link_timeout = true;
+			break;
+		}
+		if (left <= 0 || left > 1.0)
+			left = 1.0;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		long long ns = (long long)ts.tv_nsec + (long long)(left * 1e9);
+		ts.tv_sec += (time_t)(ns / 1000000000LL);
+		ts.tv_nsec = (long)(ns % 1000000000LL);
+		pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+	}
 	if (e->stop) {
 		pthread_mutex_unlock(&e->mu);
 		return false;
+	}
+	if (e->relink_pending) {
+		relink = true;
+		new_link = e->new_link;
+		new_layer_end = e->new_layer_end;
+		new_owned = e->new_owned;
+		e->relink_pending = false;
+		e->new_link = NULL;
 	}
 	if (e->cancel_pending) {
 		e->cancel_pending = false;
@@ -445,6 +622,19 @@ static bool take_work(struct eng *e)
 			slot_finish(e, &e->slots[i], ENG_FINISH_CANCELLED, "", 0, 0, NULL);
 		if (admitted[i])
 			slot_start(e, &e->slots[i]);
+	}
+	if (relink)
+		relink_apply(e, new_link, new_layer_end, new_owned);
+	if (link_timeout && e->link_down) {
+		snprintf(e->errmsg, sizeof(e->errmsg),
+		         "the pipeline failed (%.400s) and no new plan came within %d ms", e->link_err,
+		         e->p.link_wait_ms);
+		ML_ERROR("eng: %s", e->errmsg);
+		for (int i = 0; i < e->p.n_parallel; i++)
+			if (e->slots[i].req)
+				slot_finish(e, &e->slots[i], ENG_FINISH_ERROR, "", 0, ML_ERR_CLOSED,
+				            e->errmsg);
+		e->link_down_since = ml_time_s();
 	}
 	return true;
 }
@@ -524,7 +714,7 @@ static void engine_step(struct eng *e)
 		struct eng_slot *s = &e->slots[i];
 		s->n_chunk = 0;
 		s->logit_row = -1;
-		if (!s->req || s->n_past < s->req->n_prompt || s->n_past >= s->n_tokens)
+		if (!s->req || in_prefill(s) || s->n_past >= s->n_tokens)
 			continue;
 		e->b_tok[n] = s->tokens[s->n_past];
 		e->b_pos[n] = s->n_past;
@@ -542,7 +732,7 @@ static void engine_step(struct eng *e)
 		struct eng_slot *best = NULL;
 		for (int i = 0; i < e->p.n_parallel; i++) {
 			struct eng_slot *s = &e->slots[i];
-			if (s->req && s->n_chunk == 0 && s->n_past < s->req->n_prompt &&
+			if (s->req && s->n_chunk == 0 && in_prefill(s) &&
 			    (!best || s->order < best->order))
 				best = s;
 		}
@@ -578,6 +768,7 @@ static void engine_step(struct eng *e)
 	};
 	double t0 = ml_time_s();
 	int rc;
+	bool link_failed = false;
 	if (!e->p.link) {
 		rc = model_forward(e->ctx, &b, e->logits);
 	} else {
@@ -585,6 +776,7 @@ static void engine_step(struct eng *e)
 		if (rc == 0) {
 			struct eng_link_batch lb = {n, e->b_pos, e->b_seq, e->b_logits};
 			rc = e->p.link->forward(e->p.link, &lb, e->hidden, e->logits);
+			link_failed = rc < 0;
 		}
 	}
 	double dt = ml_time_s() - t0;
@@ -594,6 +786,10 @@ static void engine_step(struct eng *e)
 	e->stats.n_steps++;
 	e->stats.n_step_tokens += (uint64_t)n;
 	pthread_mutex_unlock(&e->mu);
+	if (rc < 0 && link_failed && e->p.link_wait_ms > 0) {
+		link_lost(e, ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+		return;
+	}
 	if (rc < 0) {
 		snprintf(e->errmsg, sizeof(e->errmsg), "forward pass failed: %s",
 		         ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
@@ -619,7 +815,8 @@ static void *engine_main(void *arg)
 	struct eng *e = arg;
 
 	while (take_work(e))
-		engine_step(e);
+		if (!e->link_down)
+			engine_step(e);
 
 	/* Shutting down: everything still here is cancelled. */
 	for (int i = 0; i < e->p.n_parallel; i++)
@@ -709,6 +906,7 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	rc = model_load(&e->model, &mp);
 	if (rc < 0)
 		goto fail_model;
+	e->model0 = e->model;
 	const struct model_hparams *hp = model_hparams(e->model);
 	if (e->p.link && model_is_last(e->model)) {
 		rc = ml_error(ML_ERR_INVALID,
@@ -888,11 +1086,17 @@ void eng_free(struct eng *e)
 	free(e->hidden);
 	if (e->p.link && e->p.link_owned)
 		e->p.link->free(e->p.link);
+	if (e->new_link && e->new_owned)
+		e->new_link->free(e->new_link);
 	model_ctx_free(e->ctx);
 	ml_pool_free(e->pool);
 	free(e->chat_template);
 	tok_vocab_free(e->vocab);
-	model_free(e->model);
+	if (e->model != e->model0)
+		model_free(e->model);
+	for (int i = 0; i < e->n_retired; i++)
+		model_free(e->retired[i]);
+	model_free(e->model0);
 	free(e->name);
 	free(e);
 }
@@ -917,7 +1121,39 @@ const struct tok_vocab *eng_vocab(const struct eng *e)
 
 const struct model_hparams *eng_hparams(const struct eng *e)
 {
-	return model_hparams(e->model);
+	return model_hparams(e->model0);
+}
+
+int eng_relink(struct eng *e, struct eng_link *link, int layer_end, bool owned)
+{
+	if (!e)
+		return ml_error(ML_ERR_INVALID, "eng_relink: no engine");
+	int n_layer = model_hparams(e->model0)->n_layer;
+	if (layer_end <= 0)
+		layer_end = n_layer;
+	if (link ? (layer_end < 1 || layer_end >= n_layer) : layer_end != n_layer) {
+		if (link && owned)
+			link->free(link);
+		return ml_error(ML_ERR_INVALID,
+		                "eng_relink: layers 0-%d here %s a link (the model has %d layers)",
+		                layer_end - 1, link ? "with" : "without", n_layer);
+	}
+	struct eng_link *drop = NULL;
+	bool drop_owned = false;
+	pthread_mutex_lock(&e->mu);
+	if (e->relink_pending) {
+		drop = e->new_link;
+		drop_owned = e->new_owned;
+	}
+	e->new_link = link;
+	e->new_layer_end = layer_end;
+	e->new_owned = owned;
+	e->relink_pending = true;
+	pthread_cond_signal(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	if (drop && drop_owned)
+		drop->free(drop);
+	return 0;
 }
 
 const char *eng_model_name(const struct eng *e)

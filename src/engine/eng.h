@@ -38,6 +38,10 @@ struct eng_params {
 	struct eng_link *link;
 	int layer_end;
 	bool link_owned; /* eng_free(), or a failed eng_init(), frees |link| */
+	/* When the link fails (a stage died), running requests wait this long
+	 * for eng_relink() and then go on recomputed on the new pipeline; after
+	 * it they fail with the link's error. 0: they fail at once. */
+	int link_wait_ms;
 };
 struct eng_params eng_default_params(void);
 
@@ -108,6 +112,7 @@ struct eng_stats {
 	uint64_t n_steps;         /* forward passes */
 	uint64_t n_step_tokens;   /* batch entries over all forward passes */
 	double busy_s;            /* seconds spent in forward passes */
+	bool link_down;           /* split: the pipeline failed, waiting for eng_relink() */
 };
 /* Thread-safe; cheap (one mutex). */
 void eng_get_stats(const struct eng *e, struct eng_stats *out);
@@ -120,6 +125,20 @@ void eng_get_stats(const struct eng *e, struct eng_stats *out);
  * after that call the request is gone. */
 int eng_submit(struct eng *e, const struct eng_request *r, eng_event_fn cb, void *user,
 	       uint64_t *id);
+/* Split inference, after a re-plan: the engine goes on with |link| (NULL:
+ * the whole model here, |layer_end| n_layer or <= 0), running layers
+ * [0, layer_end) itself. Queued; the engine thread then frees the old link
+ * (if it owned it), loads its new layer range if it changed (the old one
+ * stays mapped until eng_free()), starts the new link, and recomputes every
+ * running request (prompt plus the tokens generated so far, which gives
+ * the same greedy continuation) before it goes on; cached prefixes of free
+ * slots are forgotten. A link that does not start is logged and counts as
+ * a failed link (see link_wait_ms). With |owned| the engine frees |link|.
+ * Call it from a thread other than the one start() waits for (the mesh
+ * loop). Returns 0, or ML_ERR_INVALID for a layer range that does not fit
+ * (|link| is then freed if |owned|). */
+int eng_relink(struct eng *e, struct eng_link *link, int layer_end, bool owned);
+
 /* Stops a request as soon as possible and frees its slot; its callback then
  * gets a final ENG_FINISH_CANCELLED event. Unknown ids are ignored. */
 void eng_cancel(struct eng *e, uint64_t id);

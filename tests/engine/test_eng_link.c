@@ -311,6 +311,132 @@ static void test_eng_link_bad_ranges(void **state)
 	assert_null(l);
 }
 
+/* A link that dies after |fail_after| forwards, like a killed stage. */
+struct flaky {
+	struct eng_link link;
+	struct eng_link *inner;
+	int fail_after, n;
+};
+
+static int flaky_start(struct eng_link *l, const struct eng_link_setup *s)
+{
+	struct flaky *f = (struct flaky *)l;
+	return f->inner->start(f->inner, s);
+}
+
+static int flaky_forward(struct eng_link *l, const struct eng_link_batch *b, const float *h,
+                         float *logits)
+{
+	struct flaky *f = (struct flaky *)l;
+	if (++f->n > f->fail_after)
+		return ml_error(ML_ERR_CLOSED, "stage 2/2 stopped answering (test)");
+	return f->inner->forward(f->inner, b, h, logits);
+}
+
+static void flaky_kv(struct eng_link *l, int seq, int pos)
+{
+	struct flaky *f = (struct flaky *)l;
+	f->inner->kv_truncate(f->inner, seq, pos);
+}
+
+static void flaky_free(struct eng_link *l)
+{
+	struct flaky *f = (struct flaky *)l;
+	f->inner->free(f->inner);
+	free(f);
+}
+
+static struct eng_link *flaky_new(const char *path, int bound, int fail_after)
+{
+	struct flaky *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	assert_int_equal(eng_link_loop_new(&f->inner, path, &bound, 1), 0);
+	f->fail_after = fail_after;
+	f->link.start = flaky_start;
+	f->link.forward = flaky_forward;
+	f->link.kv_truncate = flaky_kv;
+	f->link.free = flaky_free;
+	return &f->link;
+}
+
+static void wait_link(struct eng *e, bool down)
+{
+	for (int i = 0; i < 6000; i++) {
+		struct eng_stats st;
+		eng_get_stats(e, &st);
+		if (st.link_down == down)
+			return;
+		struct timespec ts = {0, 5000000};
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("the engine never saw the link %s", down ? "fail" : "come back");
+}
+
+/* A stage dies in the middle of four requests; the engine holds them, a
+ * new plan (other ranges, a different host range, then the whole model on
+ * the host) comes in, and every request completes with the solo tokens. */
+static void test_eng_link_relink(void **state)
+{
+	(void)state;
+	const char *path = "../shared/refdata/models/syn-qwen2-Q4_K_M.gguf";
+	static struct workload w;
+	memset(&w, 0, sizeof(w));
+	workload_make(&w, 459);
+	workload_solo(&w, path);
+
+	struct eng_params p = eng_default_params();
+	p.model_path = path;
+	p.n_parallel = 4;
+	p.n_ctx = 256;
+	p.n_batch = 16;
+	p.n_queue = 8;
+	p.n_threads = 2;
+	p.link = flaky_new(path, 2, 12);
+	p.layer_end = 2;
+	p.link_owned = true;
+	p.link_wait_ms = 20000;
+	struct eng *e = NULL;
+	assert_int_equal(eng_init(&e, &p), 0);
+	static struct coll cs[N_REQ];
+	for (int i = 0; i < N_REQ; i++) {
+		struct eng_request r = greedy_req(w.prompts[i], w.n_prompt[i], GEN);
+		submit(e, &r, &cs[i]);
+	}
+	wait_link(e, true);
+	/* the new plan moves the host's boundary too (2 -> 1) and dies again */
+	struct eng_link *l2 = flaky_new(path, 1, 40);
+	assert_int_equal(eng_relink(e, l2, 1, true), 0);
+	wait_link(e, false);
+	wait_link(e, true);
+	/* the survivors hold the whole model: solo */
+	assert_int_equal(eng_relink(e, NULL, 0, false), 0);
+	for (int i = 0; i < N_REQ; i++) {
+		assert_true(coll_wait(&cs[i], 0));
+		assert_int_equal(cs[i].finish, ENG_FINISH_LENGTH);
+		assert_int_equal(cs[i].n_tokens, GEN);
+		assert_memory_equal(cs[i].tokens, w.solo[i].tokens, GEN * sizeof(int32_t));
+		coll_destroy(&cs[i]);
+	}
+	/* a bad range is refused */
+	assert_int_equal(eng_relink(e, NULL, 2, false), ML_ERR_INVALID);
+	eng_free(e);
+
+	/* no new plan in time: the requests fail with the link's error */
+	p.link = flaky_new(path, 2, 3);
+	p.link_wait_ms = 300;
+	assert_int_equal(eng_init(&e, &p), 0);
+	struct coll c;
+	struct eng_request r = greedy_req(w.prompts[1], w.n_prompt[1], GEN);
+	submit(e, &r, &c);
+	assert_true(coll_wait(&c, 0));
+	assert_int_equal(c.finish, ENG_FINISH_ERROR);
+	coll_destroy(&c);
+	eng_free(e);
+	for (int i = 0; i < N_REQ; i++)
+		coll_destroy(&w.solo[i]);
+	coll_destroy(&w.solo_turn);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -318,6 +444,7 @@ int main(void)
 	    cmocka_unit_test(test_eng_link_stories),
 	    cmocka_unit_test(test_eng_link_syn_f32),
 	    cmocka_unit_test(test_eng_link_syn_quant),
+	    cmocka_unit_test(test_eng_link_relink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
