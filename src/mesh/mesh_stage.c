@@ -1428,3 +1428,8 @@ void mesh_stage_link_get_stats(struct eng_link *l, struct mesh_stage_link_stats 
 	*out = k->stats;
 	pthread_mutex_unlock(&k->mu);
 }
+
+void mesh_stage_link_abort(struct eng_link *l, const char *reason)
+{
+	link_fail((struct mesh_stage_link *)l, ML_ERR_CLOSED, "%s", reason ? reason : "aborted");
+}

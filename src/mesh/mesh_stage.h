@@ -132,5 +132,10 @@ struct mesh_stage_link_stats {
 int mesh_stage_link_new(struct eng_link **out, const struct mesh_stage_link_params *p);
 /* Thread-safe snapshot. */
 void mesh_stage_link_get_stats(struct eng_link *l, struct mesh_stage_link_stats *out);
+/* Fails the link now (any thread), e.g. when membership says a stage is
+ * dead before its connection times out: a forward() in progress returns
+ * ML_ERR_CLOSED with |reason|, and so does every later one. The engine
+ * then waits for eng_relink() (eng_params.link_wait_ms). */
+void mesh_stage_link_abort(struct eng_link *l, const char *reason);
 
 #endif

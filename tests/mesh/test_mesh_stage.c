@@ -528,6 +528,119 @@ static void test_mesh_stage_replan(void **state)
 	}
 }
 
+static void kill_node2(void *u)
+{
+	(void)u;
+	mesh_free(nodes[2].m);
+	nodes[2].m = NULL;
+}
+
+static void wait_link(struct eng *e, bool down)
+{
+	for (int i = 0; i < 4000; i++) {
+		struct eng_stats st;
+		eng_get_stats(e, &st);
+		if (st.link_down == down)
+			return;
+		struct timespec ts = {0, 5000000};
+		nanosleep(&ts, NULL);
+	}
+	fail_msg("the engine never saw the link %s", down ? "fail" : "come back");
+}
+
+/* Stage 3 of 3 disappears (its node closes every connection) while four
+ * requests run; the engine holds them, the host re-plans on the two nodes
+ * left (epoch 2, other ranges) and every request completes with the solo
+ * tokens. */
+static void test_mesh_stage_dead_stage(void **state)
+{
+	(void)state;
+	struct eng_params sp = engine_params(F32_MODEL);
+	struct eng *solo = NULL;
+	assert_int_equal(eng_init(&solo, &sp), 0);
+	static struct coll ref[N_REQ], got[N_REQ];
+	run_all(solo, ref);
+	eng_free(solo);
+
+	const char *paths[3] = {F32_MODEL, F32_MODEL, F32_MODEL};
+	mesh_up(3, paths);
+	loop_start();
+	struct mesh_stage_plan plan;
+	int b1[2] = {1, 3};
+	make_plan(&plan, 3, b1, 4, 1);
+	struct mesh_stage_link_params lp = {
+	    .mesh = nodes[0].m, .base = base, .model_path = F32_MODEL, .plan = &plan,
+	    .act_dtype = ML_DTYPE_F32, .timeout_ms = 20000};
+	struct eng_params p = engine_params(F32_MODEL);
+	assert_int_equal(mesh_stage_link_new(&p.link, &lp), 0);
+	p.layer_end = 1;
+	p.link_owned = true;
+	p.link_wait_ms = 30000;
+	struct eng *e = NULL;
+	assert_int_equal(eng_init(&e, &p), 0);
+
+	for (int i = 0; i < N_REQ; i++) {
+		prompts[i][0] = 1;
+		for (int j = 1; j < n_prompt[i]; j++)
+			prompts[i][j] = 3 + (j * 97 + 13 * i) % 400;
+		memset(&got[i], 0, sizeof(got[i]));
+		pthread_mutex_init(&got[i].mu, NULL);
+		pthread_cond_init(&got[i].cv, NULL);
+		struct eng_request r;
+		memset(&r, 0, sizeof(r));
+		r.prompt = prompts[i];
+		r.n_prompt = n_prompt[i];
+		r.max_tokens = GEN;
+		r.sampling = smp_default_params();
+		r.sampling.temp = 0.0f;
+		r.ignore_eos = true;
+		assert_int_equal(eng_submit(e, &r, on_event, &got[i], NULL), 0);
+	}
+	/* once request 0 has a few tokens, stage 3's node goes away */
+	for (int i = 0; i < 2000; i++) {
+		pthread_mutex_lock(&got[0].mu);
+		int n = got[0].n_tokens;
+		pthread_mutex_unlock(&got[0].mu);
+		if (n >= 3)
+			break;
+		struct timespec ts = {0, 2000000};
+		nanosleep(&ts, NULL);
+	}
+	on_loop(kill_node2, NULL);
+	wait_link(e, true);
+
+	/* re-plan on the survivors: host 0-1, node 1 2-3 */
+	struct mesh_stage_plan plan2;
+	int b2[1] = {2};
+	make_plan(&plan2, 2, b2, 4, 2);
+	lp.plan = &plan2;
+	struct eng_link *l2 = NULL;
+	assert_int_equal(mesh_stage_link_new(&l2, &lp), 0);
+	assert_int_equal(eng_relink(e, l2, 2, true), 0);
+	for (int i = 0; i < N_REQ; i++) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 60;
+		pthread_mutex_lock(&got[i].mu);
+		int rc = 0;
+		while (!got[i].done && rc != ETIMEDOUT)
+			rc = pthread_cond_timedwait(&got[i].cv, &got[i].mu, &ts);
+		pthread_mutex_unlock(&got[i].mu);
+		assert_true(got[i].done);
+		assert_int_equal(got[i].finish, ENG_FINISH_LENGTH);
+	}
+	assert_true(same_tokens(ref, got));
+	eng_free(e);
+	loop_end();
+	mesh_down();
+	for (int i = 0; i < N_REQ; i++) {
+		pthread_mutex_destroy(&ref[i].mu);
+		pthread_cond_destroy(&ref[i].cv);
+		pthread_mutex_destroy(&got[i].mu);
+		pthread_cond_destroy(&got[i].cv);
+	}
+}
+
 /* A worker whose file is another model refuses the plan, naming both
  * fingerprints; eng_init() fails with that reason. */
 static void test_mesh_stage_model_mismatch(void **state)
@@ -576,6 +689,7 @@ int main(void)
 	    cmocka_unit_test(test_mesh_stage_three_f32),
 	    cmocka_unit_test(test_mesh_stage_three_quant),
 	    cmocka_unit_test(test_mesh_stage_replan),
+	    cmocka_unit_test(test_mesh_stage_dead_stage),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	event_base_free(base);
