@@ -1082,8 +1082,16 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 		}
 	}
 	json_decref(doc);
-	if (t->local_model && (!has_model || strcmp(model, t->local_model) == 0))
-		return false;
+	uint8_t peer[NET_ID_LEN];
+	bool self = false;
+	if (t->local_model && (!has_model || strcmp(model, t->local_model) == 0)) {
+		/* ours; while it still loads, another host of it may answer */
+		if (t->local_ready || marked ||
+		    mesh_route(t->mesh, t->local_model, peer, &self) != 0 || self)
+			return false;
+		proxy_start(t, req, peer, t->local_model);
+		return true;
+	}
 	if (marked) {
 		/* tunnelled here for a model we do not serve (any more): never
 		 * tunnel again, and say so */
@@ -1094,8 +1102,6 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 		reply_err(req, &e);
 		return true;
 	}
-	uint8_t peer[NET_ID_LEN];
-	bool self = false;
 	if (mesh_route(t->mesh, has_model ? model : NULL, peer, &self) != 0) {
 		/* a node with its own model keeps answering 404 "does not exist"
 		 * for names the mesh has never heard of; a model on some node's
