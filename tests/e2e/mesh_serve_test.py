@@ -13,7 +13,9 @@
      15 s, and a request sent meanwhile is answered by A;
   6. SIGTERM C: gone from every other node at once (< 3 s), clean exit;
   7. C restarted with the same HOME rejoins with the same id;
-  8. the --net-delay-ms test knob shows in the measured RTT.
+  8. a second model on a node with an API key: listed everywhere, routed
+     by name;
+  9. the --net-delay-ms test knob shows in the measured RTT.
 """
 import json
 import os
@@ -222,6 +224,26 @@ def main():
         t = wait_until(lambda: all(listed(n.status(), cid) == "alive" for n in (a, d, e)), 20)
         check("restart: rejoins with the same id", t is not None and c.node_id() == cid,
               (t, c.node_id(), cid))
+
+        # a second model, on a node that requires an API key: routed by
+        # name, listed everywhere, the serving node's key added on its side
+        import shutil
+        copy = os.path.join(w.dir, "stories-copy.gguf")
+        shutil.copyfile(MODEL_PATH, copy)
+        k = w.node("K", ["--model", copy, "--join", tok, "--api-key", "k-secret"]).start()
+        t = wait_until(lambda: sorted(m["id"] for m in http("GET", e.url("/v1/models"))[1]
+                                      ["data"]) == ["stories-copy", "stories260K"], 20)
+        check("two models: /v1/models on the lite client lists both", t is not None,
+              http("GET", e.url("/v1/models")))
+        code6, j6 = chat(e, model="stories-copy")
+        check("request for the second model routed to its node (which has an API key)",
+              code6 == 200 and j6["model"] == "stories-copy" and
+              j6["choices"][0]["message"]["content"] == j1["choices"][0]["message"]["content"],
+              (code6, j6))
+        code7, j7 = chat(k, model="stories260K")
+        check("the keyed node itself still wants its key", code7 == 401, (code7, j7))
+        k.signal(signal.SIGTERM)
+        check("clean exit of K", k.wait_exit(15) == 0, k.read_log()[-500:])
 
         # the delay knob: a client whose outgoing packets wait 30 ms sees a
         # round trip of at least 30 ms to A, and still gets the same answer
