@@ -3,9 +3,10 @@
  * "▁" and whose continuation pieces are stored without "##":
  *  - every code point is reduced to the first code point of its NFD form
  *    (this drops accents: "ü" -> "u") and lowercased;
- *  - whitespace ends a word; NUL, U+FFFD and control/format characters are
- *    dropped; punctuation, ASCII symbols and CJK ideographs become
- *    one-character words;
+ *  - whitespace ends a word; NUL, U+FFFD, control/format characters and
+ *    combining marks (\p{M}, e.g. a separate U+0301) are dropped;
+ *    punctuation, ASCII symbols and CJK ideographs become one-character
+ *    words;
  *  - each word, prefixed with "▁", is cut greedily into the longest tokens
  *    from the left; a word with a piece that matches nothing becomes the
  *    unknown token. */
@@ -78,7 +79,10 @@ int tok_wpm_encode(const struct tok_vocab *v, const char *text, size_t len, stru
 			wn = 3;
 			continue;
 		}
-		if (cp == 0 || cp == 0xFFFD || (f & TOK_UCD_CONTROL))
+		/* combining marks (\p{M}) are dropped too: llama.cpp strips
+		 * accents given as separate code points ("e\u0301" -> "e"), and
+		 * Mc/Mn signs of Indic scripts likewise */
+		if (cp == 0 || cp == 0xFFFD || (f & (TOK_UCD_CONTROL | TOK_UCD_MARK)))
 			continue;
 		char buf[4];
 		int bl = tok_utf8_encode(tok_ucd_tolower(cp), buf);

@@ -8,6 +8,8 @@
  *    token found there that is not CONTROL becomes CONTROL: Phi-3's
  *    USER_DEFINED </s> is then not matched with parse_special off, and the
  *    qwen2 vocab's NORMAL </s> (id 128247) is matched with it on.
+ *  - WordPiece (bert-bge): combining marks given as separate code points
+ *    (\p{M}: "e\u0301", Devanagari vowel signs and virama) are dropped.
  * Expected ids are llama.cpp's output. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -115,11 +117,29 @@ static void test_qwen2_normal_eos_text_becomes_control(void **state)
 	close_vocab(&x);
 }
 
+static void test_bert_drops_combining_marks(void **state)
+{
+	(void)state;
+	struct vocab x;
+	if (open_vocab(&x, "ggml-vocab-bert-bge.gguf") != 0)
+		skip();
+	CHECK(x.v, "e\xcc\x81 (NFD) vs \xc3\xa9", false, 1041, 1006, 1050, 2546, 2094, 1007, 5443,
+	      1041);
+	/* "हिन्दी पाठ" */
+	CHECK(x.v,
+	      "\xe0\xa4\xb9\xe0\xa4\xbf\xe0\xa4\xa8\xe0\xa5\x8d\xe0\xa4\xa6\xe0\xa5\x80 "
+	      "\xe0\xa4\xaa\xe0\xa4\xbe\xe0\xa4\xa0",
+	      false, 1339, 29863, 29861, 100);
+	CHECK(x.v, "n\xcc\x83o", false, 2053);
+	close_vocab(&x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_phi3_rstrip_and_eos_text),
 	    cmocka_unit_test(test_qwen2_normal_eos_text_becomes_control),
+	    cmocka_unit_test(test_bert_drops_combining_marks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
