@@ -22,14 +22,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	net_buf_init(&b, 0);
 	if ((data[0] & 1) == 0) {
 		if (api_tunnel_decode_request(p, len, &h) == 0) {
-			if (h.n_headers > API_TUNNEL_MAX_HEADERS || h.method_len > API_TUNNEL_MAX_METHOD)
+			if (h.n_headers > API_TUNNEL_MAX_HEADERS ||
+			    h.method_len > API_TUNNEL_MAX_METHOD)
 				abort();
 			memcpy(method, h.method, h.method_len);
 			method[h.method_len] = '\0';
 			path = strndup(h.path, h.path_len);
 			/* a path with a NUL inside re-encodes shorter: skip those */
 			if (path && strlen(path) == h.path_len) {
-				if (api_tunnel_encode_request(&b, method, path, h.headers, h.n_headers) ||
+				if (api_tunnel_encode_request(&b, method, path, h.headers,
+				                              h.n_headers) ||
 				    b.len != len || memcmp(b.data, p, len) != 0)
 					abort();
 			}
@@ -38,8 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else if (api_tunnel_decode_response(p, len, &h) == 0) {
 		if (h.status < 100 || h.status > 599)
 			abort();
-		if (api_tunnel_encode_response(&b, h.status, h.headers, h.n_headers) || b.len != len ||
-		    memcmp(b.data, p, len) != 0)
+		if (api_tunnel_encode_response(&b, h.status, h.headers, h.n_headers) ||
+		    b.len != len || memcmp(b.data, p, len) != 0)
 			abort();
 	}
 	net_buf_free(&b);

@@ -83,8 +83,8 @@ static int read_headers(struct net_reader *r, struct api_tunnel_head *out, const
 {
 	uint16_t n = net_reader_u16(r);
 	if (n > API_TUNNEL_MAX_HEADERS)
-		return ml_error(ML_ERR_FORMAT, "api_tunnel: %s with %u headers (limit %d)", what,
-		                n, API_TUNNEL_MAX_HEADERS);
+		return ml_error(ML_ERR_FORMAT, "api_tunnel: %s with %u headers (limit %d)", what, n,
+		                API_TUNNEL_MAX_HEADERS);
 	for (uint16_t i = 0; i < n; i++) {
 		struct api_tunnel_header *h = &out->headers[i];
 		h->name = net_reader_str(r, API_TUNNEL_MAX_NAME, &h->name_len);
@@ -98,10 +98,11 @@ static int read_headers(struct net_reader *r, struct api_tunnel_head *out, const
 			return ml_error(ML_ERR_FORMAT, "api_tunnel: %s header %u has no name", what,
 			                i);
 		for (size_t k = 0; k < h->name_len; k++)
-			if (h->name[k] <= ' ' || h->name[k] == ':' || (unsigned char)h->name[k] > 126)
+			if (h->name[k] <= ' ' || h->name[k] == ':' ||
+			    (unsigned char)h->name[k] > 126)
 				return ml_error(ML_ERR_FORMAT,
-				                "api_tunnel: %s header %u has a bad name byte", what,
-				                i);
+				                "api_tunnel: %s header %u has a bad name byte",
+				                what, i);
 		for (size_t k = 0; k < h->value_len; k++)
 			if (h->value[k] == '\r' || h->value[k] == '\n' || h->value[k] == '\0')
 				return ml_error(ML_ERR_FORMAT,
@@ -243,7 +244,8 @@ static void reply_err(struct evhttp_request *req, const struct api_err *e)
 	                     : e->status == 404 ? "Not Found"
 	                                        : "Error";
 	reply_json(req, e->status, reason,
-	           body ? body : "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
+	           body ? body
+	                : "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
 	free(body);
 }
 
@@ -388,7 +390,9 @@ static void proxy_on_msg(struct mesh_stream *s, uint8_t type, const uint8_t *pay
 			evhttp_add_header(oh, "X-Accel-Buffering", "no");
 		p->started = true;
 		evhttp_send_reply_start(p->req, h.status,
-		                        h.status == 200 ? "OK" : h.status < 500 ? "Client Error" : "Server Error");
+		                        h.status == 200  ? "OK"
+		                        : h.status < 500 ? "Client Error"
+		                                         : "Server Error");
 		return;
 	}
 	if (type == NET_MSG_HTTP_BODY) {
@@ -538,7 +542,8 @@ static int proxy_send(struct tun_proxy *p, const uint8_t *peer)
 	struct evbuffer_ptr pos;
 	evbuffer_ptr_set(p->body, &pos, 0, EVBUFFER_PTR_SET);
 	size_t left = evbuffer_get_length(p->body);
-	uint8_t *chunk = left ? malloc(left < NET_FRAME_MAX_HTTP ? left : NET_FRAME_MAX_HTTP) : NULL;
+	uint8_t *chunk =
+	    left ? malloc(left < NET_FRAME_MAX_HTTP ? left : NET_FRAME_MAX_HTTP) : NULL;
 	if (left && !chunk)
 		rc = rc ? rc : ML_ERR_NOMEM;
 	while (!rc && left > 0) {
@@ -612,7 +617,8 @@ static void proxy_start(struct api_tunnel *t, struct evhttp_request *req, const 
 	if (p->evcon) {
 		struct bufferevent *bev = evhttp_connection_get_bufferevent(p->evcon);
 		evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-		if (fd >= 0 && (p->hup = event_new(t->base, fd, EV_READ | EV_PERSIST, on_proxy_hup, p)))
+		if (fd >= 0 &&
+		    (p->hup = event_new(t->base, fd, EV_READ | EV_PERSIST, on_proxy_hup, p)))
 			event_add(p->hup, NULL);
 	}
 }
@@ -675,8 +681,8 @@ static void serve_send(struct tun_serve *sv, uint8_t type, const void *p, size_t
 	}
 }
 
-static void serve_send_head(struct tun_serve *sv, int status, const char *ctype,
-                            const char *cache, const char *retry)
+static void serve_send_head(struct tun_serve *sv, int status, const char *ctype, const char *cache,
+                            const char *retry)
 {
 	struct api_tunnel_header h[3];
 	size_t nh = 0;
@@ -714,9 +720,9 @@ static int serve_on_head(struct evhttp_request *req, void *arg)
 	if (!sv->s)
 		return -1;
 	struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
-	serve_send_head(sv, evhttp_request_get_response_code(req),
-	                evhttp_find_header(ih, "Content-Type"), evhttp_find_header(ih, "Cache-Control"),
-	                evhttp_find_header(ih, "Retry-After"));
+	serve_send_head(
+	    sv, evhttp_request_get_response_code(req), evhttp_find_header(ih, "Content-Type"),
+	    evhttp_find_header(ih, "Cache-Control"), evhttp_find_header(ih, "Retry-After"));
 	return 0;
 }
 
@@ -738,7 +744,8 @@ static void serve_on_done(struct evhttp_request *req, void *arg)
 	if (!req || evhttp_request_get_response_code(req) == 0) {
 		if (!sv->sent_head) {
 			static const char body[] =
-			    "{\"error\":{\"message\":\"The serving node could not answer the tunnelled "
+			    "{\"error\":{\"message\":\"The serving node could not answer the "
+			    "tunnelled "
 			    "request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
 			serve_send_head(sv, 502, "application/json", NULL, NULL);
 			serve_send(sv, NET_MSG_HTTP_BODY, body, sizeof(body) - 1, false);
@@ -850,7 +857,8 @@ static void serve_on_msg(struct mesh_stream *s, uint8_t type, const uint8_t *pay
 		}
 		if (evbuffer_get_length(sv->body) + len > API_TUNNEL_MAX_BODY) {
 			char why[96];
-			snprintf(why, sizeof(why), "request body over %u bytes", API_TUNNEL_MAX_BODY);
+			snprintf(why, sizeof(why), "request body over %u bytes",
+			         API_TUNNEL_MAX_BODY);
 			serve_bad(sv, why);
 			return;
 		}
@@ -929,8 +937,8 @@ static void reply_models(struct api_tunnel *t, struct evhttp_request *req, const
 		/* listed while it loads, too */
 		bool have = false;
 		json_array_foreach(served, i, v) if (json_is_string(v) &&
-		                                     strcmp(json_string_value(v), t->local_model) == 0)
-		    have = true;
+		                                     strcmp(json_string_value(v), t->local_model) ==
+		                                         0) have = true;
 		if (!have && served)
 			json_array_append_new(served, json_string(t->local_model));
 	}
@@ -938,9 +946,9 @@ static void reply_models(struct api_tunnel *t, struct evhttp_request *req, const
 	{
 		if (!json_is_string(v))
 			continue;
-		json_t *o = json_pack("{s:s, s:s, s:I, s:s}", "id", json_string_value(v), "object",
-		                      "model", "created", (json_int_t)t->created, "owned_by",
-		                      "mesh-llm");
+		json_t *o =
+		    json_pack("{s:s, s:s, s:I, s:s}", "id", json_string_value(v), "object", "model",
+		              "created", (json_int_t)t->created, "owned_by", "mesh-llm");
 		if (only && o && strcmp(json_string_value(v), only) == 0)
 			found = json_incref(o);
 		if (o)
@@ -980,8 +988,8 @@ static void reply_status(struct api_tunnel *t, struct evhttp_request *req)
 {
 	json_t *j = mesh_status_json(t->mesh);
 	if (j) {
-		json_object_set_new(j, "model", t->local_model ? json_string(t->local_model)
-		                                                : json_null());
+		json_object_set_new(j, "model",
+		                    t->local_model ? json_string(t->local_model) : json_null());
 		json_object_set_new(j, "model_ready", json_boolean(t->local_ready));
 		json_object_set_new(j, "api_port", json_integer(t->api_port));
 		/* the token carries the mesh secret: only for callers on this machine */
@@ -1025,7 +1033,8 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 	struct api_err e;
 
 	if (route == API_ROUTE_NONE) {
-		if (path && (strcmp(path, "/mesh/status") == 0 || strcmp(path, "/mesh/status/") == 0) &&
+		if (path &&
+		    (strcmp(path, "/mesh/status") == 0 || strcmp(path, "/mesh/status/") == 0) &&
 		    cmd == EVHTTP_REQ_GET) {
 			reply_status(t, req);
 			return true;
@@ -1076,7 +1085,8 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 			if (t->local_model)
 				return false; /* the local handler says "no such model" */
 			api_err_set(&e, 404, NULL, "model", "model_not_found",
-			            "The model name is too long (at most %d bytes).", MESH_NAME_MAX);
+			            "The model name is too long (at most %d bytes).",
+			            MESH_NAME_MAX);
 			reply_err(req, &e);
 			return true;
 		}
@@ -1095,7 +1105,8 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 	if (marked) {
 		/* tunnelled here for a model we do not serve (any more): never
 		 * tunnel again, and say so */
-		api_err_set(&e, 503, "server_error", has_model ? "model" : NULL, "model_not_available",
+		api_err_set(&e, 503, "server_error", has_model ? "model" : NULL,
+		            "model_not_available",
 		            "This node does not serve the model '%.200s' (any more); retry.",
 		            has_model ? model : "(any)");
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
@@ -1111,7 +1122,8 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 			return false;
 		if (has_model)
 			api_err_set(&e, 503, "server_error", "model", "model_not_available",
-			            "No node in the mesh serves the model '%.200s' right now.", model);
+			            "No node in the mesh serves the model '%.200s' right now.",
+			            model);
 		else
 			api_err_set(&e, 503, "server_error", NULL, "model_not_available",
 			            "No node in the mesh serves a model right now.");

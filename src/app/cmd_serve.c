@@ -304,13 +304,15 @@ int app_cmd_serve(int argc, char **argv)
 			continue;
 		} else if (strcmp(a, "--max-vram") == 0 || strcmp(a, "--net-delay-ms") == 0 ||
 		           strcmp(a, "--net-jitter-ms") == 0 || strcmp(a, "--net-loss") == 0) {
-			double hi_d = strcmp(a, "--max-vram") == 0 ? 1e6
-			              : strcmp(a, "--net-loss") == 0 ? 100 : 10000;
+			double hi_d = strcmp(a, "--max-vram") == 0   ? 1e6
+			              : strcmp(a, "--net-loss") == 0 ? 100
+			                                             : 10000;
 			char *end = NULL;
 			double d = val ? strtod(val, &end) : -1;
 			if (!val || end == val || *end || !(d >= 0 && d <= hi_d)) {
 				fprintf(stderr,
-				        "mesh-llm: invalid value '%s' for option '%s' (expected a number "
+				        "mesh-llm: invalid value '%s' for option '%s' (expected a "
+				        "number "
 				        "in 0..%g)\nTry 'mesh-llm --help'.\n",
 				        val ? val : "", a, hi_d);
 				return 2;
@@ -369,7 +371,8 @@ int app_cmd_serve(int argc, char **argv)
 	if (sv.mo.client && model)
 		return usage_error("--client serves no model; drop '--model %s'%s", model, "");
 	if (sv.mo.client && sv.mo.n_join == 0)
-		return usage_error("--client needs an invite token: add '--join TOKEN'%s%s", "", "");
+		return usage_error("--client needs an invite token: add '--join TOKEN'%s%s", "",
+		                   "");
 	if (sv.mo.client && sv.no_mesh)
 		return usage_error("--client needs the mesh; drop '--no-mesh'%s%s", "", "");
 	if (sv.no_mesh && sv.mo.n_join)

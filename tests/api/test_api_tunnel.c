@@ -14,7 +14,10 @@
 #include "api/api_tunnel.h"
 #include "base/ml_err.h"
 
-#define H(n, v) {n, sizeof(n) - 1, v, sizeof(v) - 1}
+#define H(n, v)                                                                                    \
+	{                                                                                          \
+		n, sizeof(n) - 1, v, sizeof(v) - 1                                                 \
+	}
 
 static const struct api_tunnel_header hdrs[] = {
     H("Content-Type", "application/json"),
@@ -169,9 +172,11 @@ static void test_caps(void **state)
 	struct api_tunnel_header many[API_TUNNEL_MAX_HEADERS + 1];
 	for (int i = 0; i < API_TUNNEL_MAX_HEADERS + 1; i++)
 		many[i] = (struct api_tunnel_header){"A", 1, "b", 1};
-	assert_int_equal(api_tunnel_encode_request(&b, "GET", "/", many, API_TUNNEL_MAX_HEADERS + 1),
-	                 ML_ERR_RANGE);
-	assert_int_equal(api_tunnel_encode_request(&b, "GET", "/", many, API_TUNNEL_MAX_HEADERS), 0);
+	assert_int_equal(
+	    api_tunnel_encode_request(&b, "GET", "/", many, API_TUNNEL_MAX_HEADERS + 1),
+	    ML_ERR_RANGE);
+	assert_int_equal(api_tunnel_encode_request(&b, "GET", "/", many, API_TUNNEL_MAX_HEADERS),
+	                 0);
 	assert_int_equal(api_tunnel_decode_request(b.data, b.len, &h), 0);
 	assert_int_equal(h.n_headers, API_TUNNEL_MAX_HEADERS);
 	net_buf_free(&b);
