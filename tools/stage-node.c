@@ -13,7 +13,12 @@
  *       (whole model in this process) and then split, and prints the
  *       tokens, tokens/s of one request, the bytes sent per STAGE
  *       message type, and "identical: yes|no". Exit status 0 when the
- *       split tokens equal the solo tokens and no weights were sent. */
+ *       split tokens equal the solo tokens and no weights were sent.
+ *       When a stage node dies (mesh: dead or left) the host re-plans on
+ *       the nodes left (layers split evenly; the whole model here when none
+ *       is left) and the running requests go on (eng_relink). --marker F:
+ *       F is created when the split run has produced 3 tokens (for tests
+ *       that kill a worker mid-request). */
 #include "base/ml_dtype.h"
 #include "base/ml_err.h"
 #include "base/ml_log.h"
@@ -39,6 +44,68 @@ static struct event_base *base;
 static struct mesh *mesh;
 static struct mesh_stage_worker *worker;
 
+/* host --survive: re-plan when a stage dies (loop thread) */
+static struct eng *g_eng;
+static struct eng_link *g_link;
+static struct mesh_stage_plan g_plan;
+static const char *g_path;
+static uint8_t g_act;
+static const char *g_marker; /* created when the split run has 3 tokens */
+static volatile int g_split_phase;
+static int g_replans;
+
+/* A stage of the current plan is dead: a new plan on the stages left
+ * (layers split evenly), or the whole model here when none is left. */
+static void replan_without(const uint8_t id[NET_ID_LEN])
+{
+	int dead = mesh_stage_plan_find(&g_plan, id);
+	if (!g_eng || dead <= 0)
+		return;
+	char b[9];
+	for (int i = 0; i < 4; i++)
+		snprintf(b + 2 * i, 3, "%02x", id[i]);
+	mesh_stage_link_abort(g_link, "a stage node died");
+	struct mesh_stage_plan np = g_plan;
+	np.epoch++;
+	np.n_stages = 0;
+	for (uint32_t i = 0; i < g_plan.n_stages; i++)
+		if ((int)i != dead)
+			np.stages[np.n_stages++] = g_plan.stages[i];
+	for (uint32_t i = 0; i < np.n_stages; i++) {
+		np.stages[i].layer_begin = np.n_layer * i / np.n_stages;
+		np.stages[i].layer_end = np.n_layer * (i + 1) / np.n_stages;
+		memcpy(np.stages[i].next, g_plan.stages[0].id, NET_ID_LEN);
+		if (i > 0)
+			memcpy(np.stages[i - 1].next, np.stages[i].id, NET_ID_LEN);
+	}
+	g_plan = np;
+	g_replans++;
+	if (np.n_stages == 1) {
+		ML_INFO("stage node %s died: the whole model runs here now", b);
+		g_link = NULL;
+		eng_relink(g_eng, NULL, 0, false);
+		return;
+	}
+	struct mesh_stage_link_params lp = {.mesh = mesh, .base = base, .model_path = g_path,
+	                                    .plan = &g_plan, .act_dtype = g_act, .timeout_ms = 60000};
+	struct eng_link *l = NULL;
+	if (mesh_stage_link_new(&l, &lp) < 0) {
+		ML_ERROR("re-plan: %s", ml_last_error());
+		return;
+	}
+	ML_INFO("stage node %s died: re-planned on %u stages (epoch %llu), layers 0-%u here", b,
+	        np.n_stages, (unsigned long long)np.epoch, np.stages[0].layer_end - 1);
+	g_link = l;
+	eng_relink(g_eng, l, (int)np.stages[0].layer_end, true);
+}
+
+static void on_change(struct mesh *m, const struct mesh_member *mm, enum mesh_event ev, void *u)
+{
+	(void)m, (void)u;
+	if ((ev == MESH_EV_DEAD || ev == MESH_EV_LEFT) && !mm->self)
+		replan_without(mm->id);
+}
+
 static void on_stream(struct mesh *m, struct mesh_stream *s, uint8_t type,
                       const uint8_t peer[NET_ID_LEN], void *u)
 {
@@ -59,6 +126,10 @@ static int start_mesh(const char *join, int delay_ms)
 	cfg.ident = &id;
 	cfg.bind_host = "127.0.0.1";
 	cfg.cb.on_stream = on_stream;
+	cfg.cb.on_change = on_change;
+	cfg.ping_ms = 200;
+	cfg.suspect_ms = 1000;
+	cfg.dead_ms = 2000;
 	if (join) {
 		cfg.join = &join;
 		cfg.n_join = 1;
@@ -97,6 +168,11 @@ static void on_event(const struct eng_event *ev, void *u)
 		c->t_last = now;
 		if (c->n < MAX_GEN)
 			c->tokens[c->n++] = ev->token;
+		if (c->n == 3 && g_split_phase && g_marker) {
+			FILE *f = fopen(g_marker, "w");
+			if (f)
+				fclose(f);
+		}
 	} else {
 		c->done = true;
 		c->finish = ev->finish;
@@ -306,6 +382,11 @@ static int host_main(const char *path, const char *join, const char *split, int 
 		return 1;
 	}
 	struct eng_link *link = ep.link;
+	g_link = link;
+	g_plan = plan;
+	g_path = path;
+	g_act = lp.act_dtype;
+	ep.link_wait_ms = 60000;
 	ep.layer_end = bounds[0];
 	ep.link_owned = true;
 	int rc = eng_init(&e, &ep);
@@ -314,6 +395,8 @@ static int host_main(const char *path, const char *join, const char *split, int 
 		return 1;
 	}
 	traffic(&t1);
+	g_eng = e;
+	g_split_phase = 1;
 	if (run(e, n_gen, n_vocab, split_alone, split_all, &split_tps) < 0) {
 		fprintf(stderr, "stage-node: split run failed\n");
 		return 1;
@@ -322,7 +405,10 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	struct eng_stats st;
 	eng_get_stats(e, &st);
 	struct mesh_stage_link_stats ls;
-	mesh_stage_link_get_stats(link, &ls);
+	memset(&ls, 0, sizeof(ls));
+	g_eng = NULL;
+	if (g_replans == 0)
+		mesh_stage_link_get_stats(link, &ls);
 	eng_free(e);
 
 	bool same = memcmp(solo_alone[0].tokens, split_alone[0].tokens,
@@ -352,6 +438,9 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	       (double)fwd / (double)(st.n_step_tokens ? st.n_step_tokens : 1), f16 ? "f16" : "f32",
 	       ls.head_s, ls.wait_s);
 	printf("tokens/s (one request, decode): solo %.1f, split %.1f\n", solo_tps, split_tps);
+	if (g_replans)
+		printf("re-planned %d time(s) after a stage died; now %u stage(s)\n", g_replans,
+		       g_plan.n_stages);
 	printf("identical: %s\n", same ? "yes" : "no");
 	fflush(stdout);
 	loop_stop = 1;
@@ -396,6 +485,7 @@ int main(int argc, char **argv)
 	const char *mode = argv[1], *path = NULL, *token_file = NULL, *join = NULL, *split = "1";
 	int n_threads = 1, n_gen = 32, n_parallel = 4, delay_ms = 0;
 	bool f16 = false;
+	const char *marker = NULL;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--f16")) {
@@ -421,6 +511,8 @@ int main(int argc, char **argv)
 			n_gen = atoi(v);
 		else if (!strcmp(a, "--parallel"))
 			n_parallel = atoi(v);
+		else if (!strcmp(a, "--marker"))
+			marker = v;
 		else if (!strcmp(a, "--delay-ms"))
 			delay_ms = atoi(v);
 		else {
@@ -438,6 +530,7 @@ int main(int argc, char **argv)
 	base = event_base_new();
 	if (!strcmp(mode, "worker"))
 		return worker_main(path, join, token_file, n_threads, delay_ms);
+	g_marker = marker;
 	if (!strcmp(mode, "host") && join)
 		return host_main(path, join, split, n_threads, n_gen, n_parallel, f16, delay_ms);
 	fprintf(stderr, "stage-node: mode worker, or host with --join\n");

@@ -179,6 +179,18 @@ static int send_framed(struct mesh_stream *s, const struct net_buf *b, size_t ma
 	                        b->len - mark - NET_FRAME_HDR_LEN, false);
 }
 
+static void noop_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, size_t len, void *u)
+{
+	(void)s, (void)type, (void)p, (void)len, (void)u;
+}
+static void noop_close(struct mesh_stream *s, int err, void *u)
+{
+	(void)s, (void)err, (void)u;
+}
+/* Streams nobody listens to any more (a freed link, an old plan's next
+ * hop): whatever still arrives is dropped. */
+static const struct mesh_stream_callbacks detached_cb = {noop_msg, NULL, noop_close, NULL};
+
 /* ---- worker -------------------------------------------------------------- */
 
 /* The loop thread takes messages off the streams and queues them (an
@@ -219,6 +231,7 @@ struct mesh_stage_worker {
 	int in_head, in_n;
 	bool out_full;      /* |out| holds a message to send */
 	enum worker_dest out_dest;
+	uint64_t out_epoch; /* the plan the output belongs to */
 	uint8_t out_next[NET_ID_LEN]; /* WORKER_TO_NEXT: to whom */
 	struct net_buf out;
 	uint64_t loop_epoch; /* newest plan epoch seen by the loop thread */
@@ -273,16 +286,24 @@ static struct net_buf *out_begin(struct mesh_stage_worker *w)
 
 /* Hands the outbox to the loop thread (drops it when encoding failed or
  * the worker stops) and releases mu. */
-static void out_commit(struct mesh_stage_worker *w, int rc, enum worker_dest dest)
+static void out_commit_epoch(struct mesh_stage_worker *w, int rc, enum worker_dest dest,
+                             uint64_t epoch)
 {
 	if (rc == 0 && !w->stop && w->out.len > 0) {
 		w->out_full = true;
 		w->out_dest = dest;
+		w->out_epoch = epoch;
 		if (dest == WORKER_TO_NEXT)
 			memcpy(w->out_next, w->plan.stages[w->index].next, NET_ID_LEN);
 		event_active(w->wake, EV_READ, 0);
 	}
 	pthread_mutex_unlock(&w->mu);
+}
+
+/* Output of the loaded plan. */
+static void out_commit(struct mesh_stage_worker *w, int rc, enum worker_dest dest)
+{
+	out_commit_epoch(w, rc, dest, w->plan.epoch);
 }
 
 /* Reports a failure to the host (which fails the batch in flight). */
@@ -307,7 +328,8 @@ static void worker_refuse(struct mesh_stage_worker *w, uint64_t epoch, const cha
 	struct net_buf *b = out_begin(w);
 	snprintf(w->st.last_refusal, sizeof(w->st.last_refusal), "%s", reason);
 	w->st.n_refused++;
-	out_commit(w, mesh_stage_ack_put(b, epoch, MESH_STAGE_PLAN_REFUSE, reason), WORKER_TO_HOST);
+	out_commit_epoch(w, mesh_stage_ack_put(b, epoch, MESH_STAGE_PLAN_REFUSE, reason),
+	                 WORKER_TO_HOST, epoch);
 }
 
 /* ---- compute thread: work ---- */
@@ -624,6 +646,13 @@ static void worker_wake(evutil_socket_t fd, short what, void *u)
 	}
 	struct mesh_stream *dst = NULL;
 	char b[9];
+	if (w->out_epoch < w->loop_epoch) {
+		/* output of a plan the host has replaced: nobody waits for it */
+		w->out_full = false;
+		pthread_cond_broadcast(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		return;
+	}
 	if (w->out_dest == WORKER_TO_HOST) {
 		dst = w->host;
 	} else {
@@ -673,6 +702,13 @@ static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, si
 		}
 		plan = &tmp;
 		w->host = s;
+		if (w->next) {
+			/* the old plan's next hop: whatever it says now is stale */
+			struct mesh_stream *old = w->next;
+			w->next = NULL;
+			mesh_stream_set_callbacks(old, &detached_cb, NULL);
+			mesh_stream_finish(old);
+		}
 	} else if (type != NET_MSG_STAGE_FORWARD && type != NET_MSG_STAGE_KV &&
 	           type != NET_MSG_ERROR) {
 		ML_WARN("stage: unexpected %s message on a STAGE stream", net_msg_type_name(type));
@@ -1007,16 +1043,6 @@ static void link_close(struct mesh_stream *s, int err, void *u)
 
 static const struct mesh_stream_callbacks link_cb = {link_msg, NULL, link_close, NULL};
 
-static void noop_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, size_t len, void *u)
-{
-	(void)s, (void)type, (void)p, (void)len, (void)u;
-}
-static void noop_close(struct mesh_stream *s, int err, void *u)
-{
-	(void)s, (void)err, (void)u;
-}
-/* Streams of a freed link: whatever still arrives is dropped. */
-static const struct mesh_stream_callbacks detached_cb = {noop_msg, NULL, noop_close, NULL};
 
 /* Loop thread: the engine thread queued work. */
 static void link_wake(evutil_socket_t fd, short what, void *u)

@@ -8,7 +8,9 @@ set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 BIN=$BUILD/stage-node
-[ -x "$BIN" ] || make -s "$BIN" >/dev/null || { echo "cannot build $BIN"; exit 1; }
+for b in "$BIN" "$BUILD/mesh-llm-gen"; do
+	[ -x "$b" ] || make -s "$b" >/dev/null || { echo "cannot build $b"; exit 1; }
+done
 DIR=$(mktemp -d /tmp/stage-procs-XXXXXX)
 pids=()
 cleanup() {
@@ -50,11 +52,45 @@ run() {
 	grep -h 'stage [0-9]*/[0-9]*: layers' "$DIR/$name"-w*.log | sed 's/^[0-9:.]* info  /     worker: /'
 }
 
+# SIGKILL a worker while the split requests run: the host sees the node
+# dead, re-plans on the host and the worker left, and every request
+# finishes with the solo tokens.
+run_kill() { # name model split
+	local name=$1 model=$2 split=$3
+	start_worker "$name-w1" "$model" || { fail=1; return; }
+	local tok
+	tok=$(cat "$DIR/$name-w1.tok")
+	"$BIN" worker --model "$model" --join "$tok" --token-file "$DIR/$name-w2.tok" \
+		>"$DIR/$name-w2.log" 2>&1 &
+	local w2=$!
+	pids+=($w2)
+	timeout 120 "$BIN" host --model "$model" --join "$tok" --split "$split" --threads 1 \
+		--n-gen 48 --marker "$DIR/$name.marker" >"$DIR/$name-host.log" 2>&1 &
+	local host=$!
+	for _ in $(seq 600); do [ -e "$DIR/$name.marker" ] && break; sleep 0.05; done
+	kill -9 $w2
+	wait $host
+	local rc=$?
+	grep -v ' info ' "$DIR/$name-host.log" | grep -v '^solo\|^split' | sed "s/^/     /"
+	grep -h 'died' "$DIR/$name-host.log" | sed 's/^[0-9:.]* info  /     host: /'
+	if [ $rc -eq 0 ] && grep -q '^identical: yes' "$DIR/$name-host.log" &&
+		grep -q '^re-planned' "$DIR/$name-host.log"; then
+		echo "ok   $name: a worker killed mid-request, re-planned, tokens == solo"
+	else
+		echo "FAIL $name (rc $rc; logs in $DIR)"
+		fail=1
+	fi
+}
+
 run two-f32 ../shared/refdata/models/syn-llama-F32.gguf 2 1
 run two-q4km ../shared/refdata/models/syn-qwen2-Q4_K_M.gguf 1 1
 run two-stories models/stories260K.gguf 3 1
 run three-f32 ../shared/refdata/models/syn-qwen2-F32.gguf 1,3 2
 run three-q8 ../shared/refdata/models/syn-llama-Q8_0.gguf 2,3 2
+"$BUILD/mesh-llm-gen" --arch llama --n-layer 8 --n-embd 512 --n-ff 1536 --n-head 8 \
+	--n-head-kv 4 --n-vocab 4096 --type Q8_0 -o "$DIR/gen-q8.gguf" >/dev/null ||
+	{ echo "FAIL mesh-llm-gen"; fail=1; }
+run_kill kill-worker "$DIR/gen-q8.gguf" 3,6
 
 [ $fail -eq 0 ] && rm -rf "$DIR"
 exit $fail
