@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char err_buf[512];
 
@@ -31,10 +32,14 @@ const char *ml_strerror(int code)
 
 int ml_error(int code, const char *fmt, ...)
 {
+	/* format into a scratch buffer first: callers often wrap the previous
+	 * message, passing ml_last_error() itself as an argument */
+	char msg[sizeof(err_buf)];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(err_buf, sizeof(err_buf), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(err_buf, msg, sizeof(err_buf));
 	ml_log(ML_LOG_DEBUG, "error: %s", err_buf);
 	return code;
 }

@@ -14,6 +14,8 @@ static void test_ml_error_message(void **state)
 	(void)state;
 	assert_int_equal(ml_error(ML_ERR_RANGE, "value %d over limit %d", 9, 8), ML_ERR_RANGE);
 	assert_string_equal(ml_last_error(), "value 9 over limit 8");
+	ml_error(ML_ERR_FORMAT, "outer: %s", ml_last_error());
+	assert_string_equal(ml_last_error(), "outer: value 9 over limit 8");
 	ml_error_clear();
 	assert_string_equal(ml_last_error(), "");
 	assert_string_equal(ml_strerror(ML_ERR_NOMEM), "out of memory");
