@@ -92,6 +92,27 @@ static void add_generic(float *y, const float *a, const float *b, int64_t n)
 		y[i] = a[i] + b[i];
 }
 
+/* IEEE half to float, exact, inlined into the attention loops (the same
+ * values as kern_f16_to_f32, which sits behind a call in kern.c). */
+static inline float h2f(kern_f16 h)
+{
+	const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+	const uint32_t em = h & 0x7fff;
+	uint32_t bits;
+	float f;
+	if (em >= 0x7c00) { /* inf, NaN */
+		bits = sign | 0x7f800000u | ((uint32_t)(em & 0x3ff) << 13);
+	} else if (em >= 0x400) { /* normal: rebias the exponent by 127 - 15 */
+		bits = sign | ((em << 13) + (112u << 23));
+	} else { /* zero or subnormal: em * 2^-24 is exact */
+		f = (float)em * 0x1p-24f;
+		memcpy(&bits, &f, sizeof(bits));
+		bits |= sign;
+	}
+	memcpy(&f, &bits, sizeof(f));
+	return f;
+}
+
 /* Dot product with 8 independent float accumulators: the fixed-width
  * inner loop lets the compiler use vector registers without -ffast-math,
  * and the order is fixed, so results do not depend on the thread split.
@@ -105,16 +126,16 @@ static inline __attribute__((always_inline)) float dot8(const float *a, const vo
 	int i = 0;
 	for (; i + 8 <= n; i += 8)
 		for (int j = 0; j < 8; j++)
-			acc[j] += a[i + j] * (f16 ? kern_f16_to_f32(bh[i + j]) : bf[i + j]);
+			acc[j] += a[i + j] * (f16 ? h2f(bh[i + j]) : bf[i + j]);
 	float tail = 0.0f;
 	for (; i < n; i++)
-		tail += a[i] * (f16 ? kern_f16_to_f32(bh[i]) : bf[i]);
+		tail += a[i] * (f16 ? h2f(bh[i]) : bf[i]);
 	return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
 static inline __attribute__((always_inline)) float kv_at(const void *row, const bool f16, size_t i)
 {
-	return f16 ? kern_f16_to_f32(((const kern_f16 *)row)[i]) : ((const float *)row)[i];
+	return f16 ? h2f(((const kern_f16 *)row)[i]) : ((const float *)row)[i];
 }
 
 /* One (token, head) pair: scores, softmax, weighted sum of values. */
@@ -166,6 +187,57 @@ void kern_attn_split(const struct kern_attn_args *a, int nth, int *n_units, int 
 	*n_units = a->n_tok * a->n_head_kv * sub;
 }
 
+/* Positions and head size of the F16 blocks converted on the stack. */
+#define ATTN_F16_BLOCK 16
+#define ATTN_F16_MAX_HD 256
+
+/* F16 cache, query heads h0 .. h0 + ng - 1 of token t (all on one KV head):
+ * each block of K and V rows is converted to float once for the group, then
+ * goes through the same float arithmetic as attn_one (scores by dot8, the
+ * value sum accumulated position after position), so the result equals
+ * attn_one's over the same values. |s| holds ng rows of n_kv scores. */
+static void attn_group_f16(const struct kern_attn_args *a, int t, int h0, int ng, float *s)
+{
+	const int hd = a->head_dim;
+	const int hk = h0 / (a->n_head / a->n_head_kv);
+	const kern_f16 *k = (const kern_f16 *)a->k[t] + (size_t)hk * (size_t)hd;
+	const kern_f16 *v = (const kern_f16 *)a->v[t] + (size_t)hk * (size_t)hd;
+	const int n_kv = a->n_kv[t];
+	const size_t row = (size_t)a->kv_stride;
+	float buf[ATTN_F16_BLOCK * ATTN_F16_MAX_HD];
+
+	for (int p0 = 0; p0 < n_kv; p0 += ATTN_F16_BLOCK) {
+		const int nb = n_kv - p0 < ATTN_F16_BLOCK ? n_kv - p0 : ATTN_F16_BLOCK;
+		for (int p = 0; p < nb; p++)
+			for (int d = 0; d < hd; d++)
+				buf[p * hd + d] = h2f(k[(size_t)(p0 + p) * row + (size_t)d]);
+		for (int g = 0; g < ng; g++) {
+			const float *q = a->q + (size_t)t * (size_t)a->q_stride + (size_t)(h0 + g) * (size_t)hd;
+			for (int p = 0; p < nb; p++)
+				s[(size_t)g * n_kv + p0 + p] = dot8(q, buf + p * hd, false, hd) * a->scale;
+		}
+	}
+	for (int g = 0; g < ng; g++) {
+		softmax_generic(s + (size_t)g * n_kv, n_kv);
+		float *out = a->out + (size_t)t * (size_t)a->out_stride + (size_t)(h0 + g) * (size_t)hd;
+		for (int d = 0; d < hd; d++)
+			out[d] = 0.0f;
+	}
+	for (int p0 = 0; p0 < n_kv; p0 += ATTN_F16_BLOCK) {
+		const int nb = n_kv - p0 < ATTN_F16_BLOCK ? n_kv - p0 : ATTN_F16_BLOCK;
+		for (int p = 0; p < nb; p++)
+			for (int d = 0; d < hd; d++)
+				buf[p * hd + d] = h2f(v[(size_t)(p0 + p) * row + (size_t)d]);
+		for (int g = 0; g < ng; g++) {
+			const float *sg = s + (size_t)g * n_kv + p0;
+			float *out = a->out + (size_t)t * (size_t)a->out_stride + (size_t)(h0 + g) * (size_t)hd;
+			for (int p = 0; p < nb; p++)
+				for (int d = 0; d < hd; d++)
+					out[d] += sg[p] * buf[p * hd + d];
+		}
+	}
+}
+
 static void attn_generic(const struct kern_attn_args *a, int ith, int nth)
 {
 	int n_units, n_sub;
@@ -175,6 +247,10 @@ static void attn_generic(const struct kern_attn_args *a, int ith, int nth)
 	for (int u = ith; u < n_units; u += nth) {
 		const int t = u / (a->n_head_kv * n_sub);
 		const int g = u % (a->n_head_kv * n_sub); /* KV head * n_sub + sub-group */
+		if (a->kv_f16 && a->head_dim <= ATTN_F16_MAX_HD) {
+			attn_group_f16(a, t, g * per_sub, per_sub, s);
+			continue;
+		}
 		for (int h = g * per_sub; h < (g + 1) * per_sub; h++) {
 			if (a->kv_f16)
 				attn_one(a, t, h, s, true);
