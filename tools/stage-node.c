@@ -343,6 +343,9 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	ep.n_ctx = 256;
 	ep.n_batch = 64;
 	ep.n_threads = n_threads;
+	/* the mesh keeps answering pings while we compute */
+	pthread_t th;
+	pthread_create(&th, NULL, loop_main, NULL);
 	static struct coll solo_alone[1], solo_all[N_REQ], split_alone[1], split_all[N_REQ];
 	double solo_tps = 0, split_tps = 0;
 	struct eng *e = NULL;
@@ -352,8 +355,6 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	}
 	eng_free(e);
 
-	pthread_t th;
-	pthread_create(&th, NULL, loop_main, NULL);
 	struct mesh_stage_plan plan;
 	memset(&plan, 0, sizeof(plan));
 	plan.epoch = 1;
