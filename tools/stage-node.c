@@ -86,8 +86,12 @@ static void replan_without(const uint8_t id[NET_ID_LEN])
 		eng_relink(g_eng, NULL, 0, false);
 		return;
 	}
-	struct mesh_stage_link_params lp = {.mesh = mesh, .base = base, .model_path = g_path,
-	                                    .plan = &g_plan, .act_dtype = g_act, .timeout_ms = 60000};
+	struct mesh_stage_link_params lp = {.mesh = mesh,
+	                                    .base = base,
+	                                    .model_path = g_path,
+	                                    .plan = &g_plan,
+	                                    .act_dtype = g_act,
+	                                    .timeout_ms = 60000};
 	struct eng_link *l = NULL;
 	if (mesh_stage_link_new(&l, &lp) < 0) {
 		ML_ERROR("re-plan: %s", ml_last_error());
@@ -455,7 +459,8 @@ static int worker_main(const char *path, const char *join, const char *token_fil
 {
 	if (start_mesh(join, delay_ms) < 0)
 		return 1;
-	struct mesh_stage_worker_params wp = {.base = base, .model_path = path, .n_threads = n_threads};
+	struct mesh_stage_worker_params wp = {
+	    .base = base, .model_path = path, .n_threads = n_threads};
 	if (mesh_stage_worker_new(&worker, mesh, &wp) < 0) {
 		fprintf(stderr, "stage-node: %s\n", ml_last_error());
 		return 1;
@@ -480,7 +485,8 @@ static int worker_main(const char *path, const char *join, const char *token_fil
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: stage-node worker|host --model PATH ... (see the source)\n");
+		fprintf(stderr,
+		        "usage: stage-node worker|host --model PATH ... (see the source)\n");
 		return 1;
 	}
 	const char *mode = argv[1], *path = NULL, *token_file = NULL, *join = NULL, *split = "1";

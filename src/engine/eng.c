@@ -89,7 +89,7 @@ struct eng_slot {
 #define ENG_MAX_RETIRED 16
 
 struct eng {
-	struct eng_params p; /* defaults filled in */
+	struct eng_params p;  /* defaults filled in */
 	struct model *model;  /* the layers this engine runs now */
 	struct model *model0; /* the first one loaded: vocab, hparams, accessors */
 	struct model *retired[ENG_MAX_RETIRED]; /* replaced by eng_relink(), freed at the end */
@@ -122,8 +122,8 @@ struct eng {
 	bool cancel_pending;
 	bool stop;
 	uint64_t next_id;
-	uint64_t n_finished;    /* slots given back, for last_used */
-	bool relink_pending;    /* eng_relink() queued a new link */
+	uint64_t n_finished; /* slots given back, for last_used */
+	bool relink_pending; /* eng_relink() queued a new link */
 	struct eng_link *new_link;
 	int new_layer_end;
 	bool new_owned;
@@ -450,10 +450,12 @@ static void relink_apply(struct eng *e, struct eng_link *link, int layer_end, bo
 	if (layer_end != model_layer_end(e->model)) {
 		struct model *m = NULL;
 		struct model_ctx *c = NULL;
-		struct model_params mp = {.path = e->p.model_path, .layer_begin = 0, .layer_end = layer_end};
+		struct model_params mp = {
+		    .path = e->p.model_path, .layer_begin = 0, .layer_end = layer_end};
 		if (e->n_retired == ENG_MAX_RETIRED) {
-			rc = ml_error(ML_ERR_RANGE, "eng: %d re-plans that changed this node's layers; "
-			                            "restart to plan again",
+			rc = ml_error(ML_ERR_RANGE,
+			              "eng: %d re-plans that changed this node's layers; "
+			              "restart to plan again",
 			              ENG_MAX_RETIRED);
 			goto fail;
 		}
@@ -627,8 +629,8 @@ static bool take_work(struct eng *e)
 		relink_apply(e, new_link, new_layer_end, new_owned);
 	if (link_timeout && e->link_down) {
 		snprintf(e->errmsg, sizeof(e->errmsg),
-		         "the pipeline failed (%.400s) and no new plan came within %d ms", e->link_err,
-		         e->p.link_wait_ms);
+		         "the pipeline failed (%.400s) and no new plan came within %d ms",
+		         e->link_err, e->p.link_wait_ms);
 		ML_ERROR("eng: %s", e->errmsg);
 		for (int i = 0; i < e->p.n_parallel; i++)
 			if (e->slots[i].req)
@@ -896,9 +898,10 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	struct model_params mp = {.path = e->p.model_path, .layer_begin = 0, .layer_end = -1};
 	if (e->p.link) {
 		if (e->p.layer_end < 1) {
-			rc = ml_error(ML_ERR_INVALID,
-			              "eng_init: a split engine needs its last layer (layer_end %d)",
-			              e->p.layer_end);
+			rc =
+			    ml_error(ML_ERR_INVALID,
+			             "eng_init: a split engine needs its last layer (layer_end %d)",
+			             e->p.layer_end);
 			goto fail_model;
 		}
 		mp.layer_end = e->p.layer_end;
@@ -909,10 +912,11 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	e->model0 = e->model;
 	const struct model_hparams *hp = model_hparams(e->model);
 	if (e->p.link && model_is_last(e->model)) {
-		rc = ml_error(ML_ERR_INVALID,
-		              "eng_init: a split engine must leave layers to its link (layer_end %d "
-		              "of %d layers)",
-		              e->p.layer_end, hp->n_layer);
+		rc =
+		    ml_error(ML_ERR_INVALID,
+		             "eng_init: a split engine must leave layers to its link (layer_end %d "
+		             "of %d layers)",
+		             e->p.layer_end, hp->n_layer);
 		goto fail_vocab;
 	}
 	e->n_vocab = hp->n_vocab;

@@ -50,9 +50,10 @@ struct eng_params eng_default_params(void);
 struct eng_request {
 	const int32_t *prompt; /* copied by eng_submit */
 	int n_prompt;
-	int max_tokens;        /* <= 0: until EOS or context end */
+	int max_tokens; /* <= 0: until EOS or context end */
 	struct smp_params sampling;
-	const char *stop[ENG_MAX_STOP]; /* NUL-terminated stop strings, copied; NULL-terminated list */
+	const char
+	    *stop[ENG_MAX_STOP]; /* NUL-terminated stop strings, copied; NULL-terminated list */
 	bool ignore_eos;
 };
 
@@ -70,13 +71,13 @@ struct eng_event {
 	 * may still become one) held back and never emitted. May be empty. */
 	const char *text;
 	size_t len;
-	int32_t token; /* token just generated (-1 on the final event) */
+	int32_t token;          /* token just generated (-1 on the final event) */
 	enum eng_finish finish; /* != NONE on the last event of the request */
 	int n_prompt;
 	int n_completion;
-	int err;          /* ENG_FINISH_ERROR: ML_ERR_* code */
+	int err;             /* ENG_FINISH_ERROR: ML_ERR_* code */
 	const char *message; /* ENG_FINISH_ERROR: what went wrong */
-	int n_cached;     /* prompt tokens whose KV was reused from the slot's last request */
+	int n_cached;        /* prompt tokens whose KV was reused from the slot's last request */
 };
 
 /* Events of one request: one per generated token (finish NONE, |token| set,
@@ -124,7 +125,7 @@ void eng_get_stats(const struct eng *e, struct eng_stats *out);
  * |cb| gets every event of this request, the last with finish != NONE;
  * after that call the request is gone. */
 int eng_submit(struct eng *e, const struct eng_request *r, eng_event_fn cb, void *user,
-	       uint64_t *id);
+               uint64_t *id);
 /* Split inference, after a re-plan: the engine goes on with |link| (NULL:
  * the whole model here, |layer_end| n_layer or <= 0), running layers
  * [0, layer_end) itself. Queued; the engine thread then frees the old link

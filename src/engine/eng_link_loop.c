@@ -56,8 +56,9 @@ static int loop_start(struct eng_link *l, const struct eng_link_setup *s)
 		if ((rc = model_load(&st->model, &mp)) < 0)
 			return rc;
 		if (model_hparams(st->model)->n_embd != s->n_embd)
-			return ml_error(ML_ERR_INVALID, "eng_link_loop: %s has another width (%d, not %d)",
-			                k->path, model_hparams(st->model)->n_embd, s->n_embd);
+			return ml_error(ML_ERR_INVALID,
+			                "eng_link_loop: %s has another width (%d, not %d)", k->path,
+			                model_hparams(st->model)->n_embd, s->n_embd);
 		if ((rc = model_ctx_init(&st->ctx, st->model, k->pool, s->n_seq, s->n_ctx,
 		                         s->n_batch)) < 0)
 			return rc;

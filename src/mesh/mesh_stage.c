@@ -208,7 +208,7 @@ enum worker_dest {
 
 struct worker_job {
 	uint8_t type;
-	struct net_buf buf; /* the payload (storage kept between uses) */
+	struct net_buf buf;           /* the payload (storage kept between uses) */
 	struct mesh_stage_plan *plan; /* STAGE_OPEN: decoded on the loop thread */
 };
 
@@ -229,9 +229,9 @@ struct mesh_stage_worker {
 	bool stop;
 	struct worker_job inbox[WORKER_INBOX];
 	int in_head, in_n;
-	bool out_full;      /* |out| holds a message to send */
+	bool out_full; /* |out| holds a message to send */
 	enum worker_dest out_dest;
-	uint64_t out_epoch; /* the plan the output belongs to */
+	uint64_t out_epoch;           /* the plan the output belongs to */
 	uint8_t out_next[NET_ID_LEN]; /* WORKER_TO_NEXT: to whom */
 	struct net_buf out;
 	uint64_t loop_epoch; /* newest plan epoch seen by the loop thread */
@@ -241,7 +241,7 @@ struct mesh_stage_worker {
 	struct mesh_stream *host; /* the stream the newest plan came on */
 	struct mesh_stream *next; /* to the next stage (not the host) */
 	uint8_t next_id[NET_ID_LEN];
-	struct net_buf tx;        /* the loop's own answers (stale epochs, busy) */
+	struct net_buf tx; /* the loop's own answers (stale epochs, busy) */
 
 	/* compute thread only */
 	struct mesh_stage_plan plan; /* the loaded plan (epoch 0: none) */
@@ -259,8 +259,8 @@ struct mesh_stage_worker {
 static const struct mesh_stream_callbacks worker_cb;
 
 /* Loop thread: an ERROR straight back on |s|. */
-static void worker_send_error_now(struct mesh_stage_worker *w, struct mesh_stream *s,
-                                  uint16_t code, const char *reason)
+static void worker_send_error_now(struct mesh_stage_worker *w, struct mesh_stream *s, uint16_t code,
+                                  const char *reason)
 {
 	if (!s)
 		return;
@@ -374,9 +374,8 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 		                "the plan asks for %u sequences of %u positions and batches of %u "
 		                "(limits 4096, %u, %u)",
 		                p->n_seq, p->n_ctx, p->n_batch, 1u << 24, MESH_STAGE_MAX_TOKENS);
-	struct model_params mp = {.path = w->path,
-	                          .layer_begin = (int)me->layer_begin,
-	                          .layer_end = (int)me->layer_end};
+	struct model_params mp = {
+	    .path = w->path, .layer_begin = (int)me->layer_begin, .layer_end = (int)me->layer_end};
 	int rc = model_load(&w->model, &mp);
 	if (rc < 0)
 		return rc;
@@ -408,7 +407,8 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 	}
 	if (!w->seq || !w->pos || !w->want || !w->in || !w->out_rows ||
 	    (last && (!w->logits || !w->o_seq || !w->o_pos))) {
-		rc = ml_error(ML_ERR_NOMEM, "out of memory for batches of %d tokens", w->cap_tokens);
+		rc =
+		    ml_error(ML_ERR_NOMEM, "out of memory for batches of %d tokens", w->cap_tokens);
 		goto fail;
 	}
 	return 0;
@@ -471,7 +471,8 @@ static void worker_on_plan(struct mesh_stage_worker *w, const struct mesh_stage_
 	w->st.layer_end = (int)plan->stages[idx].layer_end;
 	w->st.weight_bytes_mapped = mapped;
 	w->st.n_plans++;
-	out_commit(w, mesh_stage_ack_put(b, plan->epoch, MESH_STAGE_PLAN_ACK, NULL), WORKER_TO_HOST);
+	out_commit(w, mesh_stage_ack_put(b, plan->epoch, MESH_STAGE_PLAN_ACK, NULL),
+	           WORKER_TO_HOST);
 }
 
 static bool worker_is_last(const struct mesh_stage_worker *w)
@@ -778,7 +779,8 @@ int mesh_stage_worker_new(struct mesh_stage_worker **out, struct mesh *mesh,
 {
 	*out = NULL;
 	if (!mesh || !p || !p->model_path || !p->base)
-		return ml_error(ML_ERR_INVALID, "mesh_stage_worker_new: no mesh, loop or model path");
+		return ml_error(ML_ERR_INVALID,
+		                "mesh_stage_worker_new: no mesh, loop or model path");
 	struct mesh_stage_worker *w = calloc(1, sizeof(*w));
 	if (!w)
 		return ml_error(ML_ERR_NOMEM, "mesh_stage_worker_new: out of memory");
@@ -895,7 +897,7 @@ struct mesh_stage_link {
 	/* engine thread while no batch is pending, then the loop thread */
 	struct net_buf tx_batch;
 	uint64_t batch_id;
-	int n_out;            /* rows the RESULT must carry */
+	int n_out;                  /* rows the RESULT must carry */
 	int32_t *exp_seq, *exp_pos; /* [n_batch]: entries that want logits */
 	float *normed;              /* [n_seq][n_embd] the RESULT's rows */
 	/* loop thread only */
@@ -996,8 +998,9 @@ static void link_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, size
 			return;
 		}
 		if (a.kind == MESH_STAGE_PLAN_REFUSE) {
-			link_fail(k, ML_ERR_INVALID, "stage %d/%u (node %s) refused plan epoch %llu: %s",
-			          from + 1, k->plan.n_stages, short_id(k->plan.stages[from].id, b),
+			link_fail(k, ML_ERR_INVALID,
+			          "stage %d/%u (node %s) refused plan epoch %llu: %s", from + 1,
+			          k->plan.n_stages, short_id(k->plan.stages[from].id, b),
 			          (unsigned long long)a.epoch, a.reason);
 			return;
 		}
@@ -1043,7 +1046,6 @@ static void link_close(struct mesh_stream *s, int err, void *u)
 
 static const struct mesh_stream_callbacks link_cb = {link_msg, NULL, link_close, NULL};
 
-
 /* Loop thread: the engine thread queued work. */
 static void link_wake(evutil_socket_t fd, short what, void *u)
 {
@@ -1062,9 +1064,10 @@ static void link_wake(evutil_socket_t fd, short what, void *u)
 			                          &link_cb, k, &k->st[i]);
 			if (rc < 0) {
 				k->st[i] = NULL;
-				link_fail(k, rc, "cannot open a stage stream to stage %u/%u (node %s): %s",
-				          i + 1, k->plan.n_stages, short_id(k->plan.stages[i].id, b),
-				          ml_last_error());
+				link_fail(k, rc,
+				          "cannot open a stage stream to stage %u/%u (node %s): %s",
+				          i + 1, k->plan.n_stages,
+				          short_id(k->plan.stages[i].id, b), ml_last_error());
 				return;
 			}
 			net_buf_reset(&k->tx);
@@ -1163,7 +1166,8 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 {
 	struct mesh_stage_link *k = (struct mesh_stage_link *)l;
 	int rc;
-	if (s->layer_begin != (int)k->plan.stages[0].layer_end || s->n_layer != (int)k->plan.n_layer)
+	if (s->layer_begin != (int)k->plan.stages[0].layer_end ||
+	    s->n_layer != (int)k->plan.n_layer)
 		return ml_error(ML_ERR_INVALID,
 		                "split: the engine runs layers 0-%d of %d but the plan gives the "
 		                "host 0-%u of %u",
@@ -1176,8 +1180,8 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 		return rc;
 	if ((rc = mesh_stage_fingerprint(k->gf, k->plan.fingerprint)) < 0)
 		return rc;
-	const char *name = gguf_find_tensor(k->gf, "output.weight") ? "output.weight"
-	                                                           : "token_embd.weight";
+	const char *name =
+	    gguf_find_tensor(k->gf, "output.weight") ? "output.weight" : "token_embd.weight";
 	if ((rc = gguf_map(k->gf, want_output, (void *)name)) < 0)
 		return rc;
 	const struct gguf_tensor *t = gguf_find_tensor(k->gf, name);
@@ -1197,7 +1201,8 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 		return ml_error(ML_ERR_NOMEM, "split: out of memory");
 	if ((rc = ml_pool_init(&k->pool, s->n_threads > 0 ? s->n_threads : 1)) < 0)
 		return rc;
-	uint64_t need = mesh_stage_batch_size((uint32_t)s->n_batch, (uint32_t)s->n_embd, k->act_dtype);
+	uint64_t need =
+	    mesh_stage_batch_size((uint32_t)s->n_batch, (uint32_t)s->n_embd, k->act_dtype);
 	if (need == 0 || need > NET_FRAME_MAX_STAGE)
 		return ml_error(ML_ERR_RANGE,
 		                "split: a batch of %d x %d activations does not fit one message",
@@ -1413,13 +1418,16 @@ int mesh_stage_link_new(struct eng_link **out, const struct mesh_stage_link_para
 	if (!p || !p->mesh || !p->base || !p->model_path || !p->plan)
 		return ml_error(ML_ERR_INVALID, "mesh_stage_link_new: missing parameters");
 	if (p->plan->n_stages < 2 || p->plan->n_stages > MESH_STAGE_MAX_STAGES)
-		return ml_error(ML_ERR_INVALID,
-		                "mesh_stage_link_new: a split needs 2 to %d stages, the plan has %u",
-		                MESH_STAGE_MAX_STAGES, p->plan->n_stages);
+		return ml_error(
+		    ML_ERR_INVALID,
+		    "mesh_stage_link_new: a split needs 2 to %d stages, the plan has %u",
+		    MESH_STAGE_MAX_STAGES, p->plan->n_stages);
 	if (memcmp(p->plan->stages[0].id, mesh_node_id(p->mesh), NET_ID_LEN) != 0)
-		return ml_error(ML_ERR_INVALID, "mesh_stage_link_new: stage 1 of the plan is not this node");
+		return ml_error(ML_ERR_INVALID,
+		                "mesh_stage_link_new: stage 1 of the plan is not this node");
 	if (p->act_dtype != ML_DTYPE_F32 && p->act_dtype != ML_DTYPE_F16)
-		return ml_error(ML_ERR_INVALID, "mesh_stage_link_new: activation type %u", p->act_dtype);
+		return ml_error(ML_ERR_INVALID, "mesh_stage_link_new: activation type %u",
+		                p->act_dtype);
 	struct mesh_stage_link *k = calloc(1, sizeof(*k));
 	if (!k)
 		return ml_error(ML_ERR_NOMEM, "mesh_stage_link_new: out of memory");

@@ -70,18 +70,18 @@ void mesh_stage_fingerprint_hex(const uint8_t fp[MESH_STAGE_FP_LEN],
 struct mesh_stage_worker_params {
 	struct event_base *base; /* the mesh's loop (threads enabled) */
 	const char *model_path;  /* this node's own copy of the model */
-	int n_threads;          /* compute threads (<= 0: 1) */
+	int n_threads;           /* compute threads (<= 0: 1) */
 };
 
 struct mesh_stage_worker_stats {
-	uint64_t epoch;                      /* plan loaded (0: none) */
-	int layer_begin, layer_end;          /* loaded range ([0,0) none) */
-	int stage, n_stages;                 /* this node's index in the plan */
-	uint64_t n_plans, n_refused;         /* PLANs accepted / refused */
-	uint64_t n_batches, n_tokens;        /* RUN_BATCHes run, their entries */
-	uint64_t n_kv;                       /* KV commands applied */
-	uint64_t n_errors;                   /* ERRORs sent */
-	uint64_t weight_bytes_mapped;        /* from the local file */
+	uint64_t epoch;               /* plan loaded (0: none) */
+	int layer_begin, layer_end;   /* loaded range ([0,0) none) */
+	int stage, n_stages;          /* this node's index in the plan */
+	uint64_t n_plans, n_refused;  /* PLANs accepted / refused */
+	uint64_t n_batches, n_tokens; /* RUN_BATCHes run, their entries */
+	uint64_t n_kv;                /* KV commands applied */
+	uint64_t n_errors;            /* ERRORs sent */
+	uint64_t weight_bytes_mapped; /* from the local file */
 	char last_refusal[MESH_STAGE_REASON_MAX + 1];
 };
 
@@ -118,10 +118,10 @@ struct mesh_stage_link_params {
 };
 
 struct mesh_stage_link_stats {
-	uint64_t n_batches, n_tokens;   /* forwards done and their entries */
-	uint64_t n_logit_rows;          /* rows that came back */
-	double wait_s;                  /* engine-thread time blocked in forward() */
-	double head_s;                  /* of that, the output head on the host */
+	uint64_t n_batches, n_tokens; /* forwards done and their entries */
+	uint64_t n_logit_rows;        /* rows that came back */
+	double wait_s;                /* engine-thread time blocked in forward() */
+	double head_s;                /* of that, the output head on the host */
 };
 
 /* A link that runs the plan's stages 1.. over the mesh. start() sends the

@@ -440,10 +440,8 @@ static void test_eng_link_relink(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_eng_link_bad_ranges),
-	    cmocka_unit_test(test_eng_link_stories),
-	    cmocka_unit_test(test_eng_link_syn_f32),
-	    cmocka_unit_test(test_eng_link_syn_quant),
+	    cmocka_unit_test(test_eng_link_bad_ranges), cmocka_unit_test(test_eng_link_stories),
+	    cmocka_unit_test(test_eng_link_syn_f32),    cmocka_unit_test(test_eng_link_syn_quant),
 	    cmocka_unit_test(test_eng_link_relink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -314,7 +314,8 @@ static void make_plan(struct mesh_stage_plan *plan, int n_stages, const int *bou
 	for (int i = 0; i < n_stages; i++) {
 		memcpy(plan->stages[i].id, nodes[i].id.pk, NET_ID_LEN);
 		plan->stages[i].layer_begin = i == 0 ? 0 : (uint32_t)bounds[i - 1];
-		plan->stages[i].layer_end = i + 1 == n_stages ? (uint32_t)n_layer : (uint32_t)bounds[i];
+		plan->stages[i].layer_end =
+		    i + 1 == n_stages ? (uint32_t)n_layer : (uint32_t)bounds[i];
 		memcpy(plan->stages[i].next, nodes[(i + 1) % n_stages].id.pk, NET_ID_LEN);
 	}
 }
@@ -568,9 +569,12 @@ static void test_mesh_stage_dead_stage(void **state)
 	struct mesh_stage_plan plan;
 	int b1[2] = {1, 3};
 	make_plan(&plan, 3, b1, 4, 1);
-	struct mesh_stage_link_params lp = {
-	    .mesh = nodes[0].m, .base = base, .model_path = F32_MODEL, .plan = &plan,
-	    .act_dtype = ML_DTYPE_F32, .timeout_ms = 20000};
+	struct mesh_stage_link_params lp = {.mesh = nodes[0].m,
+	                                    .base = base,
+	                                    .model_path = F32_MODEL,
+	                                    .plan = &plan,
+	                                    .act_dtype = ML_DTYPE_F32,
+	                                    .timeout_ms = 20000};
 	struct eng_params p = engine_params(F32_MODEL);
 	assert_int_equal(mesh_stage_link_new(&p.link, &lp), 0);
 	p.layer_end = 1;
