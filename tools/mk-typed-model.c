@@ -7,12 +7,12 @@
  * quantizer falls back the same way). Metadata is copied unchanged.
  *
  *   mk-typed-model IN.gguf OUT.gguf TYPE [--fallback TYPE] [--skip NAME]...
- *                  [--drop NAME]... [--set-f32 KEY=V]... [--set-str KEY=V]...
+ *                  [--drop NAME]... [--set-f32|--set-u32|--set-str KEY=V]...
  *                  [--rope-freqs N]
  *
  * TYPE "keep" leaves every tensor's type alone. --skip keeps tensors whose
  * name contains NAME in their type; --drop leaves out the tensor NAME (e.g.
- * output.weight: a tied output); --set-f32/--set-str add or replace a
+ * output.weight: a tied output); --set-f32/--set-u32/--set-str add or replace a
  * metadata key; --rope-freqs N adds an F32 rope_freqs.weight of N values
  * (Llama-3-style per-dimension frequency factors, 1 + i/N).
  *
@@ -63,7 +63,8 @@ int main(int argc, char **argv)
 			skip[n_skip++] = argv[++i];
 		else if (!strcmp(argv[i], "--drop") && i + 1 < argc && n_drop < 64)
 			drop[n_drop++] = argv[++i];
-		else if ((!strcmp(argv[i], "--set-f32") || !strcmp(argv[i], "--set-str")) &&
+		else if ((!strcmp(argv[i], "--set-f32") || !strcmp(argv[i], "--set-u32") ||
+		          !strcmp(argv[i], "--set-str")) &&
 		         i + 1 < argc && n_set < 64 && strchr(argv[i + 1], '='))
 			sett[n_set] = argv[i][6], setk[n_set++] = argv[++i];
 		else if (!strcmp(argv[i], "--rope-freqs") && i + 1 < argc)
@@ -105,8 +106,10 @@ int main(int argc, char **argv)
 		char key[256];
 		const char *eq = strchr(setk[k], '=');
 		snprintf(key, sizeof(key), "%.*s", (int)(eq - setk[k]), setk[k]);
-		int rc = sett[k] == 'f' ? gguf_writer_add_f32(w, key, strtof(eq + 1, NULL))
-		                        : gguf_writer_add_str(w, key, eq + 1);
+		int rc = sett[k] == 'u'
+		             ? gguf_writer_add_u32(w, key, (uint32_t)strtoul(eq + 1, NULL, 0))
+		         : sett[k] == 'f' ? gguf_writer_add_f32(w, key, strtof(eq + 1, NULL))
+		                          : gguf_writer_add_str(w, key, eq + 1);
 		if (rc != 0) {
 			fprintf(stderr, "mk-typed-model: key %s: %s\n", key, ml_last_error());
 			return 1;

@@ -5,7 +5,7 @@
  * refdata's field names (prompts[].name, ids, top10_last, greedy_ids,
  * greedy_top2_margin) so bench/llamacpp/cmp_ref.mjs can compare the two.
  *
- *   qa-logits --model FILE [--ids 1,2,3] [-n 32] [-t THREADS] [--kv f16]
+ *   qa-logits --model FILE [--ids 1,2,3] [-n 32] [-t THREADS] [--kv f16] [--one-by-one]
  */
 #include "base/ml_err.h"
 #include "base/ml_pool.h"
@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static bool one_by_one; /* --one-by-one: the prompt one token per call */
 
 static void top2(const float *l, int n, int *best, float *margin)
 {
@@ -42,11 +44,16 @@ static int run(struct model *m, struct model_ctx *ctx, const char *name, const i
 	for (int i = 0; i < n_ids; i++)
 		pos[i] = i;
 	model_kv_truncate(ctx, 0, 0);
-	struct model_batch b = {
-	    .n_tokens = n_ids, .tokens = ids, .pos = pos, .seq = seq, .logits = NULL};
-	if (model_forward(ctx, &b, lg) != 0) {
-		fprintf(stderr, "qa-logits: forward: %s\n", ml_last_error());
-		return 1;
+	for (int i0 = 0; i0 < n_ids; i0 += one_by_one ? 1 : n_ids) {
+		struct model_batch b = {.n_tokens = one_by_one ? 1 : n_ids,
+		                        .tokens = ids + i0,
+		                        .pos = pos + i0,
+		                        .seq = seq,
+		                        .logits = NULL};
+		if (model_forward(ctx, &b, lg) != 0) {
+			fprintf(stderr, "qa-logits: forward: %s\n", ml_last_error());
+			return 1;
+		}
 	}
 	printf("%s{\"name\":\"%s\",\"ids\":[", first ? "" : ",", name);
 	for (int i = 0; i < n_ids; i++)
@@ -103,6 +110,8 @@ int main(int argc, char **argv)
 			n_gen = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "-t") && i + 1 < argc)
 			threads = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--one-by-one"))
+			one_by_one = true;
 		else if (!strcmp(argv[i], "--kv") && i + 1 < argc)
 			kv16 = !strcmp(argv[++i], "f16");
 		else {

@@ -19,7 +19,16 @@ const S = [
 	"<s>", "</s>", "<unk>", "<s> hello </s>", "<|endoftext|>", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "text<|endoftext|>more",
 	"[INST] hi [/INST]", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>", "<|endoftext|><|endoftext|>", " <|im_end|> ", "<|im_start|", "<|user|>\nhi<|end|>",
 	"<fim_prefix>a<fim_suffix>b<fim_middle>", "\u0000nul", "tab\u000bvt\u000cff", "\u2028line sep\u2029para",
-	"The quick brown fox jumps over the lazy dog.", "ÀÁÂÃÄÅ àáâãäå", "Ω≈ç√∫˜µ≤≥÷", "😀", "🦙", "a😀b", " 😀", "  😀  ",
+	"The quick brown fox jumps over the lazy dog.",
+	"12345678901234567890", "x=1234567;y=89", "3.14e-10 and 6.02E+23", "١٢٣٤ ٥٦ ໑໒໓", "Ⅻ ½ ² ⑳",
+	"I’m can’t", "It's 'quoted' and \"double\"", "'s 't 're 've 'm 'll 'd", "'S 'T 'RE",
+	"  \n\n  \t\n ", "\n\n\n\n", "a \n b", "\t\t\t", "\r\r\n\n", "end with space ", " ",
+	"Hello,world!How are you?I'm fine.", "snake_case camelCase PascalCase kebab-case", "https://example.com/a?b=c&d=e#f",
+	"email@example.com @user #tag $100 %50 ^_^ ~/.bashrc", "a\u00e9\u00e8\u00ea\u00eb", "\u00c5ngstr\u00f6m caf\u00e9 na\u00efve",
+	"Ελληνικά κείμενο", "עברית טקסט", "ไทย ภาษา", "Tiếng Việt có dấu", "ქართული", "𠀀𠀁 CJK ext B",
+	"  Hello", "   Hello", "    Hello", "\tHello", "Hello  ", "Hello\n", "<|im_start|><|im_start|>", "<|im_start|> <|im_end|>",
+	"<s><s></s>", "<unk><unk>", "[CLS] [SEP] [MASK] [PAD] [UNK]", "<|fim_prefix|>x<|fim_suffix|>y<|fim_middle|>", "<|endoftext|>\n<|endoftext|>",
+	"▁already▁escaped ▁", "<0x41> <0xE2>", "\u00ff\u00fe\u0100", "ＡＢＣ　全角", "\ud83c\udff3\ufe0f\u200d\ud83c\udf08", "ÀÁÂÃÄÅ àáâãäå", "Ω≈ç√∫˜µ≤≥÷", "😀", "🦙", "a😀b", " 😀", "  😀  ",
 ];
 let bad = 0, total = 0;
 for (const f of files) {
