@@ -879,6 +879,8 @@ struct mesh_stage_link {
 	struct mesh_stage_plan plan;
 	struct eng_link_setup setup;
 	struct event *wake;
+	pthread_t loop_tid; /* the loop thread, once it ran a callback of ours */
+	bool loop_tid_set;  /* under mu */
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -1055,6 +1057,8 @@ static void link_wake(evutil_socket_t fd, short what, void *u)
 	char b[9];
 
 	pthread_mutex_lock(&k->mu);
+	k->loop_tid = pthread_self();
+	k->loop_tid_set = true;
 	bool want_plan = k->want_plan;
 	k->want_plan = false;
 	pthread_mutex_unlock(&k->mu);
@@ -1376,7 +1380,19 @@ static void link_free(struct eng_link *l)
 	struct mesh_stage_link *k = (struct mesh_stage_link *)l;
 	if (!k)
 		return;
-	if (k->wake) {
+	pthread_mutex_lock(&k->mu);
+	bool on_loop = k->loop_tid_set && pthread_equal(k->loop_tid, pthread_self());
+	pthread_mutex_unlock(&k->mu);
+	if (k->wake && on_loop) {
+		/* freed from a loop callback (shutdown): detach right here */
+		event_free(k->wake);
+		struct link_free_job j = {.k = k, .done = false};
+		pthread_mutex_init(&j.mu, NULL);
+		pthread_cond_init(&j.cv, NULL);
+		link_free_on_loop(-1, 0, &j);
+		pthread_mutex_destroy(&j.mu);
+		pthread_cond_destroy(&j.cv);
+	} else if (k->wake) {
 		event_free(k->wake);
 		/* Detach the streams on the loop thread, and wait for it. */
 		struct link_free_job j = {.k = k, .done = false};

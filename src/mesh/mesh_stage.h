@@ -126,9 +126,13 @@ struct mesh_stage_link_stats {
 
 /* A link that runs the plan's stages 1.. over the mesh. start() sends the
  * PLAN to every stage and waits for all acks (a refusal fails eng_init()
- * with the stage's reason). Free with its free() (or link_owned). Returns
- * 0, ML_ERR_INVALID (plan with fewer than 2 stages, not starting at this
- * node) or ML_ERR_NOMEM. */
+ * with the stage's reason). Free with its free() (or link_owned): off the
+ * loop thread it detaches its streams on the loop and waits for that; on
+ * the loop thread it detaches them at once. Shutting down from a loop
+ * callback: mesh_stage_link_abort() first, so an engine thread blocked in
+ * forward() returns and eng_free() can join it. Returns 0, ML_ERR_INVALID
+ * (plan with fewer than 2 stages, not starting at this node) or
+ * ML_ERR_NOMEM. */
 int mesh_stage_link_new(struct eng_link **out, const struct mesh_stage_link_params *p);
 /* Thread-safe snapshot. */
 void mesh_stage_link_get_stats(struct eng_link *l, struct mesh_stage_link_stats *out);
