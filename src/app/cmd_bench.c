@@ -137,7 +137,13 @@ static int bench_model(const struct bench_opts *o, int n_threads, double membw_g
 	rc = ml_pool_init(&pool, n_threads);
 	if (rc < 0)
 		goto fail;
-	rc = model_ctx_init(&ctx, m, pool, 1, n_ctx, n_batch);
+	/* F16 KV cache, as serving uses it and as llama.cpp's llama-bench does */
+	struct model_ctx_params cp = model_ctx_default_params();
+	cp.n_seq = 1;
+	cp.n_ctx = n_ctx;
+	cp.n_batch = n_batch;
+	cp.kv_type = MODEL_KV_F16;
+	rc = model_ctx_init_params(&ctx, m, pool, &cp);
 	if (rc < 0)
 		goto fail;
 	rc = ML_ERR_NOMEM;
