@@ -210,6 +210,7 @@ struct worker_job {
 	uint8_t type;
 	struct net_buf buf;           /* the payload (storage kept between uses) */
 	struct mesh_stage_plan *plan; /* STAGE_OPEN: decoded on the loop thread */
+	uint64_t gen;                 /* plans the loop thread had accepted when it came */
 };
 
 struct mesh_stage_worker {
@@ -231,10 +232,13 @@ struct mesh_stage_worker {
 	int in_head, in_n;
 	bool out_full; /* |out| holds a message to send */
 	enum worker_dest out_dest;
-	uint64_t out_epoch;           /* the plan the output belongs to */
+	uint64_t out_gen;             /* the plan the output belongs to (see gen) */
 	uint8_t out_next[NET_ID_LEN]; /* WORKER_TO_NEXT: to whom */
 	struct net_buf out;
 	uint64_t loop_epoch; /* newest plan epoch seen by the loop thread */
+	/* Plans accepted by the loop thread so far. Output made under an older
+	 * one is dropped: nobody waits for it any more. */
+	uint64_t loop_gen;
 	struct mesh_stage_worker_stats st;
 
 	/* loop thread only */
@@ -242,8 +246,13 @@ struct mesh_stage_worker {
 	struct mesh_stream *next; /* to the next stage (not the host) */
 	uint8_t next_id[NET_ID_LEN];
 	struct net_buf tx; /* the loop's own answers (stale epochs, busy) */
+	/* the node whose plan we run: epochs are compared per host, since a
+	 * newly elected host counts its own */
+	uint8_t host_id[NET_ID_LEN];
+	bool host_known;
 
 	/* compute thread only */
+	uint64_t gen;                /* gen of the job being run */
 	struct mesh_stage_plan plan; /* the loaded plan (epoch 0: none) */
 	int index;                   /* this node's stage in |plan| */
 	struct model *model;
@@ -286,24 +295,17 @@ static struct net_buf *out_begin(struct mesh_stage_worker *w)
 
 /* Hands the outbox to the loop thread (drops it when encoding failed or
  * the worker stops) and releases mu. */
-static void out_commit_epoch(struct mesh_stage_worker *w, int rc, enum worker_dest dest,
-                             uint64_t epoch)
+static void out_commit(struct mesh_stage_worker *w, int rc, enum worker_dest dest)
 {
 	if (rc == 0 && !w->stop && w->out.len > 0) {
 		w->out_full = true;
 		w->out_dest = dest;
-		w->out_epoch = epoch;
+		w->out_gen = w->gen;
 		if (dest == WORKER_TO_NEXT)
 			memcpy(w->out_next, w->plan.stages[w->index].next, NET_ID_LEN);
 		event_active(w->wake, EV_READ, 0);
 	}
 	pthread_mutex_unlock(&w->mu);
-}
-
-/* Output of the loaded plan. */
-static void out_commit(struct mesh_stage_worker *w, int rc, enum worker_dest dest)
-{
-	out_commit_epoch(w, rc, dest, w->plan.epoch);
 }
 
 /* Reports a failure to the host (which fails the batch in flight). */
@@ -328,8 +330,7 @@ static void worker_refuse(struct mesh_stage_worker *w, uint64_t epoch, const cha
 	struct net_buf *b = out_begin(w);
 	snprintf(w->st.last_refusal, sizeof(w->st.last_refusal), "%s", reason);
 	w->st.n_refused++;
-	out_commit_epoch(w, mesh_stage_ack_put(b, epoch, MESH_STAGE_PLAN_REFUSE, reason),
-	                 WORKER_TO_HOST, epoch);
+	out_commit(w, mesh_stage_ack_put(b, epoch, MESH_STAGE_PLAN_REFUSE, reason), WORKER_TO_HOST);
 }
 
 /* ---- compute thread: work ---- */
@@ -602,6 +603,7 @@ static void *worker_main(void *u)
 			break;
 		}
 		struct worker_job *j = &w->inbox[w->in_head];
+		w->gen = j->gen;
 		pthread_mutex_unlock(&w->mu);
 
 		switch (j->type) {
@@ -647,7 +649,7 @@ static void worker_wake(evutil_socket_t fd, short what, void *u)
 	}
 	struct mesh_stream *dst = NULL;
 	char b[9];
-	if (w->out_epoch < w->loop_epoch) {
+	if (w->out_gen < w->loop_gen) {
 		/* output of a plan the host has replaced: nobody waits for it */
 		w->out_full = false;
 		pthread_cond_broadcast(&w->cv);
@@ -688,8 +690,10 @@ static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, si
 	struct mesh_stage_plan *plan = NULL;
 	if (type == NET_MSG_STAGE_OPEN) {
 		static struct mesh_stage_plan tmp; /* loop thread only */
+		const uint8_t *peer = mesh_stream_peer(s);
+		bool same_host = w->host_known && memcmp(peer, w->host_id, NET_ID_LEN) == 0;
 		pthread_mutex_lock(&w->mu);
-		uint64_t cur = w->loop_epoch;
+		uint64_t cur = same_host ? w->loop_epoch : 0;
 		pthread_mutex_unlock(&w->mu);
 		int rc = mesh_stage_plan_decode(&tmp, p, len, cur);
 		if (rc == MESH_STAGE_ERR_STALE) {
@@ -703,6 +707,8 @@ static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, si
 		}
 		plan = &tmp;
 		w->host = s;
+		memcpy(w->host_id, peer, NET_ID_LEN);
+		w->host_known = true;
 		if (w->next) {
 			/* the old plan's next hop: whatever it says now is stale */
 			struct mesh_stream *old = w->next;
@@ -741,8 +747,11 @@ static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, si
 		return;
 	}
 	pthread_mutex_lock(&w->mu);
-	if (plan)
+	if (plan) {
 		w->loop_epoch = plan->epoch;
+		w->loop_gen++;
+	}
+	j->gen = w->loop_gen;
 	w->in_n++;
 	pthread_cond_broadcast(&w->cv);
 	pthread_mutex_unlock(&w->mu);

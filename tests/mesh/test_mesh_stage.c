@@ -519,6 +519,37 @@ static void test_mesh_stage_replan(void **state)
 	assert_null(e);
 	printf("old epoch: %s\n", ml_last_error());
 	assert_non_null(strstr(ml_last_error(), "older than the current plan"));
+
+	/* another node elected host counts its own epochs: its epoch 1 is
+	 * taken (node 2 hosts layers 0-1, node 1 runs 2-3) */
+	struct mesh_stage_plan other;
+	memset(&other, 0, sizeof(other));
+	other.epoch = 1;
+	other.n_layer = 4;
+	other.n_stages = 2;
+	memcpy(other.stages[0].id, nodes[2].id.pk, NET_ID_LEN);
+	memcpy(other.stages[1].id, nodes[1].id.pk, NET_ID_LEN);
+	other.stages[0].layer_end = other.stages[1].layer_begin = 2;
+	other.stages[1].layer_end = 4;
+	memcpy(other.stages[0].next, nodes[1].id.pk, NET_ID_LEN);
+	memcpy(other.stages[1].next, nodes[2].id.pk, NET_ID_LEN);
+	struct mesh_stage_link_params lp = {.mesh = nodes[2].m,
+	                                    .base = base,
+	                                    .model_path = F32_MODEL,
+	                                    .plan = &other,
+	                                    .act_dtype = ML_DTYPE_F32,
+	                                    .timeout_ms = 20000};
+	struct eng_params p = engine_params(F32_MODEL);
+	assert_int_equal(mesh_stage_link_new(&p.link, &lp), 0);
+	p.layer_end = 2;
+	p.link_owned = true;
+	rc = eng_init(&e, &p);
+	if (rc != 0)
+		fprintf(stderr, "new host: %s\n", ml_last_error());
+	assert_int_equal(rc, 0);
+	run_all(e, got);
+	assert_true(same_tokens(ref, got));
+	eng_free(e);
 	loop_end();
 	mesh_down();
 	for (int i = 0; i < N_REQ; i++) {
