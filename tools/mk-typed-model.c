@@ -8,7 +8,7 @@
  *
  *   mk-typed-model IN.gguf OUT.gguf TYPE [--fallback TYPE] [--skip NAME]...
  *                  [--drop NAME]... [--set-f32|--set-u32|--set-str KEY=V]...
- *                  [--rope-freqs N]
+ *                  [--rope-freqs N] [--alignment A] [--version 2|3]
  *
  * TYPE "keep" leaves every tensor's type alone. --skip keeps tensors whose
  * name contains NAME in their type; --drop leaves out the tensor NAME (e.g.
@@ -54,7 +54,7 @@ int main(int argc, char **argv)
 	const char *in = argv[1], *out = argv[2];
 	int type = strcmp(argv[3], "keep") == 0 ? -2 : type_by_name(argv[3]), fb = -1;
 	const char *skip[64], *drop[64], *setk[64];
-	int n_skip = 0, n_drop = 0, n_set = 0, rope_n = 0;
+	int n_skip = 0, n_drop = 0, n_set = 0, rope_n = 0, align = 0, version = 0;
 	char sett[64];
 	for (int i = 4; i < argc; i++) {
 		if (!strcmp(argv[i], "--fallback") && i + 1 < argc)
@@ -67,6 +67,10 @@ int main(int argc, char **argv)
 		          !strcmp(argv[i], "--set-str")) &&
 		         i + 1 < argc && n_set < 64 && strchr(argv[i + 1], '='))
 			sett[n_set] = argv[i][6], setk[n_set++] = argv[++i];
+		else if (!strcmp(argv[i], "--alignment") && i + 1 < argc)
+			align = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--version") && i + 1 < argc)
+			version = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--rope-freqs") && i + 1 < argc)
 			rope_n = atoi(argv[++i]);
 		else {
@@ -88,6 +92,11 @@ int main(int argc, char **argv)
 	struct gguf_writer *w = NULL;
 	if (gguf_writer_init(&w) != 0)
 		return 1;
+	if ((align && gguf_writer_set_alignment(w, (uint32_t)align) != 0) ||
+	    (version && gguf_writer_set_version(w, (uint32_t)version) != 0)) {
+		fprintf(stderr, "mk-typed-model: %s\n", ml_last_error());
+		return 1;
+	}
 	for (uint64_t i = 0; i < gguf_n_kv(gf); i++) {
 		const struct gguf_kv *kv = gguf_kv_at(gf, i);
 		bool replaced = false;

@@ -780,10 +780,13 @@ static int parse_part(struct gguf_file *gf, uint32_t pi, const char *path, uint6
 					     gguf_type_name(kv->value.type));
 				goto out;
 			}
-			if (a == 0 || (a & (a - 1)) != 0 || a > GGUF_MAX_ALIGNMENT) {
+			/* The GGUF spec asks for a multiple of 8; below that, block
+			 * and float data would sit at misaligned addresses (and
+			 * llama.cpp refuses such a file when it loads it). */
+			if (a < 8 || (a & (a - 1)) != 0 || a > GGUF_MAX_ALIGNMENT) {
 				rc = RD_FAIL(&r, koff,
 					     "general.alignment %" PRIu64
-					     " must be a nonzero power of two <= %llu",
+					     " must be a power of two from 8 to %llu",
 					     a, GGUF_MAX_ALIGNMENT);
 				goto out;
 			}
