@@ -7,13 +7,24 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/http.h>
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/time.h>
+
 #include "api/api.h"
+#include "api/api_request.h"
 #include "api/api_tunnel.h"
 #include "app/app_mesh.h"
+#include "base/ml_dtype.h"
 #include "base/ml_err.h"
 #include "base/ml_log.h"
+#include "engine/eng.h"
+#include "gguf/gguf.h"
 #include "mesh/mesh.h"
 #include "mesh/mesh_local.h"
+#include "mesh/mesh_plan.h"
+#include "mesh/mesh_stage.h"
 #include "net/net_quic.h"
 
 /* Share of physical memory a CPU node advertises by default. */
@@ -26,7 +37,38 @@ struct app_mesh {
 	struct api_tunnel *tun;
 	char token[MESH_TOKEN_MAX_LEN];
 	char model_id[MESH_NAME_MAX + 1];
+	struct api_front front; /* ours: the split's status and 503, then the tunnel's */
+	bool model_ready;
+	uint64_t vram;
+
+	/* split inference */
+	struct app_mesh_opts o;
+	char model_path[PATH_MAX];
+	char fp_hex[2 * MESH_STAGE_FP_LEN + 1];
+	struct mesh_stage_worker *worker;
+	uint64_t worker_epoch;
+	bool is_host;                  /* plans the model (app_mesh_host_begin) */
+	bool engine_started;           /* start_engine called */
+	struct eng *eng;               /* loaded; relink target */
+	struct eng_link *link;         /* current pipeline (owned by the engine) */
+	struct mesh_plan *plan, *cand; /* current plan (status OK or NO_FIT) */
+	bool have_plan;
+	uint64_t epoch;
+	struct mesh_plan_model pm;
+	uint64_t *layer_bytes;
+	struct event *timer;
+	double replan_at; /* monotonic seconds; 0 = none pending */
+	char waiting[256];
+	bool waiting_banner;
+	char plan_words[1024];
 };
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void on_stream(struct mesh *mesh, struct mesh_stream *s, uint8_t stream_type,
                       const uint8_t peer[NET_ID_LEN], void *user)
@@ -35,7 +77,38 @@ static void on_stream(struct mesh *mesh, struct mesh_stream *s, uint8_t stream_t
 	(void)mesh, (void)peer;
 	if (stream_type == NET_STREAM_HTTP && am->tun)
 		api_tunnel_accept(am->tun, s);
-	/* anything else (stage streams) is not served yet: reset on return */
+	else if (stream_type == NET_STREAM_STAGE && am->worker)
+		mesh_stage_worker_accept(am->worker, s);
+	/* anything else is reset on return */
+}
+
+static bool plan_has_stage(const struct mesh_plan *p, const uint8_t id[NET_ID_LEN])
+{
+	for (uint32_t i = 1; p && i < p->n_stages; i++)
+		if (memcmp(p->stages[i].id, id, NET_ID_LEN) == 0)
+			return true;
+	return false;
+}
+
+static void on_change(struct mesh *mesh, const struct mesh_member *m, enum mesh_event ev,
+                      void *user)
+{
+	struct app_mesh *am = user;
+	(void)mesh;
+	if (!am->is_host || m->self)
+		return;
+	if ((ev == MESH_EV_DEAD || ev == MESH_EV_LEFT) && am->have_plan && am->link &&
+	    plan_has_stage(am->plan, m->id)) {
+		char hex[NET_ID_HEX_LEN + 1];
+		net_id_to_hex(m->id, hex);
+		ML_WARN("split: stage node %.8s is %s; re-planning", hex,
+		        ev == MESH_EV_DEAD ? "dead" : "gone");
+		mesh_stage_link_abort(am->link, "a stage node left the mesh");
+		am->replan_at = now_s(); /* at once */
+		return;
+	}
+	if (am->replan_at == 0)
+		am->replan_at = now_s() + 1.0; /* settle */
 }
 
 static uint64_t physical_ram(void)
@@ -57,6 +130,333 @@ static const char *mesh_file(char *out, size_t cap)
 	return n > 0 && (size_t)n < cap ? out : NULL;
 }
 
+/* ---- split inference: planning on the host -------------------------------- */
+
+/* GB (10^9) with one decimal, or two significant digits below 0.1 GB. */
+static void fmt_gb(char *out, size_t cap, uint64_t bytes)
+{
+	double gb = (double)bytes / 1e9;
+	snprintf(out, cap, gb >= 0.1 || gb == 0 ? "%.1f" : "%.2g", gb);
+}
+
+static void set_waiting(struct app_mesh *am, const char *msg)
+{
+	if (strcmp(am->waiting, msg ? msg : "") == 0)
+		return;
+	snprintf(am->waiting, sizeof(am->waiting), "%s", msg ? msg : "");
+	if (msg && *msg) {
+		printf("%s\n", msg);
+		fflush(stdout);
+		ML_WARN("split: %s", msg);
+	}
+}
+
+/* The candidate nodes: this one (the host, index 0) and every alive,
+ * connected peer. */
+static size_t gather_nodes(struct app_mesh *am, struct mesh_plan_node *nodes, size_t cap)
+{
+	size_t n = 0;
+	memset(&nodes[0], 0, sizeof(nodes[0]));
+	memcpy(nodes[0].id, mesh_node_id(am->mesh), NET_ID_LEN);
+	nodes[0].budget = am->vram;
+	nodes[0].has_model = true;
+	n = 1;
+	const struct mesh_members *ms = mesh_members(am->mesh);
+	for (size_t i = 0; ms && i < ms->n && n < cap; i++) {
+		const struct mesh_member *m = ms->v[i];
+		if (m->self || !m->ann || m->state != MESH_ALIVE ||
+		    !mesh_peer_connected(am->mesh, m->id))
+			continue;
+		struct mesh_plan_node *d = &nodes[n++];
+		memset(d, 0, sizeof(*d));
+		memcpy(d->id, m->id, NET_ID_LEN);
+		d->budget = m->ann->vram_bytes;
+		d->rtt_us = m->rtt_us ? m->rtt_us : MESH_PLAN_RTT_UNKNOWN;
+		d->client = m->ann->role == MESH_ROLE_CLIENT;
+		d->has_model =
+		    strcmp(m->ann->serving, am->model_id) == 0 &&
+		    (!m->ann->fingerprint[0] || strcmp(m->ann->fingerprint, am->fp_hex) == 0);
+	}
+	return n;
+}
+
+static void replan(struct app_mesh *am)
+{
+	static struct mesh_plan_node nodes[MESH_PLAN_MAX_NODES];
+	size_t n = gather_nodes(am, nodes, MESH_PLAN_MAX_NODES);
+	struct mesh_plan_params pp = {
+	    .epoch = am->epoch + 1,
+	    .force_split = am->o.force_split,
+	    .ratios = am->o.n_ratios ? am->o.ratios : NULL,
+	    .n_ratios = am->o.n_ratios,
+	};
+	int rc = mesh_plan_build(am->cand, &am->pm, nodes, n, 0, &pp);
+	if (rc) {
+		ML_WARN("split: cannot plan: %s", ml_last_error());
+		return;
+	}
+	if (am->have_plan && mesh_plan_equal(am->cand, am->plan))
+		return;
+	mesh_plan_describe(am->cand, am->plan_words, sizeof(am->plan_words));
+	if (am->cand->status != MESH_PLAN_OK) {
+		char msg[256];
+		if (am->cand->status == MESH_PLAN_NO_FIT && am->cand->bad_stage < 0) {
+			char need[32], have[32];
+			fmt_gb(need, sizeof(need), am->cand->need_bytes);
+			fmt_gb(have, sizeof(have), am->cand->have_bytes);
+			snprintf(msg, sizeof(msg),
+			         "Waiting for more peers — need %s GB, have %s GB", need, have);
+		} else {
+			mesh_plan_describe(am->cand, msg, sizeof(msg));
+			char *semi = strstr(msg, "; not used");
+			if (semi)
+				*semi = '\0';
+		}
+		set_waiting(am, msg);
+		if (!am->waiting_banner) {
+			am->waiting_banner = true;
+			int port = api_server_port(am->api);
+			printf("mesh-llm waiting for peers: %s\n", am->model_id);
+			printf("  API:   http://localhost:%d/v1  (503 until the model fits)\n",
+			       port);
+			printf("  mesh:  http://localhost:%d/mesh/status\n", port);
+			fflush(stdout);
+		}
+		struct mesh_plan *t = am->plan;
+		am->plan = am->cand;
+		am->cand = t;
+		am->have_plan = true;
+		am->epoch++;
+		if (am->link) {
+			mesh_stage_link_abort(am->link, "not enough memory left in the mesh");
+			am->link = NULL;
+		}
+		mesh_set_role(am->mesh, MESH_ROLE_STANDBY);
+		return;
+	}
+	/* a plan that runs */
+	if (am->engine_started && !am->eng)
+		return; /* loading: re-plan when it is up */
+	struct eng_link *link = NULL;
+	int layer_end = 0;
+	if (am->cand->n_stages > 1) {
+		struct mesh_stage_plan sp;
+		if (mesh_stage_plan_from(&sp, am->cand)) {
+			ML_WARN("split: %s", ml_last_error());
+			return;
+		}
+		struct mesh_stage_link_params lp = {.mesh = am->mesh,
+		                                    .base = am->base,
+		                                    .model_path = am->model_path,
+		                                    .plan = &sp,
+		                                    .act_dtype = ML_DTYPE_F32,
+		                                    .timeout_ms = 60000};
+		if (mesh_stage_link_new(&link, &lp)) {
+			ML_WARN("split: cannot set up the pipeline: %s", ml_last_error());
+			return;
+		}
+		layer_end = (int)sp.stages[0].layer_end;
+	}
+	struct mesh_plan *t = am->plan;
+	am->plan = am->cand;
+	am->cand = t;
+	am->have_plan = true;
+	am->epoch++;
+	set_waiting(am, "");
+	printf("split plan (epoch %llu): %s\n", (unsigned long long)am->plan->epoch,
+	       am->plan_words);
+	fflush(stdout);
+	ML_INFO("split: plan %s", am->plan_words);
+	uint32_t end = am->plan->stages[0].layer_end;
+	mesh_set_serving(am->mesh, am->model_id, am->fp_hex, NULL, 0, end, am->plan->n_layer);
+	if (am->link) /* the old pipeline goes; the engine frees it */
+		mesh_stage_link_abort(am->link, "re-planned");
+	am->link = link;
+	if (!am->engine_started) {
+		am->engine_started = true;
+		am->o.start_engine(am->o.start_user, link, layer_end);
+		return;
+	}
+	if (eng_relink(am->eng, link, layer_end, true))
+		ML_WARN("split: relink failed: %s", ml_last_error());
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct app_mesh *am = arg;
+	(void)fd, (void)what;
+	if (am->is_host && am->replan_at > 0 && now_s() >= am->replan_at) {
+		am->replan_at = 0;
+		replan(am);
+	}
+	if (am->is_host && (!am->have_plan || am->plan->status != MESH_PLAN_OK))
+		am->replan_at = am->replan_at ? am->replan_at : now_s() + 1.0;
+	if (am->worker) {
+		struct mesh_stage_worker_stats st;
+		mesh_stage_worker_get_stats(am->worker, &st);
+		if (st.epoch != am->worker_epoch && st.layer_end > st.layer_begin) {
+			am->worker_epoch = st.epoch;
+			ML_INFO("split: stage %d of %d for a host: layers %d-%d (epoch %llu)",
+			        st.stage, st.n_stages, st.layer_begin, st.layer_end - 1,
+			        (unsigned long long)st.epoch);
+			if (!am->is_host) {
+				if (!am->model_ready)
+					mesh_set_role(am->mesh, MESH_ROLE_WORKER);
+				mesh_set_serving(am->mesh, am->model_id, am->fp_hex, NULL,
+				                 (uint32_t)st.layer_begin, (uint32_t)st.layer_end,
+				                 (uint32_t)(am->pm.n_layer ? am->pm.n_layer : 0));
+			}
+		}
+	}
+}
+
+static int load_model_info(struct app_mesh *am)
+{
+	struct gguf_file *gf = NULL;
+	int rc = gguf_open(&gf, am->model_path);
+	if (rc)
+		return rc;
+	am->layer_bytes = calloc(MESH_PLAN_MAX_LAYERS, sizeof(uint64_t));
+	am->plan = calloc(1, sizeof(*am->plan));
+	am->cand = calloc(1, sizeof(*am->cand));
+	if (!am->layer_bytes || !am->plan || !am->cand) {
+		gguf_close(gf);
+		return ML_ERR_NOMEM;
+	}
+	rc = mesh_plan_model_from_gguf(&am->pm, gf, am->layer_bytes, MESH_PLAN_MAX_LAYERS, 2,
+	                               am->o.kv_positions ? am->o.kv_positions : 4096);
+	gguf_close(gf);
+	return rc;
+}
+
+int app_mesh_host_begin(struct app_mesh *am)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	/* epochs survive restarts: stages refuse plans older than they saw */
+	am->epoch = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+	am->is_host = true;
+	replan(am);
+	return 0;
+}
+
+void app_mesh_set_engine(struct app_mesh *am, struct eng *e)
+{
+	if (!am)
+		return;
+	am->eng = e;
+	if (am->is_host)
+		am->replan_at = now_s(); /* anything that changed while loading */
+}
+
+void app_mesh_stop_split(struct app_mesh *am)
+{
+	if (am && am->link) {
+		mesh_stage_link_abort(am->link, "shutting down");
+		am->link = NULL;
+	}
+}
+
+/* ---- our API front: split status and the "waiting" 503, then the tunnel -- */
+
+static bool is_loopback(struct evhttp_request *req)
+{
+	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+	if (!c)
+		return false;
+	evhttp_connection_get_peer(c, &addr, &port);
+	return addr && (strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0);
+}
+
+static void send_json(struct evhttp_request *req, int code, const char *reason, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	struct evbuffer *b = evbuffer_new();
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Content-Type", "application/json");
+	evhttp_add_header(h, "Access-Control-Allow-Origin", "*");
+	if (b && s)
+		evbuffer_add(b, s, strlen(s));
+	evhttp_send_reply(req, s ? code : 500, s ? reason : "Error", b);
+	if (b)
+		evbuffer_free(b);
+	free(s);
+}
+
+static bool front_take(void *ctx, struct evhttp_request *req, int route)
+{
+	struct app_mesh *am = ctx;
+	const struct api_front *tf = api_tunnel_front(am->tun);
+	if (!am->is_host && !am->worker)
+		return tf->take(tf->ctx, req, route);
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	if (route == API_ROUTE_NONE && path &&
+	    (strcmp(path, "/mesh/status") == 0 || strcmp(path, "/mesh/status/") == 0) &&
+	    evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
+		json_t *j = mesh_status_json(am->mesh);
+		if (j) {
+			json_object_set_new(
+			    j, "model", am->model_id[0] ? json_string(am->model_id) : json_null());
+			json_object_set_new(j, "model_ready", json_boolean(am->model_ready));
+			json_object_set_new(j, "api_port", json_integer(api_server_port(am->api)));
+			if (am->token[0] && is_loopback(req))
+				json_object_set_new(j, "token", json_string(am->token));
+			json_object_set_new(j, "tunnels", json_integer(api_tunnel_n_open(am->tun)));
+			json_t *sp = json_object();
+			json_object_set_new(sp, "role",
+			                    json_string(am->is_host ? "host" : "worker"));
+			if (am->is_host && am->have_plan) {
+				json_object_set_new(sp, "plan", json_string(am->plan_words));
+				json_object_set_new(sp, "epoch",
+				                    json_integer((json_int_t)am->plan->epoch));
+				json_object_set_new(sp, "n_stages",
+				                    json_integer(am->plan->n_stages));
+				if (am->plan->n_stages) {
+					json_t *l = json_array();
+					json_array_append_new(l, json_integer(0));
+					json_array_append_new(
+					    l, json_integer(am->plan->stages[0].layer_end));
+					json_object_set_new(sp, "layers", l);
+				}
+			}
+			if (am->worker) {
+				struct mesh_stage_worker_stats st;
+				mesh_stage_worker_get_stats(am->worker, &st);
+				if (st.layer_end > st.layer_begin) {
+					json_t *w = json_object();
+					json_t *l = json_array();
+					json_array_append_new(l, json_integer(st.layer_begin));
+					json_array_append_new(l, json_integer(st.layer_end));
+					json_object_set_new(w, "layers", l);
+					json_object_set_new(w, "epoch",
+					                    json_integer((json_int_t)st.epoch));
+					json_object_set_new(w, "batches",
+					                    json_integer((json_int_t)st.n_batches));
+					json_object_set_new(sp, "stage", w);
+				}
+			}
+			json_object_set_new(
+			    sp, "waiting", am->waiting[0] ? json_string(am->waiting) : json_null());
+			json_object_set_new(j, "split", sp);
+		}
+		send_json(req, 200, "OK", j);
+		json_decref(j);
+		return true;
+	}
+	if (am->is_host && am->waiting[0] &&
+	    (route == API_ROUTE_CHAT || route == API_ROUTE_COMPLETION)) {
+		json_t *j = json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", am->waiting,
+		                      "type", "server_error", "param", "code", "waiting_for_peers");
+		send_json(req, 503, "Service Unavailable", j);
+		json_decref(j);
+		return true;
+	}
+	return tf->take(tf->ctx, req, route);
+}
+
 int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct app_mesh_opts *o,
                    struct api_server *api, const char *api_key)
 {
@@ -69,6 +469,9 @@ int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct 
 		return ML_ERR_NOMEM;
 	am->base = base;
 	am->api = api;
+	am->o = *o;
+	if (o->model_path)
+		snprintf(am->model_path, sizeof(am->model_path), "%s", o->model_path);
 	if (o->model_id)
 		snprintf(am->model_id, sizeof(am->model_id), "%s", o->model_id);
 
@@ -91,12 +494,14 @@ int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct 
 			vram = cap;
 	}
 	cfg.vram_bytes = vram;
+	am->vram = vram;
 	cfg.version = "mesh-llm";
 	cfg.join = o->join;
 	cfg.n_join = o->n_join;
 	if (!o->client && o->n_join == 0)
 		cfg.mesh_file = mesh_file(mfile, sizeof(mfile));
 	cfg.cb.on_stream = on_stream;
+	cfg.cb.on_change = on_change;
 	cfg.user = am;
 	rc = mesh_new(&am->mesh, base, &cfg);
 	net_ident_clear(&id);
@@ -130,7 +535,41 @@ int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct 
 	if (rc)
 		goto fail;
 	api_tunnel_set_local(am->tun, o->model_id, false);
-	api_server_set_front(api, api_tunnel_front(am->tun));
+	am->front.take = front_take;
+	am->front.ctx = am;
+	api_server_set_front(api, &am->front);
+	if (am->model_path[0] && o->model_id) {
+		/* every node with the model file can be a pipeline stage */
+		struct mesh_stage_worker_params wp = {
+		    .base = base,
+		    .model_path = am->model_path,
+		    .n_threads =
+		        o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN)};
+		uint8_t fp[MESH_STAGE_FP_LEN];
+		rc = mesh_stage_fingerprint_file(am->model_path, fp);
+		if (rc == 0)
+			rc = mesh_stage_worker_new(&am->worker, am->mesh, &wp);
+		if (rc) {
+			rc = ml_error(rc, "mesh: cannot set up the pipeline stage: %s",
+			              ml_last_error());
+			goto fail;
+		}
+		mesh_stage_fingerprint_hex(fp, am->fp_hex);
+		rc = load_model_info(am);
+		if (rc) {
+			rc = ml_error(rc, "mesh: cannot read the model's layers: %s",
+			              ml_last_error());
+			goto fail;
+		}
+		/* the planner sees who has the model (and which one) from this */
+		mesh_set_serving(am->mesh, o->model_id, am->fp_hex, NULL, 0, 0, 0);
+		am->timer = event_new(base, -1, EV_PERSIST, on_timer, am);
+		struct timeval tv = {0, 200000};
+		if (!am->timer || event_add(am->timer, &tv)) {
+			rc = ml_error(ML_ERR_NOMEM, "mesh: cannot set up the split timer");
+			goto fail;
+		}
+	}
 	if (am->token[0]) {
 		printf("Invite token: %s\n", am->token);
 		fflush(stdout);
@@ -150,9 +589,13 @@ void app_mesh_model_ready(struct app_mesh *am, const char *model_id)
 	if (!am)
 		return;
 	snprintf(am->model_id, sizeof(am->model_id), "%s", model_id);
+	am->model_ready = true;
 	api_tunnel_set_local(am->tun, model_id, true);
 	mesh_set_role(am->mesh, MESH_ROLE_HOST);
-	if (mesh_set_serving(am->mesh, model_id, NULL, NULL, 0, 0, 0))
+	uint32_t end =
+	    am->is_host && am->have_plan && am->plan->n_stages ? am->plan->stages[0].layer_end : 0;
+	if (mesh_set_serving(am->mesh, model_id, am->fp_hex[0] ? am->fp_hex : NULL, NULL, 0, end,
+	                     end ? am->plan->n_layer : 0))
 		ML_WARN("mesh: cannot announce model %s: %s", model_id, ml_last_error());
 	else
 		ML_INFO("mesh: serving %s to the mesh", model_id);
@@ -170,7 +613,13 @@ void app_mesh_free(struct app_mesh *am)
 	if (am->api)
 		api_server_set_front(am->api, NULL);
 	api_tunnel_free(am->tun);
+	if (am->timer)
+		event_free(am->timer);
 	mesh_free(am->mesh);
+	mesh_stage_worker_free(am->worker);
+	free(am->plan);
+	free(am->cand);
+	free(am->layer_bytes);
 	free(am);
 }
 

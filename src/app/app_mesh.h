@@ -12,6 +12,8 @@
 struct event_base;
 struct api_server;
 struct app_mesh;
+struct eng;
+struct eng_link;
 
 #define APP_MESH_MAX_JOIN 16
 
@@ -25,6 +27,18 @@ struct app_mesh_opts {
 	double net_jitter_ms;
 	double net_loss_pct;
 	const char *model_id; /* the model this node will serve, NULL = none */
+	/* Split inference (see app_mesh_host_begin). */
+	const char *model_path; /* this node's model file: it also serves as a
+	                         * pipeline stage for hosts that plan it in */
+	int n_threads;          /* stage compute threads */
+	bool force_split;       /* --split */
+	const double *ratios;   /* --tensor-split, borrowed */
+	uint32_t n_ratios;
+	uint64_t kv_positions; /* planned KV positions, all slots together */
+	/* Called on the loop when the first plan is ready: load the engine with
+	 * |link| (NULL: solo) running layers [0, layer_end) here. */
+	void (*start_engine)(void *user, struct eng_link *link, int layer_end);
+	void *start_user;
 };
 
 /* Starts the node on |base| and puts the tunnel in front of |api|. Prints
@@ -34,6 +48,17 @@ int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct 
                    struct api_server *api, const char *api_key);
 /* The local model is loaded and attached to the API: serve it. */
 void app_mesh_model_ready(struct app_mesh *am, const char *model_id);
+/* This node hosts its model (it started the mesh): plan it over the mesh
+ * and call o->start_engine once it fits (now, or after peers join; until
+ * then /v1 requests get 503 "Waiting for more peers ..."), then re-plan on
+ * membership changes (eng_relink on the engine given to
+ * app_mesh_set_engine). Returns 0 or a negative ML_ERR_*. */
+int app_mesh_host_begin(struct app_mesh *am);
+/* The engine start_engine asked for is loaded (NULL: it failed). */
+void app_mesh_set_engine(struct app_mesh *am, struct eng *e);
+/* Before eng_free on shutdown: fails the pipeline so a forward() blocked
+ * on the (stopped) loop returns. Accepts NULL. */
+void app_mesh_stop_split(struct app_mesh *am);
 /* Tells peers we leave, then calls |done| from the loop (at most ~1 s). */
 void app_mesh_leave(struct app_mesh *am, void (*done)(void *user), void *user);
 /* Detaches from |api| and frees (call before api_server_free). Accepts NULL. */

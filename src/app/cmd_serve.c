@@ -24,6 +24,7 @@
 #include "base/ml_log.h"
 #include "base/ml_time.h"
 #include "engine/eng.h"
+#include "mesh/mesh_plan.h"
 #include "net/net_quic.h"
 
 #define DEFAULT_MODEL "stories260K.gguf"
@@ -53,6 +54,7 @@ struct serve {
 	bool no_mesh;
 	struct app_mesh *mesh;
 	bool leaving;
+	double ratios[64];
 };
 
 static void usage(FILE *f)
@@ -84,8 +86,13 @@ static void usage(FILE *f)
 	       "  --client          lite client: no model, no engine memory, a fresh key;\n"
 	       "                    serves the API by tunnelling to the mesh's hosts\n"
 	       "  --bind-port PORT  UDP port of the mesh (default: any free one)\n"
-	       "  --max-vram GB     cap the memory advertised to the mesh (decimals ok;\n"
-	       "                    default: 75%% of physical RAM)\n"
+	       "  --max-vram GB     cap the memory advertised to the mesh and used for this\n"
+	       "                    node's share of a model (decimals ok; default: 75%% of\n"
+	       "                    physical RAM). A first node whose model does not fit\n"
+	       "                    waits for peers with the same model file and splits it\n"
+	       "  --split           split the model across peers even when it fits here\n"
+	       "  --tensor-split R,R,...  split layers in these ratios (host first, then\n"
+	       "                    peers by RTT) instead of by memory\n"
 	       "  --no-mesh         serve locally only, no mesh\n"
 	       "  testing aids (simulate a slow network; this kernel has no netem):\n"
 	       "  --net-delay-ms MS   add a one-way delay to every outgoing QUIC packet\n"
@@ -157,6 +164,7 @@ static void *loader_main(void *arg)
 	struct serve *sv = arg;
 	struct eng *e = NULL;
 	int rc = eng_init(&e, &sv->ep);
+	sv->ep.link = NULL; /* eng_init took it (link_owned) */
 	sv->load_rc = rc;
 	if (rc) {
 		snprintf(sv->load_msg, sizeof(sv->load_msg), "%s",
@@ -212,10 +220,36 @@ static void on_loaded(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	api_server_set_backend(sv->api, api_eng_backend_get(sv->backend));
+	app_mesh_set_engine(sv->mesh, sv->eng);
 	ML_INFO("serve: model %s loaded (context %d per slot, %d slots)", sv->model_id,
 	        eng_n_ctx(sv->eng), sv->ep.n_parallel);
 	app_mesh_model_ready(sv->mesh, sv->model_id);
 	print_banner(sv);
+}
+
+static int start_loader(struct serve *sv)
+{
+	ML_INFO("serve: loading %s", sv->model_path);
+	if (pthread_create(&sv->loader, NULL, loader_main, sv) != 0) {
+		fprintf(stderr, "mesh-llm: cannot start the loader thread\n");
+		return -1;
+	}
+	sv->loader_started = true;
+	return 0;
+}
+
+/* app_mesh planned the model: load it, with the pipeline when split. */
+static void start_engine(void *user, struct eng_link *link, int layer_end)
+{
+	struct serve *sv = user;
+	sv->ep.link = link;
+	sv->ep.layer_end = link ? layer_end : 0;
+	sv->ep.link_owned = link != NULL;
+	sv->ep.link_wait_ms = 30000;
+	if (start_loader(sv)) {
+		sv->exit_code = 1;
+		event_base_loopbreak(sv->base);
+	}
 }
 
 static void on_left(void *arg)
@@ -290,6 +324,19 @@ int app_cmd_serve(int argc, char **argv)
 			continue;
 		} else if (strcmp(a, "--client") == 0) {
 			sv.mo.client = true;
+			continue;
+		} else if (strcmp(a, "--split") == 0) {
+			sv.mo.force_split = true;
+			continue;
+		} else if (strcmp(a, "--tensor-split") == 0) {
+			int n = val ? mesh_plan_parse_ratios(val, sv.ratios, 64) : -1;
+			if (n <= 0)
+				return usage_error("invalid value '%s' for option '--tensor-split' "
+				                   "(expected ratios like 3,1)%s",
+				                   val ? val : "", "");
+			sv.mo.ratios = sv.ratios;
+			sv.mo.n_ratios = (uint32_t)n;
+			i++;
 			continue;
 		} else if (strcmp(a, "--no-mesh") == 0) {
 			sv.no_mesh = true;
@@ -396,6 +443,12 @@ int app_cmd_serve(int argc, char **argv)
 		sv.ep.model_path = sv.model_path;
 		api_model_id_from_path(sv.model_path, sv.model_id, sizeof(sv.model_id));
 		sv.mo.model_id = sv.model_id;
+		sv.mo.model_path = sv.model_path;
+		sv.mo.n_threads = sv.ep.n_threads;
+		sv.mo.kv_positions =
+		    (uint64_t)(sv.ep.n_ctx > 0 ? sv.ep.n_ctx : 4096) * (uint64_t)sv.ep.n_parallel;
+		sv.mo.start_engine = start_engine;
+		sv.mo.start_user = &sv;
 	}
 
 	signal(SIGPIPE, SIG_IGN);
@@ -450,13 +503,20 @@ int app_cmd_serve(int argc, char **argv)
 		event_base_dispatch(sv.base);
 		goto out;
 	}
-	ML_INFO("serve: loading %s", sv.model_path);
-	if (pthread_create(&sv.loader, NULL, loader_main, &sv) != 0) {
-		fprintf(stderr, "mesh-llm: cannot start the loader thread\n");
+	if (sv.mesh && sv.mo.n_join == 0) {
+		/* the first node hosts its model: plan it over the mesh (solo
+		 * when it fits), then load */
+		rc = app_mesh_host_begin(sv.mesh);
+		if (rc) {
+			fprintf(stderr, "mesh-llm: cannot plan %s: %s\n", sv.model_path,
+			        ml_last_error()[0] ? ml_last_error() : ml_strerror(rc));
+			sv.exit_code = 1;
+			goto out;
+		}
+	} else if (start_loader(&sv)) {
 		sv.exit_code = 1;
 		goto out;
 	}
-	sv.loader_started = true;
 
 	event_base_dispatch(sv.base);
 
@@ -465,8 +525,11 @@ out:
 		pthread_join(sv.loader, NULL);
 	if (sv.api)
 		api_server_cancel_all(sv.api);
-	app_mesh_free(sv.mesh);
+	/* a split engine's link needs the mesh while it is freed */
+	app_mesh_stop_split(sv.mesh);
 	eng_free(sv.eng);
+	sv.eng = NULL;
+	app_mesh_free(sv.mesh);
 	api_server_free(sv.api);
 	api_eng_backend_free(sv.backend);
 	if (sigint)

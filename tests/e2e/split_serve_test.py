@@ -1,0 +1,168 @@
+"""Split inference through `mesh-llm` itself (issue 6): real processes on
+loopback, one HOME per node.
+
+  1. --split: host A starts solo (no peer yet), a second node B with the
+     same model file joins, A re-plans to 2 stages and the greedy chat
+     output through A's API (single and concurrent requests) is identical
+     to A's solo output; /mesh/status shows A's and B's layer ranges.
+  2. fault: SIGKILL of B during a streaming request on A -> the request
+     completes with the same greedy output (A re-plans solo).
+  3. --max-vram: C cannot hold the model, waits, answers 503 "Waiting for
+     more peers — need X GB, have Y GB" (also in /mesh/status); D joins
+     and serving starts, with the same greedy output.
+"""
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mesh_serve_lib import MODEL_PATH, Work, http, wait_until  # noqa: E402
+
+failures = []
+
+
+def check(name, ok, detail=""):
+    print("%s %s%s" % ("ok  " if ok else "FAIL", name, (": " + str(detail)) if not ok and detail else ""))
+    sys.stdout.flush()
+    if not ok:
+        failures.append(name)
+
+
+PROMPTS = ["Once upon a time", "The little dog", "Lily and Tom went to the park"]
+
+
+def chat(node, prompt, max_tokens=64, timeout=120):
+    body = {"model": "stories260K", "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
+    code, j = http("POST", node.url("/v1/chat/completions"), body, timeout=timeout)
+    if code != 200:
+        return code, j
+    return code, j["choices"][0]["message"]["content"]
+
+
+def chat_stream(node, prompt, max_tokens, on_chunk, timeout=180):
+    body = {"model": "stories260K", "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True}
+    req = urllib.request.Request(node.url("/v1/chat/completions"), json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"}, method="POST")
+    text, n, finish = "", 0, None
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        for line in r:
+            line = line.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            ev = json.loads(line[6:])
+            if "error" in ev:
+                return None, ev
+            ch = ev["choices"][0]
+            text += ch.get("delta", {}).get("content") or ""
+            finish = ch.get("finish_reason") or finish
+            n += 1
+            on_chunk(n)
+    return text, finish
+
+
+def split_info(node):
+    s = node.status()
+    return (s or {}).get("split") or {}
+
+
+def main():
+    w = Work(keep=os.environ.get("KEEP") == "1")
+    ok = False
+    try:
+        common = ["--model", MODEL_PATH, "--parallel", "2", "--ctx-size", "512",
+                  "--threads", "2"]
+        a = w.node("A", common + ["--split"]).start(timeout=120)
+        check("A with --split and no peer runs solo",
+              "split asked for, but no peer" in a.read_log(), a.read_log()[-1500:])
+        ref = {}
+        for p in PROMPTS:
+            ref[(p, 64)] = chat(a, p)
+        ref[(PROMPTS[0], 300)] = chat(a, PROMPTS[0], 300)
+        check("solo answers", all(v[0] == 200 for v in ref.values()), ref)
+
+        b = w.node("B", common + ["--join", a.token]).start(timeout=120)
+        t = wait_until(lambda: split_info(a).get("n_stages") == 2, 60, 0.2)
+        check("A re-plans to 2 stages when B joins", t is not None, split_info(a))
+        si = split_info(a)
+        check("A's /mesh/status: role host and its layer range",
+              si.get("role") == "host" and si.get("layers", [0, 0])[1] >= 1, si)
+        t = wait_until(lambda: "stage" in split_info(b), 30, 0.2)
+        sb = split_info(b).get("stage", {})
+        check("B's /mesh/status shows its stage layer range",
+              t is not None and sb.get("layers", [0, 0])[0] == si.get("layers", [0, 0])[1], sb)
+        st = a.status() or {}
+        nb = [n for n in st.get("nodes", []) if n["id"] == b.node_id()]
+        check("B's layers are in the gossip", nb and nb[0].get("layers") == sb.get("layers"), nb)
+
+        got = chat(a, PROMPTS[0])
+        check("split greedy output identical to solo", got == ref[(PROMPTS[0], 64)],
+              (got, ref[(PROMPTS[0], 64)]))
+        res = {}
+
+        def one(p):
+            res[p] = chat(a, p)
+        ths = [threading.Thread(target=one, args=(p,)) for p in PROMPTS]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        check("concurrent split requests identical to solo",
+              all(res[p] == ref[(p, 64)] for p in PROMPTS), (res, ref))
+        check("B ran batches", (split_info(b).get("stage") or {}).get("batches", 0) > 0,
+              split_info(b))
+
+        # fault: SIGKILL of the stage during a streaming request
+        killed = []
+
+        def on_chunk(n):
+            if n == 20 and not killed:
+                b.proc.send_signal(signal.SIGKILL)
+                killed.append(time.time())
+        t0 = time.time()
+        text, finish = chat_stream(a, PROMPTS[0], 300, on_chunk)
+        check("stage killed mid-stream", bool(killed))
+        check("the stream completes with the same greedy output after re-plan",
+              text == ref[(PROMPTS[0], 300)][1] and finish == "length",
+              (text, finish, ref[(PROMPTS[0], 300)][1]))
+        print("  stream took %.1f s (kill -> dead detection -> solo re-plan)" % (time.time() - t0))
+        check("A re-planned solo", split_info(a).get("n_stages") == 1, split_info(a))
+        got = chat(a, PROMPTS[1])
+        check("A serves solo after the re-plan", got == ref[(PROMPTS[1], 64)], got)
+
+        # --max-vram: waiting, then a second node joins
+        small = ["--model", MODEL_PATH, "--parallel", "2", "--ctx-size", "256",
+                 "--threads", "2"]
+        c = w.node("C", small + ["--max-vram", "0.0005"], ).start(timeout=120)
+        code, j = chat(c, PROMPTS[0])
+        msg = (j.get("error") or {}).get("message", "") if isinstance(j, dict) else ""
+        check("C waits: 503 with the waiting message",
+              code == 503 and msg.startswith("Waiting for more peers — need ") and " GB, have "
+              in msg, (code, j))
+        check("C says it in its output", "Waiting for more peers — need" in c.read_log())
+        check("C's /mesh/status has the waiting message",
+              (split_info(c).get("waiting") or "").startswith("Waiting for more peers"),
+              split_info(c))
+        d = w.node("D", small + ["--max-vram", "0.002", "--join", c.token]).start(timeout=120)
+        t = wait_until(lambda: chat(c, PROMPTS[0])[0] == 200, 60, 0.5)
+        check("serving starts on C when D joins", t is not None, c.read_log()[-2000:])
+        got = chat(c, PROMPTS[0])
+        check("C+D greedy output identical to solo", got == ref[(PROMPTS[0], 64)],
+              (got, ref[(PROMPTS[0], 64)]))
+        check("C is split over 2 stages", split_info(c).get("n_stages") == 2, split_info(c))
+        check("C's waiting message is cleared", split_info(c).get("waiting") is None)
+        del d
+        ok = not failures
+    finally:
+        w.close(ok)
+    print("%d failure(s)" % len(failures))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

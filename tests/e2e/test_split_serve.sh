@@ -1,0 +1,8 @@
+#!/bin/bash
+# Split inference through `mesh-llm` itself: 2 real processes on loopback
+# (--split, greedy output identical to solo, SIGKILL of the stage during a
+# stream, --max-vram waiting until a peer joins). See split_serve_test.py.
+set -eu
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+BUILD=$BUILD timeout 400 python3 tests/e2e/split_serve_test.py
