@@ -30,6 +30,20 @@ const S = [
 	"<s><s></s>", "<unk><unk>", "[CLS] [SEP] [MASK] [PAD] [UNK]", "<|fim_prefix|>x<|fim_suffix|>y<|fim_middle|>", "<|endoftext|>\n<|endoftext|>",
 	"▁already▁escaped ▁", "<0x41> <0xE2>", "\u00ff\u00fe\u0100", "ＡＢＣ　全角", "\ud83c\udff3\ufe0f\u200d\ud83c\udf08", "ÀÁÂÃÄÅ àáâãäå", "Ω≈ç√∫˜µ≤≥÷", "😀", "🦙", "a😀b", " 😀", "  😀  ",
 ];
+// QA_TOK_RANDOM=N adds N random strings (fixed seed) glued from special-token
+// texts, partial specials, whitespace runs and multi-byte characters.
+{
+	const parts = ["<|im_start|>", "<|im_end|>", "</s>", "<s>", "<|endoftext|>", "<unk>", "[CLS]", "[SEP]", "<|user|>",
+		"<|end|>", "<|", "|>", "<", ">", "\n", " ", "  ", "\t", "\r\n", "\u2581", "🦙", "हि", "e\u0301", "123456", "'s",
+		"abc", "Hello", " world", "日本", "<0x41>", "<mask>", "[MASK]", "<|fim_prefix|>", "<|eot_id|>"];
+	let x = 12345;
+	const rnd = (n) => { x = (x * 1103515245 + 12345) % 2147483648; return x % n; };
+	for (let i = 0; i < Number(process.env.QA_TOK_RANDOM ?? 0); i++) {
+		let t = "";
+		for (let k = 1 + rnd(12); k > 0; k--) t += parts[rnd(parts.length)];
+		S.push(t);
+	}
+}
 let bad = 0, total = 0;
 for (const f of files) {
 	let model;
