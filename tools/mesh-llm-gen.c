@@ -336,9 +336,11 @@ static int add_spm_vocab(struct gguf_writer *w, int n_vocab)
 			snprintf(buf, sizeof(buf), "</s>"), types[i] = 3;
 		else if (i < 3 + 256)
 			snprintf(buf, sizeof(buf), "<0x%02X>", i - 3), types[i] = 6;
+		else if (i == 259) /* "▁": a lone space must not need byte fallback */
+			snprintf(buf, sizeof(buf), "\xe2\x96\x81"), types[i] = 1;
 		else {
 			char word[16];
-			gen_word(i - 259, word);
+			gen_word(i - 260, word);
 			/* alternate word-initial ("▁word") and inner pieces */
 			snprintf(buf, sizeof(buf), "%s%s", (i & 1) ? "\xe2\x96\x81" : "", word);
 			types[i] = 1;
