@@ -1,10 +1,28 @@
 /* Compute thread pool: persistent workers woken by a generation counter.
  *
- * ml_pool_run() publishes the job and bumps |gen|; workers spin on |gen|
- * for a short while after each job (so back-to-back jobs, one per matmul,
- * start in well under a microsecond) and then sleep on a condition
- * variable. The caller runs share 0 and then waits for |pending| to reach
- * zero, spinning briefly and then yielding. */
+ * Each job bumps |gen|; its low bit says which kind of job it is. Workers
+ * spin on |gen| for a short while after each job (so back-to-back jobs, one
+ * per matmul, start in well under a microsecond) and then sleep on a
+ * condition variable.
+ *
+ * Item jobs (ml_pool_run_items): the caller publishes fn/arg, then one
+ * 64-bit word |claim| = (n_items << 32 | next item). Every thread, the
+ * caller included, takes items with fetch_add on |claim| and adds what it
+ * finished to |done|; the caller returns when |done| reaches n_items, never
+ * waiting for a worker that took nothing. A worker that wakes late, for a
+ * job that has finished, finds next >= n_items and goes back to waiting; it
+ * reads fn/arg only after winning an item, and the job cannot finish (and
+ * the caller cannot reuse the fields) before that item is done. A late
+ * fetch_add that lands on the next job's word takes an item of that job,
+ * which is live and whose fields it then reads: there is no stale claim.
+ * The fetch_add is acquire and part of the release sequence headed by the
+ * caller's store of |claim|, so the fields written before that store are
+ * visible; each thread's add to |done| is release and the caller's load of
+ * it acquire, so the items' writes are visible after the return.
+ *
+ * All-thread jobs (ml_pool_run): the caller publishes fn/arg, sets
+ * |pending| to N-1, runs share 0 and waits for |pending| to reach zero,
+ * spinning briefly and then yielding. */
 #include "base/ml_pool.h"
 
 #include <errno.h>
@@ -14,6 +32,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "base/ml_err.h"
@@ -22,6 +41,9 @@
  * this machine's cores are often shared. */
 #define POOL_SPIN_WORKER 20000
 #define POOL_SPIN_CALLER 2000
+
+/* Low bit of |gen|: the current job is an item job. */
+#define POOL_GEN_ITEMS 1u
 
 struct ml_pool_worker {
 	struct ml_pool *pool;
@@ -32,11 +54,17 @@ struct ml_pool_worker {
 struct ml_pool {
 	int n_threads;
 	struct ml_pool_worker *workers; /* n_threads - 1 */
+	/* all-thread job: read by every worker before it decrements |pending| */
 	ml_pool_fn fn;
 	void *arg;
-	_Atomic unsigned gen;     /* bumped once per job */
-	_Atomic int pending;      /* workers still running the current job */
-	_Atomic int n_sleeping;   /* workers blocked (or about to block) on |cv| */
+	/* item job: read only by a thread that has won an item */
+	ml_pool_item_fn item_fn;
+	void *item_arg;
+	_Atomic uint64_t claim; /* item job: n_items << 32 | next item to take */
+	_Atomic int done;       /* item job: items finished */
+	_Atomic unsigned gen;   /* (job count << 1) | POOL_GEN_ITEMS if an item job */
+	_Atomic int pending;    /* all-thread job: workers still running it */
+	_Atomic int n_sleeping; /* workers blocked (or about to block) on |cv| */
 	_Atomic int stop;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -47,6 +75,21 @@ static inline void cpu_relax(void)
 #if defined(__x86_64__) || defined(__i386__)
 	_mm_pause();
 #endif
+}
+
+/* Takes and runs items of the live item job until none is left; returns
+ * how many this thread ran. */
+static int run_items(struct ml_pool *pool, int ith)
+{
+	int ran = 0;
+	for (;;) {
+		const uint64_t c = atomic_fetch_add_explicit(&pool->claim, 1, memory_order_acquire);
+		const uint32_t k = (uint32_t)c, n = (uint32_t)(c >> 32);
+		if (k >= n)
+			return ran;
+		pool->item_fn(pool->item_arg, (int)k, (int)n, ith);
+		ran++;
+	}
 }
 
 static void *worker_main(void *p)
@@ -74,8 +117,16 @@ static void *worker_main(void *p)
 		if (atomic_load(&pool->stop))
 			return NULL;
 		seen = g;
-		pool->fn(pool->arg, w->ith, pool->n_threads);
-		atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+		if (g & POOL_GEN_ITEMS) {
+			/* The job may be long finished: then this takes nothing. */
+			const int ran = run_items(pool, w->ith);
+			if (ran > 0)
+				atomic_fetch_add_explicit(&pool->done, ran, memory_order_release);
+		} else {
+			/* The caller waits for this worker, so the job is still live. */
+			pool->fn(pool->arg, w->ith, pool->n_threads);
+			atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+		}
 	}
 }
 
@@ -88,6 +139,8 @@ int ml_pool_init(struct ml_pool **out, int n_threads)
 	if (pool == NULL)
 		return ML_ERR_NOMEM;
 	pool->n_threads = n_threads;
+	atomic_init(&pool->claim, 0);
+	atomic_init(&pool->done, 0);
 	atomic_init(&pool->gen, 0);
 	atomic_init(&pool->pending, 0);
 	atomic_init(&pool->n_sleeping, 0);
@@ -144,6 +197,20 @@ int ml_pool_size(const struct ml_pool *pool)
 	return pool->n_threads;
 }
 
+/* Publishes a new job generation (the caller is the only writer of |gen|)
+ * and wakes sleeping workers. */
+static void publish(struct ml_pool *pool, unsigned kind)
+{
+	const unsigned g = atomic_load_explicit(&pool->gen, memory_order_relaxed);
+	/* seq_cst: pairs with the worker's n_sleeping increment + gen check */
+	atomic_store(&pool->gen, (((g >> 1) + 1) << 1) | kind);
+	if (atomic_load(&pool->n_sleeping) > 0) {
+		pthread_mutex_lock(&pool->mu);
+		pthread_cond_broadcast(&pool->cv);
+		pthread_mutex_unlock(&pool->mu);
+	}
+}
+
 void ml_pool_run(struct ml_pool *pool, ml_pool_fn fn, void *arg)
 {
 	if (pool->n_threads == 1) {
@@ -153,16 +220,37 @@ void ml_pool_run(struct ml_pool *pool, ml_pool_fn fn, void *arg)
 	pool->fn = fn;
 	pool->arg = arg;
 	atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
-	/* seq_cst: pairs with the worker's n_sleeping increment + gen check */
-	atomic_fetch_add(&pool->gen, 1);
-	if (atomic_load(&pool->n_sleeping) > 0) {
-		pthread_mutex_lock(&pool->mu);
-		pthread_cond_broadcast(&pool->cv);
-		pthread_mutex_unlock(&pool->mu);
-	}
+	publish(pool, 0);
 	fn(arg, 0, pool->n_threads);
 	int spins = 0;
 	while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0) {
+		if (++spins < POOL_SPIN_CALLER)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
+void ml_pool_run_items(struct ml_pool *pool, ml_pool_item_fn fn, void *arg, int n_items)
+{
+	if (n_items <= 0)
+		return;
+	if (pool->n_threads == 1 || n_items == 1) {
+		for (int i = 0; i < n_items; i++)
+			fn(arg, i, n_items, 0);
+		return;
+	}
+	pool->item_fn = fn;
+	pool->item_arg = arg;
+	atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+	atomic_store_explicit(&pool->claim, (uint64_t)(uint32_t)n_items << 32, memory_order_release);
+	publish(pool, POOL_GEN_ITEMS);
+	const int ran = run_items(pool, 0);
+	if (ran == n_items)
+		return; /* no worker took anything: nothing to wait for */
+	atomic_fetch_add_explicit(&pool->done, ran, memory_order_relaxed);
+	int spins = 0;
+	while (atomic_load_explicit(&pool->done, memory_order_acquire) != n_items) {
 		if (++spins < POOL_SPIN_CALLER)
 			cpu_relax();
 		else

@@ -18,17 +18,18 @@
  * A batch of tokens goes through each product at once (kern_matmul's tiled
  * matrix-matrix path), never token by token.
  *
- * Threads: every product is cut into chunks of weight rows that the pool's
- * threads take from a shared counter, so a thread that the OS delays (cores
- * shared with other processes) costs its chunk, not half the product. The
- * attention is split over (token, KV head) units; per-row work (norms, RoPE
- * and the KV-cache writes) and element-wise ops are split by rows when the
- * batch is large enough to pay for waking the workers (MODEL_MIN_PARALLEL_WORK).
+ * Threads: every parallel step is a pool item job (ml_pool_run_items):
+ * products are cut into chunks of weight rows, the attention into groups of
+ * (token, KV head) units, per-row work (norms, RoPE and the KV-cache writes)
+ * and element-wise ops into row ranges, and whichever threads are running
+ * take the items; the step ends when the items are done, so a thread that
+ * the OS delays (cores shared with other processes) costs the items it
+ * took, not a wait at every step. Steps run on the pool only when they are
+ * large enough to pay for waking the workers (MODEL_MIN_PARALLEL_WORK).
  *
  * The KV cache holds F32 or F16 rows (model_ctx_params.kv_type); K is
  * stored after RoPE, both rounded to half once when written. */
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -91,18 +92,22 @@ struct model_ctx {
 /* Chunks of weight rows per thread in a product: more chunks balance
  * threads that run at different speeds, fewer cost less bookkeeping. */
 #define MODEL_MM_CHUNKS_PER_THREAD 4
+/* Items per thread for the attention and the row / element-wise steps. */
+#define MODEL_ITEMS_PER_THREAD 2
 
 static bool use_pool(const struct model_ctx *c, double work)
 {
 	return c->pool && c->nth > 1 && work >= MODEL_MIN_PARALLEL_WORK;
 }
 
-static void pool_run(struct model_ctx *c, ml_pool_fn fn, void *arg, double work)
+/* Runs |fn| as MODEL_ITEMS_PER_THREAD items per thread on the pool, or as
+ * one item on the calling thread when |work| is too small. */
+static void pool_run(struct model_ctx *c, ml_pool_item_fn fn, void *arg, double work)
 {
 	if (use_pool(c, work))
-		ml_pool_run(c->pool, fn, arg);
+		ml_pool_run_items(c->pool, fn, arg, c->nth * MODEL_ITEMS_PER_THREAD);
 	else
-		fn(arg, 0, 1);
+		fn(arg, 0, 1, 0);
 }
 
 /* Contiguous share [*lo, *hi) of |n| items for thread |ith| of |nth|. */
@@ -120,10 +125,11 @@ struct quant_job {
 	int64_t n_rows, n_cols;
 };
 
-static void quant_fn(void *arg, int ith, int nth)
+static void quant_fn(void *arg, int item, int n_items, int ith)
 {
 	const struct quant_job *j = arg;
-	kern_quantize_rows(j->vdt, j->x, j->n_cols, j->xq, j->n_rows, j->n_cols, ith, nth);
+	(void)ith;
+	kern_quantize_rows(j->vdt, j->x, j->n_cols, j->xq, j->n_rows, j->n_cols, item, n_items);
 }
 
 /* y (n_tok, w->n_rows) = x (n_tok, w->n_cols) W^T */
@@ -133,11 +139,11 @@ struct mm {
 	int64_t y_stride;
 };
 
-/* Products of one converted input, cut into chunks[i] row chunks each;
- * threads take chunks in order from |next|. Chunk k of product i is
- * kern_matmul()'s share (ith, nth) = (k, chunks[i]): any partition is valid
- * by its contract, and each output is one dot product whatever the split,
- * so results do not depend on the thread count. */
+/* Products of one converted input, cut into chunks[i] row chunks each; the
+ * pool's items are the chunks of all products in order. Chunk k of product
+ * i is kern_matmul()'s share (ith, nth) = (k, chunks[i]): any partition is
+ * valid by its contract, and each output is one dot product whatever the
+ * split, so results do not depend on the thread count. */
 struct mm_job {
 	const struct mm *list;
 	int n;
@@ -145,25 +151,19 @@ struct mm_job {
 	int64_t n_tok;
 	int chunks[4];
 	int n_chunks;
-	atomic_int next;
 };
 
-static void mm_fn(void *arg, int ith, int nth)
+static void mm_fn(void *arg, int item, int n_items, int ith)
 {
-	struct mm_job *j = arg;
+	const struct mm_job *j = arg;
+	(void)n_items;
 	(void)ith;
-	(void)nth;
-	for (;;) {
-		int k = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-		if (k >= j->n_chunks)
-			return;
-		int i = 0;
-		while (k >= j->chunks[i])
-			k -= j->chunks[i++];
-		const struct model_weight *w = j->list[i].w;
-		kern_matmul(w->type, w->data, w->n_rows, w->n_cols, j->xq, j->n_tok, j->list[i].y,
-			    j->list[i].y_stride, k, j->chunks[i]);
-	}
+	int k = item, i = 0;
+	while (k >= j->chunks[i])
+		k -= j->chunks[i++];
+	const struct model_weight *w = j->list[i].w;
+	kern_matmul(w->type, w->data, w->n_rows, w->n_cols, j->xq, j->n_tok, j->list[i].y, j->list[i].y_stride, k,
+		    j->chunks[i]);
 }
 
 /* Runs the products in |list| (all with inputs of x's width) on the rows of
@@ -208,17 +208,23 @@ static void matmuls(struct model_ctx *c, const float *x, int64_t n_tok, const st
 			mj.chunks[k] = (int)(ck < 1 ? 1 : ck);
 			mj.n_chunks += mj.chunks[k];
 		}
-		atomic_init(&mj.next, 0);
 		if (par)
-			ml_pool_run(c->pool, mm_fn, &mj);
+			ml_pool_run_items(c->pool, mm_fn, &mj, mj.n_chunks);
 		else
-			mm_fn(&mj, 0, 1);
+			for (int k = 0; k < mj.n_chunks; k++)
+				mm_fn(&mj, k, mj.n_chunks, 0);
 	}
 }
 
-static void attn_fn(void *arg, int ith, int nth)
+/* Item |item| of |n_items| is kern_attn()'s share (item, n_items). Its
+ * score rows go to the running thread's scratch row: kern_attn indexes
+ * scratch by its share, so it gets that row with a stride of 0. */
+static void attn_fn(void *arg, int item, int n_items, int ith)
 {
-	kern_attn(arg, ith, nth);
+	struct kern_attn_args a = *(const struct kern_attn_args *)arg;
+	a.scratch += (size_t)ith * (size_t)a.scratch_stride;
+	a.scratch_stride = 0;
+	kern_attn(&a, item, n_items);
 }
 
 /* y row i = rmsnorm(x row i) * w, rows split between threads. */
@@ -230,11 +236,12 @@ struct norm_job {
 	float eps;
 };
 
-static void norm_fn(void *arg, int ith, int nth)
+static void norm_fn(void *arg, int item, int n_items, int ith)
 {
 	const struct norm_job *j = arg;
 	int64_t lo, hi;
-	share(j->n_rows, ith, nth, &lo, &hi);
+	(void)ith;
+	share(j->n_rows, item, n_items, &lo, &hi);
 	for (int64_t i = lo; i < hi; i++)
 		kern_rmsnorm(j->y + i * j->n, j->x + i * j->n, j->w, j->n, j->eps);
 }
@@ -254,11 +261,12 @@ struct ew_job {
 	int64_t n;
 };
 
-static void ew_fn(void *arg, int ith, int nth)
+static void ew_fn(void *arg, int item, int n_items, int ith)
 {
 	const struct ew_job *j = arg;
 	int64_t lo, hi;
-	share((j->n + 15) / 16, ith, nth, &lo, &hi); /* 16-value pieces keep threads off each other's lines */
+	(void)ith;
+	share((j->n + 15) / 16, item, n_items, &lo, &hi); /* 16-value pieces keep threads off each other's lines */
 	lo *= 16;
 	hi = hi * 16 < j->n ? hi * 16 : j->n;
 	if (lo >= hi)
@@ -456,7 +464,7 @@ struct qkv_job {
 	int il;
 };
 
-static void qkv_post_fn(void *arg, int ith, int nth)
+static void qkv_post_fn(void *arg, int item, int n_items, int ith)
 {
 	const struct qkv_job *j = arg;
 	struct model_ctx *c = j->c;
@@ -465,7 +473,8 @@ static void qkv_post_fn(void *arg, int ith, int nth)
 	const int64_t HD = hp->head_dim;
 	const bool neox = hp->rope_type == MODEL_ROPE_NEOX;
 	int64_t lo, hi;
-	share(j->b->n_tokens, ith, nth, &lo, &hi);
+	(void)ith;
+	share(j->b->n_tokens, item, n_items, &lo, &hi);
 	for (int64_t i = lo; i < hi; i++) {
 		float *qi = c->q + i * c->n_q, *ki = c->k + i * c->n_kv;
 		if (L->q_norm) {
