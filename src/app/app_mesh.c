@@ -60,6 +60,8 @@ struct app_mesh {
 	double replan_at; /* monotonic seconds; 0 = none pending */
 	char waiting[256];
 	bool waiting_banner;
+	double adopt_next;
+	char refused_fp[MESH_FP_MAX + 1];
 	char plan_words[1024];
 };
 
@@ -129,6 +131,8 @@ static const char *mesh_file(char *out, size_t cap)
 	int n = snprintf(out, cap, "%s/.mesh-llm/mesh", home);
 	return n > 0 && (size_t)n < cap ? out : NULL;
 }
+
+static int load_model_info(struct app_mesh *am);
 
 /* ---- split inference: planning on the host -------------------------------- */
 
@@ -213,6 +217,7 @@ static void replan(struct app_mesh *am)
 				*semi = '\0';
 		}
 		set_waiting(am, msg);
+		snprintf(am->plan_words, sizeof(am->plan_words), "%s", msg);
 		if (!am->waiting_banner) {
 			am->waiting_banner = true;
 			int port = api_server_port(am->api);
@@ -281,10 +286,86 @@ static void replan(struct app_mesh *am)
 		ML_WARN("split: relink failed: %s", ml_last_error());
 }
 
+/* A standby node (--join, no --model) with the file of a model a host
+ * serves in ~/.models offers itself as a pipeline stage for it: it checks
+ * the content fingerprint against the host's and refuses (once, in words)
+ * a different file of the same name. */
+static void adopt_model(struct app_mesh *am)
+{
+	if (am->o.client || am->o.model_id || am->worker || now_s() < am->adopt_next)
+		return;
+	am->adopt_next = now_s() + 1.0;
+	const char *home = getenv("HOME");
+	if (!home || !*home)
+		return;
+	struct mesh_model_info *local = calloc(MESH_ANN_MAX_MODELS, sizeof(*local));
+	if (!local)
+		return;
+	int nl = mesh_models_scan(NULL, local, MESH_ANN_MAX_MODELS);
+	const struct mesh_members *ms = mesh_members(am->mesh);
+	for (size_t i = 0; ms && i < ms->n && !am->worker; i++) {
+		const struct mesh_member *m = ms->v[i];
+		if (m->self || !m->ann || m->state != MESH_ALIVE ||
+		    m->ann->role == MESH_ROLE_CLIENT || !m->ann->serving[0] ||
+		    !m->ann->fingerprint[0])
+			continue;
+		for (int k = 0; k < nl; k++) {
+			const char *name = local[k].name;
+			const char *b = strrchr(name, '/');
+			b = b ? b + 1 : name;
+			size_t bl = strlen(b);
+			if (bl > 5 && strcmp(b + bl - 5, ".gguf") == 0)
+				bl -= 5;
+			if (bl != strlen(m->ann->serving) || strncmp(b, m->ann->serving, bl) != 0)
+				continue;
+			char path[PATH_MAX];
+			snprintf(path, sizeof(path), "%s/.models/%s", home, name);
+			uint8_t fp[MESH_STAGE_FP_LEN];
+			char hex[2 * MESH_STAGE_FP_LEN + 1];
+			if (mesh_stage_fingerprint_file(path, fp))
+				continue;
+			mesh_stage_fingerprint_hex(fp, hex);
+			if (strcmp(hex, m->ann->fingerprint) != 0) {
+				if (strcmp(am->refused_fp, m->ann->fingerprint) != 0) {
+					snprintf(am->refused_fp, sizeof(am->refused_fp), "%s",
+					         m->ann->fingerprint);
+					ML_ERROR("split: %s is not the same model as the mesh's %s "
+					         "(fingerprint %.16s..., the host's %.16s...); not "
+					         "offering it as a pipeline stage",
+					         path, m->ann->serving, hex, m->ann->fingerprint);
+				}
+				continue;
+			}
+			struct mesh_stage_worker_params wp = {
+			    .base = am->base,
+			    .model_path = path,
+			    .n_threads = am->o.n_threads > 0 ? am->o.n_threads
+			                                     : (int)sysconf(_SC_NPROCESSORS_ONLN)};
+			snprintf(am->model_path, sizeof(am->model_path), "%s", path);
+			if (mesh_stage_worker_new(&am->worker, am->mesh, &wp) ||
+			    load_model_info(am)) {
+				ML_WARN("split: cannot serve %s as a stage: %s", path,
+				        ml_last_error());
+				mesh_stage_worker_free(am->worker);
+				am->worker = NULL;
+				continue;
+			}
+			snprintf(am->model_id, sizeof(am->model_id), "%s", m->ann->serving);
+			memcpy(am->fp_hex, hex, sizeof(hex));
+			mesh_set_serving(am->mesh, am->model_id, am->fp_hex, NULL, 0, 0, 0);
+			ML_INFO("split: offering %s (model %s) as a pipeline stage", path,
+			        am->model_id);
+			break;
+		}
+	}
+	free(local);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct app_mesh *am = arg;
 	(void)fd, (void)what;
+	adopt_model(am);
 	if (am->is_host && am->replan_at > 0 && now_s() >= am->replan_at) {
 		am->replan_at = 0;
 		replan(am);
@@ -316,6 +397,9 @@ static int load_model_info(struct app_mesh *am)
 	int rc = gguf_open(&gf, am->model_path);
 	if (rc)
 		return rc;
+	free(am->layer_bytes);
+	free(am->plan);
+	free(am->cand);
 	am->layer_bytes = calloc(MESH_PLAN_MAX_LAYERS, sizeof(uint64_t));
 	am->plan = calloc(1, sizeof(*am->plan));
 	am->cand = calloc(1, sizeof(*am->cand));
@@ -563,6 +647,8 @@ int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct 
 		}
 		/* the planner sees who has the model (and which one) from this */
 		mesh_set_serving(am->mesh, o->model_id, am->fp_hex, NULL, 0, 0, 0);
+	}
+	if (!o->client) {
 		am->timer = event_new(base, -1, EV_PERSIST, on_timer, am);
 		struct timeval tv = {0, 200000};
 		if (!am->timer || event_add(am->timer, &tv)) {

@@ -9,10 +9,12 @@ loopback, one HOME per node.
      completes with the same greedy output (A re-plans solo).
   3. --max-vram: C cannot hold the model, waits, answers 503 "Waiting for
      more peers — need X GB, have Y GB" (also in /mesh/status); D joins
-     and serving starts, with the same greedy output.
+     (--join, no --model: the file is in its ~/.models) as a worker and
+     serving starts, with the same greedy output.
 """
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -148,7 +150,12 @@ def main():
         check("C's /mesh/status has the waiting message",
               (split_info(c).get("waiting") or "").startswith("Waiting for more peers"),
               split_info(c))
-        d = w.node("D", small + ["--max-vram", "0.002", "--join", c.token]).start(timeout=120)
+        # D: --join without --model; the model file is in its ~/.models
+        dhome = os.path.join(w.dir, "home-D")
+        os.makedirs(os.path.join(dhome, ".models"), exist_ok=True)
+        shutil.copy(MODEL_PATH, os.path.join(dhome, ".models", "stories260K.gguf"))
+        d = w.node("D", ["--parallel", "2", "--threads", "2", "--max-vram", "0.002",
+                         "--join", c.token]).start(timeout=120)
         t = wait_until(lambda: chat(c, PROMPTS[0])[0] == 200, 60, 0.5)
         check("serving starts on C when D joins", t is not None, c.read_log()[-2000:])
         got = chat(c, PROMPTS[0])
@@ -156,6 +163,12 @@ def main():
               (got, ref[(PROMPTS[0], 64)]))
         check("C is split over 2 stages", split_info(c).get("n_stages") == 2, split_info(c))
         check("C's waiting message is cleared", split_info(c).get("waiting") is None)
+        check("D (no --model) offered its ~/.models copy as a stage",
+              "offering" in d.read_log() and "stage" in split_info(d), split_info(d))
+        sd = d.status() or {}
+        me = [n for n in sd.get("nodes", []) if n.get("self")]
+        check("D's role is worker with its layer range in /mesh/status",
+              me and me[0].get("role") == "worker" and me[0].get("layers"), me)
         del d
         ok = not failures
     finally:
