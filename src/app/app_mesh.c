@@ -61,6 +61,7 @@ struct app_mesh {
 	char waiting[256];
 	bool waiting_banner;
 	double adopt_next;
+	uint8_t refused_id[NET_ID_LEN];
 	char refused_fp[MESH_FP_MAX + 1];
 	char plan_words[1024];
 };
@@ -177,9 +178,18 @@ static size_t gather_nodes(struct app_mesh *am, struct mesh_plan_node *nodes, si
 		d->budget = m->ann->vram_bytes;
 		d->rtt_us = m->rtt_us ? m->rtt_us : MESH_PLAN_RTT_UNKNOWN;
 		d->client = m->ann->role == MESH_ROLE_CLIENT;
-		d->has_model =
-		    strcmp(m->ann->serving, am->model_id) == 0 &&
-		    (!m->ann->fingerprint[0] || strcmp(m->ann->fingerprint, am->fp_hex) == 0);
+		bool same_name = strcmp(m->ann->serving, am->model_id) == 0;
+		d->has_model = same_name && (!m->ann->fingerprint[0] ||
+		                             strcmp(m->ann->fingerprint, am->fp_hex) == 0);
+		if (same_name && !d->has_model && memcmp(am->refused_id, m->id, NET_ID_LEN) != 0) {
+			char hex[NET_ID_HEX_LEN + 1];
+			net_id_to_hex(m->id, hex);
+			memcpy(am->refused_id, m->id, NET_ID_LEN);
+			ML_ERROR(
+			    "split: node %.8s has a different file for %s (fingerprint %.16s..., "
+			    "ours %.16s...): not used as a stage",
+			    hex, am->model_id, m->ann->fingerprint, am->fp_hex);
+		}
 	}
 	return n;
 }

@@ -10,19 +10,23 @@ loopback, one HOME per node.
   3. --max-vram: C cannot hold the model, waits, answers 503 "Waiting for
      more peers — need X GB, have Y GB" (also in /mesh/status); D joins
      (--join, no --model: the file is in its ~/.models) as a worker and
-     serving starts, with the same greedy output.
+     serving starts, with the same greedy output. A node whose ~/.models
+     copy is a different file of the same name is refused in words.
+  4. --tensor-split 1,1,1: F waits (503) for 2 peers, then runs 3 stages
+     with concurrent greedy output identical to solo.
 """
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mesh_serve_lib import MODEL_PATH, Work, http, wait_until  # noqa: E402
+from mesh_serve_lib import BUILD, MODEL_PATH, ROOT, Work, http, wait_until  # noqa: E402
 
 failures = []
 
@@ -66,6 +70,10 @@ def chat_stream(node, prompt, max_tokens, on_chunk, timeout=180):
             n += 1
             on_chunk(n)
     return text, finish
+
+
+def one2(node, p, res):
+    res[p] = chat(node, p)
 
 
 def split_info(node):
@@ -169,7 +177,51 @@ def main():
         me = [n for n in sd.get("nodes", []) if n.get("self")]
         check("D's role is worker with its layer range in /mesh/status",
               me and me[0].get("role") == "worker" and me[0].get("layers"), me)
-        del d
+
+        # a different file under the same name is refused with a clear error
+        ehome = os.path.join(w.dir, "home-E")
+        os.makedirs(os.path.join(ehome, ".models"), exist_ok=True)
+        other = os.path.join(ehome, ".models", "stories260K.gguf")
+        mk = subprocess.run([os.path.join(ROOT, BUILD, "mk-typed-model"), MODEL_PATH, other,
+                             "F16"], capture_output=True)
+        if mk.returncode == 0:
+            e = w.node("E", ["--threads", "1", "--join", c.token]).start(timeout=120)
+            t = wait_until(lambda: "is not the same model" in e.read_log(), 30, 0.2)
+            check("a different model file is refused with a clear error", t is not None,
+                  e.read_log()[-1500:])
+        else:
+            check("mk-typed-model makes a different file", False, mk.stderr)
+
+        # ... and so is a --model joiner with a different file (on the host)
+        x = w.node("X", ["--model", other, "--threads", "1", "--join", c.token]).start(
+            timeout=120)
+        t = wait_until(lambda: "has a different file for stories260K" in c.read_log(), 30, 0.2)
+        check("the host refuses a --model peer with a different file, in words",
+              t is not None, c.read_log()[-1500:])
+        x.kill()
+
+        # 3 stages with --tensor-split 1,1,1: waits for 2 peers, then serves
+        f = w.node("F", common + ["--tensor-split", "1,1,1"]).start(timeout=120)
+        code, j = chat(f, PROMPTS[0])
+        check("--tensor-split 1,1,1 alone waits (503)", code == 503, (code, j))
+        g = w.node("G", common + ["--join", f.token]).start(timeout=120)
+        h = w.node("H", common + ["--join", f.token]).start(timeout=120)
+        t = wait_until(lambda: split_info(f).get("n_stages") == 3, 60, 0.2)
+        check("F plans 3 stages", t is not None, split_info(f))
+        t = wait_until(lambda: chat(f, PROMPTS[0])[0] == 200, 60, 0.5)
+        res = {}
+        ths = [threading.Thread(target=one2, args=(f, p, res)) for p in PROMPTS]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        check("3-stage greedy output (concurrent) identical to solo",
+              all(res[p] == ref[(p, 64)] for p in PROMPTS), (res, ref))
+        ranges = sorted(tuple((split_info(n).get("stage") or {}).get("layers", []))
+                        for n in (g, h))
+        check("G and H hold the two later layer ranges", ranges and ranges[0] and
+              ranges[0][0] == split_info(f).get("layers", [0, 0])[1], (ranges, split_info(f)))
+        del d, g, h
         ok = not failures
     finally:
         w.close(ok)
