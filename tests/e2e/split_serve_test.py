@@ -41,8 +41,8 @@ def check(name, ok, detail=""):
 PROMPTS = ["Once upon a time", "The little dog", "Lily and Tom went to the park"]
 
 
-def chat(node, prompt, max_tokens=64, timeout=120):
-    body = {"model": "stories260K", "messages": [{"role": "user", "content": prompt}],
+def chat(node, prompt, max_tokens=64, timeout=120, model="stories260K"):
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
     code, j = http("POST", node.url("/v1/chat/completions"), body, timeout=timeout)
     if code != 200:
@@ -221,7 +221,36 @@ def main():
                         for n in (g, h))
         check("G and H hold the two later layer ranges", ranges and ranges[0] and
               ranges[0][0] == split_info(f).get("layers", [0, 0])[1], (ranges, split_info(f)))
-        del d, g, h
+        for n in (f, g, h, c, d, e):
+            n.kill()
+
+        # quantized (Q8_0) split, and no weights on the network
+        qdir = os.path.join(w.dir, "q")
+        os.makedirs(qdir, exist_ok=True)
+        q8 = os.path.join(qdir, "stories260K-q8.gguf")
+        mk = subprocess.run([os.path.join(ROOT, BUILD, "mk-typed-model"), MODEL_PATH, q8,
+                             "Q8_0"], capture_output=True)
+        check("mk-typed-model makes a Q8_0 copy", mk.returncode == 0, mk.stderr)
+        qc = ["--model", q8, "--parallel", "2", "--ctx-size", "512", "--threads", "2"]
+        qa = w.node("QA", qc + ["--split"]).start(timeout=120)
+        qref = {p: chat(qa, p, model="stories260K-q8") for p in PROMPTS}
+        qb = w.node("QB", qc + ["--join", qa.token]).start(timeout=120)
+        t = wait_until(lambda: "stage" in split_info(qb) and split_info(qa).get("n_stages") == 2,
+                       60, 0.2)
+        check("Q8_0: 2 stages", t is not None, split_info(qa))
+        tr = (qb.status() or {}).get("traffic", {})
+        rx = sum(v.get("rx_bytes", 0) for v in tr.values())
+        check("Q8_0: the stage loaded with no weights received (%d bytes in all < 1/4 of "
+              "the file)" % rx, 0 < rx < os.path.getsize(q8) // 4, tr)
+        res = {}
+        ths = [threading.Thread(target=lambda p=p: res.__setitem__(
+            p, chat(qa, p, model="stories260K-q8"))) for p in PROMPTS]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        check("Q8_0: concurrent split greedy output identical to solo",
+              all(res[p] == qref[p] and qref[p][0] == 200 for p in PROMPTS), (res, qref))
         ok = not failures
     finally:
         w.close(ok)
