@@ -303,7 +303,7 @@ static int rd_copy(struct rd *r, void *dst, uint64_t n)
 			return rc_;                                                            \
 	} while (0)
 
-static size_t type_size(enum gguf_type t)
+size_t gguf_type_size(enum gguf_type t)
 {
 	switch (t) {
 	case GGUF_TYPE_UINT8:
@@ -455,7 +455,7 @@ static int rd_value(struct rd *r, enum gguf_type type, struct gguf_value *v, int
 			       KEYARG(key), elem, GGUF_TYPE_COUNT - 1);
 	uint64_t count_off = r->pos;
 	RD_FIELD(r, &n, "array count");
-	size_t esz = type_size((enum gguf_type)elem);
+	size_t esz = gguf_type_size((enum gguf_type)elem);
 	/* smallest encoding of one element bounds the count by what remains */
 	uint64_t min_elem = esz ? esz : elem == GGUF_TYPE_STRING ? 8 : 12;
 	if (n > rd_left(r) / min_elem)

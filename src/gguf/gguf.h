@@ -143,5 +143,8 @@ const struct gguf_tensor *gguf_tensor_at(const struct gguf_file *gf, uint64_t i)
 const struct gguf_tensor *gguf_find_tensor(const struct gguf_file *gf, const char *name);
 
 const char *gguf_type_name(enum gguf_type t); /* "uint8", ..., "?" if unknown */
+/* Bytes of one element of a numeric or bool type; 0 for STRING, ARRAY and
+ * unknown types. */
+size_t gguf_type_size(enum gguf_type t);
 
 #endif

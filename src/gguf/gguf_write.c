@@ -87,24 +87,6 @@ static int bb_str(struct bbuf b, const char *s, uint64_t len)
 	return rc ? rc : bb_put(b, s, (size_t)len);
 }
 
-static size_t elem_size(enum gguf_type t)
-{
-	switch (t) {
-	case GGUF_TYPE_UINT8:
-	case GGUF_TYPE_INT8:
-	case GGUF_TYPE_BOOL: return 1;
-	case GGUF_TYPE_UINT16:
-	case GGUF_TYPE_INT16: return 2;
-	case GGUF_TYPE_UINT32:
-	case GGUF_TYPE_INT32:
-	case GGUF_TYPE_FLOAT32: return 4;
-	case GGUF_TYPE_UINT64:
-	case GGUF_TYPE_INT64:
-	case GGUF_TYPE_FLOAT64: return 8;
-	default: return 0;
-	}
-}
-
 /* Serialises the body of |v| (without its type tag). */
 static int put_value(struct bbuf b, const struct gguf_value *v, int depth)
 {
@@ -138,7 +120,7 @@ static int put_value(struct bbuf b, const struct gguf_value *v, int depth)
 		rc = bb_u64(b, v->arr.n);
 	if (rc != 0)
 		return rc;
-	size_t es = elem_size(e);
+	size_t es = gguf_type_size(e);
 	if (es != 0) {
 		if (v->arr.n != 0 && v->arr.raw == NULL)
 			return ml_error(ML_ERR_INVALID, "gguf_writer: numeric array without data");
@@ -294,7 +276,7 @@ int gguf_writer_add_str(struct gguf_writer *w, const char *key, const char *s)
 int gguf_writer_add_arr(struct gguf_writer *w, const char *key, enum gguf_type elem,
 			const void *data, uint64_t n)
 {
-	if (elem_size(elem) == 0)
+	if (gguf_type_size(elem) == 0)
 		return ml_error(ML_ERR_INVALID, "%s: '%s': element type %s is not numeric", __func__,
 				key ? key : "(null)", gguf_type_name(elem));
 	struct gguf_value v = {.type = GGUF_TYPE_ARRAY};
