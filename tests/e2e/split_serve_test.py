@@ -12,6 +12,8 @@ loopback, one HOME per node.
      (--join, no --model: the file is in its ~/.models) as a worker and
      serving starts, with the same greedy output. A node whose ~/.models
      copy is a different file of the same name is refused in words.
+     SIGKILL of D mid-stream: C alone cannot hold the model, so the
+     request fails with a clear error after the bounded wait (30 s).
   4. --tensor-split 1,1,1: F waits (503) for 2 peers, then runs 3 stages
      with concurrent greedy output identical to solo.
 """
@@ -200,6 +202,27 @@ def main():
               t is not None, c.read_log()[-1500:])
         x.kill()
 
+        # the stage dies and the host alone cannot hold the model: the running
+        # request fails with a clear error after a bounded wait; new ones get 503
+        dead = []
+
+        def kill_d(n):
+            if n == 10 and not dead:
+                d.proc.send_signal(signal.SIGKILL)
+                dead.append(time.time())
+        t0 = time.time()
+        try:
+            text, info = chat_stream(c, PROMPTS[2], 150, kill_d, timeout=120)
+        except Exception as ex:  # a cut stream counts as a failure without words
+            text, info = None, repr(ex)
+        el = time.time() - t0
+        err = json.dumps(info) if text is None else ""
+        check("survivors too small: the stream ends with a clear error (%.0f s)" % el,
+              bool(dead) and text is None and ("memory" in err or "stage" in err), (text, info))
+        print("  error after %.1f s: %s" % (el, err[:300]))
+        code, j = chat(c, PROMPTS[0])
+        check("... and new requests get 503 waiting", code == 503, (code, j))
+
         # 3 stages with --tensor-split 1,1,1: waits for 2 peers, then serves
         f = w.node("F", common + ["--tensor-split", "1,1,1"]).start(timeout=120)
         code, j = chat(f, PROMPTS[0])
@@ -221,7 +244,7 @@ def main():
                         for n in (g, h))
         check("G and H hold the two later layer ranges", ranges and ranges[0] and
               ranges[0][0] == split_info(f).get("layers", [0, 0])[1], (ranges, split_info(f)))
-        for n in (f, g, h, c, d, e):
+        for n in (f, g, h, c):
             n.kill()
 
         # quantized (Q8_0) split, and no weights on the network
