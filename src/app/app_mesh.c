@@ -516,6 +516,27 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 					json_object_set_new(sp, "layers", l);
 				}
 			}
+			if (am->is_host && am->link) {
+				struct mesh_stage_link_stats ls;
+				mesh_stage_link_get_stats(am->link, &ls);
+				const struct mesh_traffic *tr = mesh_get_traffic(am->mesh);
+				json_t *lk = json_object();
+				json_object_set_new(lk, "batches",
+				                    json_integer((json_int_t)ls.n_batches));
+				json_object_set_new(lk, "tokens",
+				                    json_integer((json_int_t)ls.n_tokens));
+				json_object_set_new(lk, "wait_s", json_real(ls.wait_s));
+				/* activations the host sent, all plans together */
+				json_object_set_new(
+				    lk, "run_batch_bytes_sent",
+				    json_integer((json_int_t)tr->tx_bytes[NET_MSG_STAGE_FORWARD]));
+				if (ls.n_tokens)
+					json_object_set_new(
+					    lk, "activation_bytes_per_token",
+					    json_real((double)tr->tx_bytes[NET_MSG_STAGE_FORWARD] /
+					              (double)ls.n_tokens));
+				json_object_set_new(sp, "link", lk);
+			}
 			if (am->worker) {
 				struct mesh_stage_worker_stats st;
 				mesh_stage_worker_get_stats(am->worker, &st);

@@ -126,6 +126,10 @@ def main():
             th.join()
         check("concurrent split requests identical to solo",
               all(res[p] == ref[(p, 64)] for p in PROMPTS), (res, ref))
+        lk = split_info(a).get("link") or {}
+        print("  link: %s" % lk)
+        check("A reports activation bytes per token",
+              lk.get("activation_bytes_per_token", 0) > 0, lk)
         check("B ran batches", (split_info(b).get("stage") or {}).get("batches", 0) > 0,
               split_info(b))
 
