@@ -1655,6 +1655,27 @@ static struct tnode *parse_set(struct tj_parser *P, size_t pos)
 	return n;
 }
 
+/* The body of a macro (or of a call block's anonymous "caller" macro), up
+ * to and including its end tag, and the parameters parsed before it. A
+ * macro body is outside any enclosing loop: break/continue may not cross it. */
+static void macro_body(struct tj_parser *P, const char *const *ends, struct tnode *m,
+		       const struct svec *params, const struct nvec *defs)
+{
+	int loops = P->loops;
+	P->loops = 0;
+	struct nvec body = {0};
+	parse_body(P, ends, &body);
+	P->loops = loops;
+	P->i++;
+	block_end(P);
+	m->names = params->v;
+	m->nnames = params->n;
+	m->kw = defs->v;
+	m->nkw = defs->n;
+	m->args = body.v;
+	m->nargs = body.n;
+}
+
 static struct tnode *parse_macro(struct tj_parser *P, size_t pos)
 {
 	static const char *const ends[] = {"endmacro", NULL};
@@ -1678,19 +1699,7 @@ static struct tnode *parse_macro(struct tj_parser *P, size_t pos)
 	}
 	P->i++;
 	block_end(P);
-	int loops = P->loops;
-	P->loops = 0;
-	struct nvec body = {0};
-	parse_body(P, ends, &body);
-	P->loops = loops;
-	P->i++;
-	block_end(P);
-	n->names = params.v;
-	n->nnames = params.n;
-	n->kw = defs.v;
-	n->nkw = defs.n;
-	n->args = body.v;
-	n->nargs = body.n;
+	macro_body(P, ends, n, &params, &defs);
 	return n;
 }
 
@@ -1774,19 +1783,7 @@ static void parse_body(struct tj_parser *P, const char *const *ends, struct nvec
 			if (n->a->kind != E_CALL)
 				TJ_SYNTAX(P->c, n->a->pos, "expected a macro call after 'call'");
 			block_end(P);
-			int loops = P->loops;
-			P->loops = 0;
-			struct nvec body = {0};
-			parse_body(P, ends, &body);
-			P->loops = loops;
-			P->i++;
-			block_end(P);
-			m->names = params.v;
-			m->nnames = params.n;
-			m->kw = defs.v;
-			m->nkw = defs.n;
-			m->args = body.v;
-			m->nargs = body.n;
+			macro_body(P, ends, m, &params, &defs);
 			n->b = m;
 		} else if (!strcmp(name, "filter")) {
 			static const char *const ends[] = {"endfilter", NULL};
