@@ -85,6 +85,14 @@ kern_vec_dot_x4_fn kern_vec_dot_x4(enum ml_dtype t)
 	return g_dispatch.vec_dot_x4[t];
 }
 
+struct kern_tile kern_tile_of(enum ml_dtype t)
+{
+	kern_init();
+	if ((unsigned)t >= ML_DTYPE_COUNT)
+		return (struct kern_tile){NULL, 0, 0};
+	return g_dispatch.tile[t];
+}
+
 kern_from_f32_fn kern_act_from_f32_generic(enum ml_dtype vdt)
 {
 	kern_init();

@@ -127,10 +127,27 @@ static_assert(sizeof(struct kern_block_q8_K) == 292, "q8_K block size");
  * vec_dot of the same table, so results do not depend on batch size. */
 typedef void (*kern_vec_dot_x4_fn)(int64_t n, float *s, const void *x, const void *y, size_t y_row);
 
+/* A tile of a matrix product: for r < n_r and t < n_t,
+ *   y[t * y_stride + r] = dot(row r of w, row t of x)
+ * with weight rows |w_row| bytes apart and converted activation rows |x_row|
+ * bytes apart; 1 <= n_r <= the type's tile_r, 1 <= n_t <= its tile_t. Each
+ * output must be the same bits whatever n_r and n_t are and wherever it sits
+ * in the tile (kern_matmul() cuts tiles differently for different batch
+ * sizes and thread counts), and must stay within the vec_dot tolerance of
+ * the generic kernel. */
+typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t w_row, int n_r, const void *x,
+			     size_t x_row, int n_t, float *y, int64_t y_stride);
+
+struct kern_tile {
+	kern_tile_fn fn; /* NULL: kern_matmul() uses vec_dot / vec_dot_x4 */
+	int r, t;        /* largest n_r, n_t it takes */
+};
+
 struct kern_dispatch {
 	struct kern_type_traits traits[ML_DTYPE_COUNT];
 	kern_from_f32_fn act_from_f32[ML_DTYPE_COUNT];
 	kern_vec_dot_x4_fn vec_dot_x4[ML_DTYPE_COUNT]; /* optional (NULL: use vec_dot) */
+	struct kern_tile tile[ML_DTYPE_COUNT];         /* optional, preferred when set */
 };
 
 /* Fills |d| with the scalar kernels. */
@@ -142,6 +159,8 @@ int kern_dispatch_avx512(struct kern_dispatch *d);
 
 /* The dispatched activation converter for |vdt| (NULL if none). */
 kern_from_f32_fn kern_act_from_f32(enum ml_dtype vdt);
+/* The dispatched tile kernel of weight type |t| (fn NULL when none). */
+struct kern_tile kern_tile_of(enum ml_dtype t);
 /* The dispatched 4-token dot of weight type |t|, or NULL. */
 kern_vec_dot_x4_fn kern_vec_dot_x4(enum ml_dtype t);
 /* The scalar activation converter for |vdt| (tests). */

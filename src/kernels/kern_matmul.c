@@ -13,6 +13,15 @@
 #define MM_ROW_BLOCK_BYTES (48 * 1024)
 #define MM_TOK_BLOCK_BYTES (256 * 1024)
 
+/* How far ahead of the rows being multiplied the one-token product asks for
+ * weight bytes. The hardware prefetcher stops at every 4 KiB page, so a
+ * matrix-vector product streaming from the file's 4 KiB pages stalls on
+ * each new page; prefetching a few KiB ahead keeps misses in flight across
+ * page boundaries (Q8_0 rows of 2048, one thread, Xeon SPR VM: 6.4 ->
+ * 10.9 GB/s from a file mapping, 10.4 -> 15 GB/s from huge pages). */
+#define MM_PREFETCH_AHEAD (4 * 1024)
+#define MM_CACHE_LINE 64
+
 static inline int64_t min_i64(int64_t a, int64_t b)
 {
 	return a < b ? a : b;
@@ -42,6 +51,50 @@ void kern_quantize_rows(enum ml_dtype vdt, const float *x, int64_t x_stride, voi
 		conv(x + r * x_stride, (char *)xq + (size_t)r * row_size, n_cols);
 }
 
+/* Issues prefetches for the bytes in [*next, upto), at most up to |limit|,
+ * and advances *next. */
+static inline void prefetch_to(const char **next, const char *upto, const char *limit)
+{
+	if (upto > limit)
+		upto = limit;
+	for (const char *p = *next; p < upto; p += MM_CACHE_LINE)
+		__builtin_prefetch(p, 0, 3);
+	if (upto > *next)
+		*next = upto;
+}
+
+/* Rows [lo, hi) times tokens [0, n_tok) through the type's tile kernel. */
+static void matmul_tiles(struct kern_tile tl, const char *wb, size_t w_row, int64_t lo, int64_t hi,
+			 int64_t n_cols, const char *xb, size_t x_row, int64_t n_tok, float *y,
+			 int64_t y_stride)
+{
+	if (n_tok == 1) {
+		const char *pf = wb + (size_t)lo * w_row, *end = wb + (size_t)hi * w_row;
+		for (int64_t r = lo; r < hi; r += tl.r) {
+			const int n_r = (int)min_i64(tl.r, hi - r);
+			prefetch_to(&pf, wb + (size_t)(r + n_r) * w_row + MM_PREFETCH_AHEAD, end);
+			tl.fn(n_cols, wb + (size_t)r * w_row, w_row, n_r, xb, x_row, 1, y + r, y_stride);
+		}
+		return;
+	}
+	int64_t rb = (int64_t)(MM_ROW_BLOCK_BYTES / w_row);
+	rb = rb < tl.r ? tl.r : rb / tl.r * tl.r;
+	int64_t tb = (int64_t)(MM_TOK_BLOCK_BYTES / x_row);
+	tb = tb < tl.t ? tl.t : tb / tl.t * tl.t;
+	for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
+		const int64_t t1 = min_i64(t0 + tb, n_tok);
+		for (int64_t r0 = lo; r0 < hi; r0 += rb) {
+			const int64_t r1 = min_i64(r0 + rb, hi);
+			for (int64_t t = t0; t < t1; t += tl.t) {
+				const int n_t = (int)min_i64(tl.t, t1 - t);
+				for (int64_t r = r0; r < r1; r += tl.r)
+					tl.fn(n_cols, wb + (size_t)r * w_row, w_row, (int)min_i64(tl.r, r1 - r),
+					      xb + (size_t)t * x_row, x_row, n_t, y + t * y_stride + r, y_stride);
+			}
+		}
+	}
+}
+
 void kern_matmul(enum ml_dtype wtype, const void *w, int64_t n_rows, int64_t n_cols,
 		 const void *xq, int64_t n_tok, float *y, int64_t y_stride, int ith, int nth)
 {
@@ -61,9 +114,17 @@ void kern_matmul(enum ml_dtype wtype, const void *w, int64_t n_rows, int64_t n_c
 	if (lo >= hi)
 		return;
 
+	const struct kern_tile tl = kern_tile_of(wtype);
+	if (tl.fn != NULL && tl.r > 0 && tl.t > 0) {
+		matmul_tiles(tl, wb, w_row, lo, hi, n_cols, xb, x_row, n_tok, y, y_stride);
+		return;
+	}
 	if (n_tok == 1) {
-		for (int64_t r = lo; r < hi; r++)
+		const char *pf = wb + (size_t)lo * w_row, *end = wb + (size_t)hi * w_row;
+		for (int64_t r = lo; r < hi; r++) {
+			prefetch_to(&pf, wb + (size_t)(r + 1) * w_row + MM_PREFETCH_AHEAD, end);
 			dot(n_cols, &y[r], wb + (size_t)r * w_row, xb);
+		}
 		return;
 	}
 
