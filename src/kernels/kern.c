@@ -32,12 +32,14 @@ static void kern_init_once(void)
 	g_isa_names[0] = '\0';
 #if defined(__x86_64__)
 	if (cpu->avx2 && cpu->fma && cpu->f16c) {
-		if (kern_dispatch_avx2(&g_dispatch) > 0)
+		if (kern_dispatch_avx2(&g_dispatch) + kern_tiles_q8_avx2(&g_dispatch) +
+			    kern_tiles_kq_avx2(&g_dispatch) + kern_tiles_f16_avx2(&g_dispatch) > 0)
 			strcat(g_isa_names, "avx2");
 	}
 	if (cpu->avx2 && cpu->fma && cpu->f16c && cpu->avx512f && cpu->avx512bw && cpu->avx512vl &&
 	    cpu->avx512dq && cpu->avx512vnni && cpu->avx512bf16) {
-		if (kern_dispatch_avx512(&g_dispatch) > 0)
+		if (kern_dispatch_avx512(&g_dispatch) + kern_tiles_q8_avx512(&g_dispatch) +
+			    kern_tiles_kq_avx512(&g_dispatch) + kern_tiles_f16_avx512(&g_dispatch) > 0)
 			strcat(g_isa_names, g_isa_names[0] ? " avx512" : "avx512");
 	}
 #else

@@ -156,6 +156,15 @@ void kern_dispatch_generic(struct kern_dispatch *d);
  * return how many entries they replaced. */
 int kern_dispatch_avx2(struct kern_dispatch *d);
 int kern_dispatch_avx512(struct kern_dispatch *d);
+/* Tile kernels (struct kern_tile), one file per type family and ISA:
+ * kern_tile_q8_* (Q8_0, Q4_0), kern_tile_kq_* (K-quants), kern_tile_f16_*
+ * (F32, F16, BF16). Each sets d->tile[] entries and returns how many. */
+int kern_tiles_q8_avx2(struct kern_dispatch *d);
+int kern_tiles_q8_avx512(struct kern_dispatch *d);
+int kern_tiles_kq_avx2(struct kern_dispatch *d);
+int kern_tiles_kq_avx512(struct kern_dispatch *d);
+int kern_tiles_f16_avx2(struct kern_dispatch *d);
+int kern_tiles_f16_avx512(struct kern_dispatch *d);
 
 /* The dispatched activation converter for |vdt| (NULL if none). */
 kern_from_f32_fn kern_act_from_f32(enum ml_dtype vdt);
