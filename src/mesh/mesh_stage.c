@@ -260,9 +260,8 @@ struct mesh_stage_worker {
 	int n_embd, n_vocab, cap_tokens, cap_out;
 	int32_t *seq, *pos;
 	int8_t *want;
-	float *in, *out_rows;
-	float *logits; /* last stage: [cap_out][n_vocab], thrown away */
-	int32_t *o_seq, *o_pos;
+	float *in;
+	int32_t *o_seq, *o_pos; /* last stage: the entries that want logits */
 };
 
 static const struct mesh_stream_callbacks worker_cb;
@@ -345,13 +344,11 @@ static void worker_unload(struct mesh_stage_worker *w)
 	free(w->pos);
 	free(w->want);
 	free(w->in);
-	free(w->out_rows);
-	free(w->logits);
 	free(w->o_seq);
 	free(w->o_pos);
 	w->seq = w->pos = w->o_seq = w->o_pos = NULL;
 	w->want = NULL;
-	w->in = w->out_rows = w->logits = NULL;
+	w->in = NULL;
 }
 
 /* Loads the plan's range for this node (keeping the model when only the
@@ -386,8 +383,13 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 		              w->path, hp->n_layer);
 		goto fail;
 	}
-	rc = model_ctx_init(&w->ctx, w->model, w->pool, (int)p->n_seq, (int)p->n_ctx,
-	                    (int)p->n_batch);
+	/* F16 KV as the host's engine by default (the PLAN does not carry a
+	 * KV type yet; the host link refuses another one) */
+	struct model_ctx_params cp = {.n_seq = (int)p->n_seq,
+	                              .n_ctx = (int)p->n_ctx,
+	                              .n_batch = (int)p->n_batch,
+	                              .kv_type = MODEL_KV_F16};
+	rc = model_ctx_init_params(&w->ctx, w->model, w->pool, &cp);
 	if (rc < 0)
 		goto fail;
 	w->n_embd = hp->n_embd;
@@ -399,15 +401,12 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 	w->pos = malloc(nt * sizeof(int32_t));
 	w->want = malloc(nt);
 	w->in = malloc(nt * ne * sizeof(float));
-	w->out_rows = malloc(nt * ne * sizeof(float));
 	bool last = model_is_last(w->model);
 	if (last) {
-		w->logits = malloc((size_t)w->cap_out * (size_t)w->n_vocab * sizeof(float));
 		w->o_seq = malloc(nt * sizeof(int32_t));
 		w->o_pos = malloc(nt * sizeof(int32_t));
 	}
-	if (!w->seq || !w->pos || !w->want || !w->in || !w->out_rows ||
-	    (last && (!w->logits || !w->o_seq || !w->o_pos))) {
+	if (!w->seq || !w->pos || !w->want || !w->in || (last && (!w->o_seq || !w->o_pos))) {
 		rc =
 		    ml_error(ML_ERR_NOMEM, "out of memory for batches of %d tokens", w->cap_tokens);
 		goto fail;
@@ -530,7 +529,10 @@ static void worker_on_batch(struct mesh_stage_worker *w, const uint8_t *p, size_
 	    .seq = w->seq,
 	    .logits = w->want,
 	};
-	rc = model_forward(w->ctx, &mb, last ? w->logits : w->out_rows);
+	/* No output buffer: the last stage sends the normed rows (the host
+	 * owns the head, so model_forward skips it) and a middle stage the
+	 * hidden states, both straight from the context. */
+	rc = model_forward(w->ctx, &mb, NULL);
 	if (rc < 0) {
 		worker_fail(w, MESH_STAGE_E_FORWARD, "forward pass of layers %u-%u failed: %s",
 		            w->plan.stages[w->index].layer_begin,
@@ -547,7 +549,7 @@ static void worker_on_batch(struct mesh_stage_worker *w, const uint8_t *p, size_
 	    .seq = last ? w->o_seq : w->seq,
 	    .pos = last ? w->o_pos : w->pos,
 	    .logits = last ? NULL : w->want,
-	    .embd = last && n_out > 0 ? model_ctx_result_norm(w->ctx) : w->out_rows,
+	    .embd = last ? model_ctx_result_norm(w->ctx) : model_ctx_hidden(w->ctx),
 	};
 	struct net_buf *o = out_begin(w);
 	w->st.n_batches++;
@@ -1186,6 +1188,10 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 		                "host 0-%u of %u",
 		                s->layer_begin - 1, s->n_layer, k->plan.stages[0].layer_end - 1,
 		                k->plan.n_layer);
+	if (s->kv_type != MODEL_KV_F16)
+		return ml_error(ML_ERR_UNSUPPORTED,
+		                "split: stages on other nodes keep an F16 KV cache; an engine "
+		                "with an F32 one would give other output than solo (use f16)");
 	k->setup = *s;
 
 	/* The output head, mapped from our own file. */
@@ -1242,6 +1248,16 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 	return 0;
 }
 
+/* The output head on the host: logits (n, n_vocab) = normed (n, n_embd)
+ * W^T, as pool items (ml_pool_run_items) like the engine's products, so a
+ * worker thread the OS descheduled costs the items it took, not a wait for
+ * it. The conversion is cut into HEAD_ITEMS_PER_THREAD items per thread,
+ * the product into HEAD_CHUNKS_PER_THREAD chunks of at least 16 weight rows
+ * per thread (kern_matmul's share (k, n_chunks); any partition is valid and
+ * gives the same results). */
+#define HEAD_ITEMS_PER_THREAD 2
+#define HEAD_CHUNKS_PER_THREAD 4
+
 struct head_job {
 	struct mesh_stage_link *k;
 	enum ml_dtype vdt;
@@ -1249,20 +1265,34 @@ struct head_job {
 	float *logits;
 };
 
-static void head_quant_fn(void *arg, int ith, int nth)
+static void head_quant_fn(void *arg, int item, int n_items, int ith)
 {
 	struct head_job *j = arg;
+	(void)ith;
 	kern_quantize_rows(j->vdt, j->k->normed, j->k->setup.n_embd, j->k->xq, j->n,
-	                   j->k->setup.n_embd, ith, nth);
+	                   j->k->setup.n_embd, item, n_items);
 }
 
-static void head_mm_fn(void *arg, int ith, int nth)
+static void head_mm_fn(void *arg, int item, int n_items, int ith)
 {
 	struct head_job *j = arg;
 	const struct mesh_stage_link *k = j->k;
 	const void *xq = j->vdt == ML_DTYPE_F32 ? (const void *)k->normed : k->xq;
+	(void)ith;
 	kern_matmul(k->w_type, k->w_out, k->setup.n_vocab, k->setup.n_embd, xq, j->n, j->logits,
-	            k->setup.n_vocab, ith, nth);
+	            k->setup.n_vocab, item, n_items);
+}
+
+static void head_run(struct mesh_stage_link *k, int n_out, float *logits)
+{
+	struct head_job j = {k, kern_type_traits(k->w_type)->vec_dot_type, n_out, logits};
+	const int nth = ml_pool_size(k->pool);
+	if (j.vdt != ML_DTYPE_F32)
+		ml_pool_run_items(k->pool, head_quant_fn, &j, nth > 1 ? nth * HEAD_ITEMS_PER_THREAD : 1);
+	int chunks = nth > 1 ? nth * HEAD_CHUNKS_PER_THREAD : 1;
+	if (chunks > k->setup.n_vocab / 16)
+		chunks = k->setup.n_vocab / 16 > 1 ? k->setup.n_vocab / 16 : 1;
+	ml_pool_run_items(k->pool, head_mm_fn, &j, chunks);
 }
 
 static int link_forward(struct eng_link *l, const struct eng_link_batch *b, const float *hidden,
@@ -1320,12 +1350,8 @@ static int link_forward(struct eng_link *l, const struct eng_link_batch *b, cons
 		return rc;
 
 	double t1 = ml_time_s();
-	if (n_out > 0) {
-		struct head_job j = {k, kern_type_traits(k->w_type)->vec_dot_type, n_out, logits};
-		if (j.vdt != ML_DTYPE_F32)
-			ml_pool_run(k->pool, head_quant_fn, &j);
-		ml_pool_run(k->pool, head_mm_fn, &j);
-	}
+	if (n_out > 0)
+		head_run(k, n_out, logits);
 	double t2 = ml_time_s();
 	pthread_mutex_lock(&k->mu);
 	k->stats.n_batches++;

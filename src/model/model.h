@@ -131,6 +131,12 @@ void model_kv_truncate(struct model_ctx *ctx, int seq, int pos);
  * Last stage: writes one row of n_vocab logits to |out| for each entry with
  * logits[i] != 0, in batch order. Other stages: writes the hidden states
  * after layer_end - 1, [n_tokens][n_embd], to |out|.
+ * |out| may be NULL: then nothing is written there, and on the last stage
+ * the output head (the n_vocab x n_embd product) is not computed at all;
+ * the results stay readable through model_ctx_hidden() and
+ * model_ctx_result_norm() (a pipeline's last network stage sends the normed
+ * rows to the host, which owns the head; a middle stage sends the hidden
+ * states without a copy).
  * Returns ML_ERR_RANGE for a position >= n_ctx or more than n_batch tokens,
  * ML_ERR_INVALID for a bad token id or sequence id. */
 int model_forward(struct model_ctx *ctx, const struct model_batch *b, float *out);

@@ -11,7 +11,8 @@
  *   xn = rmsnorm(x) * ffn_norm
  *   x += Wdown (silu(Wgate xn) * Wup xn)
  * and on the last stage logits = Woutput (rmsnorm(x) * output_norm) for the
- * entries that ask for them.
+ * entries that ask for them (only the normed rows when |out| is NULL: a
+ * pipeline's last network stage sends those, the host owns the head).
  *
  * Matrix products convert the activations once per vec-dot type
  * (kern_quantize_rows) and share them between q/k/v and between gate/up.
@@ -641,13 +642,17 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 	c->n_last = n;
 
 	if (!model_is_last(m)) {
-		memcpy(out, c->x, (size_t)n * (size_t)E * sizeof(float));
+		if (out)
+			memcpy(out, c->x, (size_t)n * (size_t)E * sizeof(float));
 		return 0;
 	}
-	/* Logits for the rows kept above (the last entry's if b->logits is NULL). */
+	/* The rows kept above (the last entry's if b->logits is NULL): the
+	 * final norm always (n_out x n_embd, what a last network stage sends
+	 * on), the output head only when the caller wants logits: it is the
+	 * largest product of a small model (n_vocab x n_embd per row). */
 	norm_rows(c, c->out_norm, c->x, m->output_norm, nr, E, hp->norm_eps);
 	c->n_out = nr;
-	if (nr > 0) {
+	if (nr > 0 && out) {
 		struct mm lo = {&m->output, out, hp->n_vocab};
 		matmuls(c, c->out_norm, nr, &lo, 1);
 	}

@@ -27,6 +27,7 @@
 #include "engine/eng_link.h"
 #include "mesh/mesh.h"
 #include "mesh/mesh_stage.h"
+#include "model/model.h"
 
 #define F32_MODEL "../shared/refdata/models/syn-llama-F32.gguf"
 #define Q8_MODEL "../shared/refdata/models/syn-llama-Q8_0.gguf"
@@ -712,6 +713,53 @@ static void test_mesh_stage_fingerprint(void **state)
 	assert_int_equal(mesh_stage_fingerprint_file("no/such/file.gguf", a), ML_ERR_NOT_FOUND);
 }
 
+/* What a worker stage relies on: model_forward() with no output buffer
+ * leaves the same rows in model_ctx_hidden() (middle stage) and
+ * model_ctx_result_norm() (last stage, the output head skipped) as a call
+ * that writes hidden states or logits. */
+static void forward_null_out(const char *path, int lb, int le)
+{
+	struct model *m = NULL;
+	struct model_params mp = {.path = path, .layer_begin = lb, .layer_end = le};
+	assert_int_equal(model_load(&m, &mp), 0);
+	const struct model_hparams *hp = model_hparams(m);
+	const int n = 5, E = hp->n_embd;
+	struct model_ctx *ca = NULL, *cb = NULL;
+	assert_int_equal(model_ctx_init(&ca, m, NULL, 2, 32, 8), 0);
+	assert_int_equal(model_ctx_init(&cb, m, NULL, 2, 32, 8), 0);
+	float *in = malloc((size_t)n * (size_t)E * sizeof(float));
+	float *out = malloc((size_t)n * (size_t)(hp->n_vocab > E ? hp->n_vocab : E) * sizeof(float));
+	assert_non_null(in);
+	assert_non_null(out);
+	for (int i = 0; i < n * E; i++)
+		in[i] = (float)((i * 37) % 101 - 50) / 50.0f;
+	int32_t pos[5] = {0, 1, 2, 0, 1}, seq[5] = {0, 0, 0, 1, 1};
+	int8_t want[5] = {0, 0, 1, 0, 1};
+	struct model_batch b = {.n_tokens = n, .embd = in, .pos = pos, .seq = seq, .logits = want};
+	assert_int_equal(model_forward(ca, &b, out), 0);
+	assert_int_equal(model_forward(cb, &b, NULL), 0);
+	if (model_is_last(m)) {
+		assert_memory_equal(model_ctx_result_norm(ca), model_ctx_result_norm(cb),
+		                    2 * (size_t)E * sizeof(float));
+	} else {
+		assert_memory_equal(model_ctx_hidden(cb), out, (size_t)n * (size_t)E * sizeof(float));
+		assert_memory_equal(model_ctx_hidden(ca), out, (size_t)n * (size_t)E * sizeof(float));
+	}
+	free(in);
+	free(out);
+	model_ctx_free(ca);
+	model_ctx_free(cb);
+	model_free(m);
+}
+
+static void test_mesh_stage_forward_null_out(void **state)
+{
+	(void)state;
+	forward_null_out(Q8_MODEL, 1, 2);  /* a middle stage */
+	forward_null_out(Q8_MODEL, 2, -1); /* the last stage */
+	forward_null_out(F32_MODEL, 3, -1);
+}
+
 int main(void)
 {
 	evthread_use_pthreads();
@@ -719,6 +767,7 @@ int main(void)
 	ml_log_set_level(ML_LOG_WARN);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mesh_stage_fingerprint),
+	    cmocka_unit_test(test_mesh_stage_forward_null_out),
 	    cmocka_unit_test(test_mesh_stage_model_mismatch),
 	    cmocka_unit_test(test_mesh_stage_two_f32),
 	    cmocka_unit_test(test_mesh_stage_three_f32),
