@@ -145,8 +145,22 @@ struct eng_params eng_default_params(void)
 	    .n_threads = 0,
 	    .n_batch = 512,
 	    .n_queue = 16,
+	    .kv_type = MODEL_KV_F16,
 	};
 	return p;
+}
+
+/* The KV cache and scratch for |m|: n_parallel sequences of n_ctx
+ * positions in the engine's KV type. */
+static int ctx_init(struct eng *e, struct model_ctx **out, struct model *m)
+{
+	struct model_ctx_params cp = {
+	    .n_seq = e->p.n_parallel,
+	    .n_ctx = e->p.n_ctx,
+	    .n_batch = e->p.n_batch,
+	    .kv_type = e->p.kv_type,
+	};
+	return model_ctx_init_params(out, m, e->pool, &cp);
 }
 
 /* Drops positions >= |pos| of sequence |seq| here and on the stages the
@@ -461,7 +475,7 @@ static void relink_apply(struct eng *e, struct eng_link *link, int layer_end, bo
 		}
 		if ((rc = model_load(&m, &mp)) < 0)
 			goto fail;
-		rc = model_ctx_init(&c, m, e->pool, e->p.n_parallel, e->p.n_ctx, e->p.n_batch);
+		rc = ctx_init(e, &c, m);
 		if (rc < 0) {
 			model_free(m);
 			goto fail;
@@ -493,6 +507,7 @@ static void relink_apply(struct eng *e, struct eng_link *link, int layer_end, bo
 		    .n_ctx = e->p.n_ctx,
 		    .n_batch = e->p.n_batch,
 		    .n_threads = e->p.n_threads,
+		    .kv_type = e->p.kv_type,
 		};
 		if ((rc = e->p.link->start(e->p.link, &ls)) < 0)
 			goto fail;
@@ -945,7 +960,7 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	rc = ml_pool_init(&e->pool, e->p.n_threads);
 	if (rc < 0)
 		goto fail_pool;
-	rc = model_ctx_init(&e->ctx, e->model, e->pool, e->p.n_parallel, e->p.n_ctx, e->p.n_batch);
+	rc = ctx_init(e, &e->ctx, e->model);
 	if (rc < 0)
 		goto fail_ctx;
 
@@ -987,6 +1002,7 @@ int eng_init(struct eng **out, const struct eng_params *params)
 		    .n_ctx = e->p.n_ctx,
 		    .n_batch = e->p.n_batch,
 		    .n_threads = e->p.n_threads,
+		    .kv_type = e->p.kv_type,
 		};
 		rc = e->p.link->start(e->p.link, &ls);
 		if (rc < 0)
@@ -1011,9 +1027,10 @@ int eng_init(struct eng **out, const struct eng_params *params)
 		ML_INFO("split: this node runs layers 0-%d of %d, the link runs %d-%d",
 		        e->p.layer_end - 1, hp->n_layer, e->p.layer_end, hp->n_layer - 1);
 	ML_INFO("loaded %s: %s, %d layers, %.1f MB of weights, context %d tokens x %d slots, "
-	        "batch %d, %d threads%s",
+	        "%s KV cache, batch %d, %d threads%s",
 	        e->name, hp->arch_name, hp->n_layer, (double)model_weight_bytes(e->model) / 1e6,
-	        e->p.n_ctx, e->p.n_parallel, e->p.n_batch, e->p.n_threads,
+	        e->p.n_ctx, e->p.n_parallel, e->p.kv_type == MODEL_KV_F16 ? "F16" : "F32",
+	        e->p.n_batch, e->p.n_threads,
 	        e->chat_template ? ", has a chat template" : "");
 	*out = e;
 	return 0;
@@ -1163,6 +1180,11 @@ int eng_relink(struct eng *e, struct eng_link *link, int layer_end, bool owned)
 const char *eng_model_name(const struct eng *e)
 {
 	return e->name;
+}
+
+enum model_kv_type eng_kv_type(const struct eng *e)
+{
+	return e->p.kv_type;
 }
 
 int eng_n_ctx(const struct eng *e)

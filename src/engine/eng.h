@@ -18,11 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/model.h"
 #include "sampler/smp.h"
 
 struct tok_vocab;
 struct eng_link;
-struct model_hparams;
 
 /* Fields <= 0 take the default (n_queue: < 0; 0 means no request waits). */
 struct eng_params {
@@ -32,6 +32,12 @@ struct eng_params {
 	int n_threads;  /* compute threads (default: cores) */
 	int n_batch;    /* max tokens per forward pass (default 512; raised to n_parallel) */
 	int n_queue;    /* requests allowed to wait for a slot (default 16); beyond: ML_ERR_BUSY */
+	/* KV cache element type: MODEL_KV_F16 from eng_default_params() (half
+	 * the memory, as llama.cpp's default), MODEL_KV_F32 to compare with the
+	 * F32-KV reference outputs. Not a "<= 0" field: a zeroed struct means
+	 * F32. A link's stages get the same type (eng_link_setup.kv_type), so
+	 * split output equals solo output. */
+	enum model_kv_type kv_type;
 	/* Split inference (engine/eng_link.h): with a |link| the engine loads
 	 * and runs layers [0, layer_end) itself (1 <= layer_end < n_layer) and
 	 * the link runs the rest. NULL (the default): the whole model here. */
@@ -98,6 +104,7 @@ const struct tok_vocab *eng_vocab(const struct eng *e);
 const struct model_hparams *eng_hparams(const struct eng *e);
 const char *eng_model_name(const struct eng *e); /* GGUF file stem */
 int eng_n_ctx(const struct eng *e);              /* per-slot context */
+enum model_kv_type eng_kv_type(const struct eng *e);
 /* The model's chat template (tokenizer.chat_template) or NULL. */
 const char *eng_chat_template(const struct eng *e);
 

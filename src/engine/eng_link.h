@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+#include "model/model.h"
+
 /* What the engine tells a link once, from eng_init(), before any batch. */
 struct eng_link_setup {
 	int layer_begin; /* first layer the link runs (= the engine's layer_end) */
@@ -29,6 +31,9 @@ struct eng_link_setup {
 	int n_ctx;       /* positions per sequence */
 	int n_batch;     /* most entries per forward() */
 	int n_threads;   /* compute threads the engine uses (a hint) */
+	/* KV cache type of the engine's layers; every stage must use it too,
+	 * or split output differs from solo output */
+	enum model_kv_type kv_type;
 };
 
 /* One batch as the engine built it, [n_tokens] each (borrowed for the call). */

@@ -59,8 +59,11 @@ static int loop_start(struct eng_link *l, const struct eng_link_setup *s)
 			return ml_error(ML_ERR_INVALID,
 			                "eng_link_loop: %s has another width (%d, not %d)", k->path,
 			                model_hparams(st->model)->n_embd, s->n_embd);
-		if ((rc = model_ctx_init(&st->ctx, st->model, k->pool, s->n_seq, s->n_ctx,
-		                         s->n_batch)) < 0)
+		struct model_ctx_params cp = {.n_seq = s->n_seq,
+		                              .n_ctx = s->n_ctx,
+		                              .n_batch = s->n_batch,
+		                              .kv_type = s->kv_type};
+		if ((rc = model_ctx_init_params(&st->ctx, st->model, k->pool, &cp)) < 0)
 			return rc;
 		ML_INFO("stage %d/%d (in process): layers %d-%d loaded from %s", i + 2,
 		        k->n_stages + 1, st->layer_begin, st->layer_end - 1, k->path);

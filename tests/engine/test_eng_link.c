@@ -103,11 +103,14 @@ static uint64_t submit(struct eng *e, const struct eng_request *r, struct coll *
 }
 
 /* |n_stages| 1: solo. Otherwise the engine keeps layers [0, bounds[0]) and
- * an in-process link runs the rest from bounds[0], bounds[1], ... */
-static struct eng *open_split(const char *path, int n_stages, const int *bounds)
+ * an in-process link runs the rest from bounds[0], bounds[1], ... The
+ * engine's KV cache is |kv|; the link's stages take it from the setup. */
+static struct eng *open_split(const char *path, int n_stages, const int *bounds,
+                              enum model_kv_type kv)
 {
 	struct eng_params p = eng_default_params();
 	p.model_path = path;
+	p.kv_type = kv;
 	p.n_parallel = 4;
 	p.n_ctx = 256;
 	p.n_batch = 16; /* small: prompts are chunked and share steps with decoding */
@@ -161,9 +164,9 @@ static void workload_make(struct workload *w, int n_vocab)
 }
 
 /* Every request alone on the solo engine; then the second turn. */
-static void workload_solo(struct workload *w, const char *path)
+static void workload_solo(struct workload *w, const char *path, enum model_kv_type kv)
 {
-	struct eng *e = open_split(path, 1, NULL);
+	struct eng *e = open_split(path, 1, NULL, kv);
 	for (int i = 0; i < N_REQ; i++) {
 		struct eng_request r = greedy_req(w->prompts[i], w->n_prompt[i], GEN);
 		submit(e, &r, &w->solo[i]);
@@ -179,7 +182,7 @@ static void workload_solo(struct workload *w, const char *path)
 	w->turn[w->n_turn++] = 40;
 	eng_free(e);
 	/* a fresh engine: no cache */
-	e = open_split(path, 1, NULL);
+	e = open_split(path, 1, NULL, kv);
 	struct eng_request r = greedy_req(w->turn, w->n_turn, GEN);
 	submit(e, &r, &w->solo_turn);
 	assert_true(coll_wait(&w->solo_turn, 0));
@@ -190,9 +193,10 @@ static void workload_solo(struct workload *w, const char *path)
 /* All requests at once on the split engine, then the second turn (which
  * reuses the cache of request 0's slot on every stage), then a cancelled
  * request followed by the same request again. */
-static void workload_split(struct workload *w, const char *path, int n_stages, const int *bounds)
+static void workload_split(struct workload *w, const char *path, int n_stages, const int *bounds,
+                           enum model_kv_type kv)
 {
-	struct eng *e = open_split(path, n_stages, bounds);
+	struct eng *e = open_split(path, n_stages, bounds, kv);
 	static struct coll cs[N_REQ];
 	for (int i = 0; i < N_REQ; i++) {
 		struct eng_request r = greedy_req(w->prompts[i], w->n_prompt[i], GEN);
@@ -240,21 +244,27 @@ static void workload_split(struct workload *w, const char *path, int n_stages, c
 	eng_free(e);
 }
 
-static void split_equals_solo(const char *path, int n_vocab)
+static void split_equals_solo_kv(const char *path, int n_vocab, enum model_kv_type kv)
 {
 	static struct workload w;
 	memset(&w, 0, sizeof(w));
 	int n_layer = model_layers(path);
 	assert_true(n_layer >= 3);
 	workload_make(&w, n_vocab);
-	workload_solo(&w, path);
+	workload_solo(&w, path, kv);
 	int two[1] = {n_layer / 2};
-	workload_split(&w, path, 2, two);
+	workload_split(&w, path, 2, two, kv);
 	int three[2] = {1, n_layer - 1};
-	workload_split(&w, path, 3, three);
+	workload_split(&w, path, 3, three, kv);
 	for (int i = 0; i < N_REQ; i++)
 		coll_destroy(&w.solo[i]);
 	coll_destroy(&w.solo_turn);
+}
+
+/* With the engine's default KV cache (F16). */
+static void split_equals_solo(const char *path, int n_vocab)
+{
+	split_equals_solo_kv(path, n_vocab, MODEL_KV_F16);
 }
 
 static void test_eng_link_stories(void **state)
@@ -277,6 +287,38 @@ static void test_eng_link_syn_quant(void **state)
 	split_equals_solo("../shared/refdata/models/syn-llama-Q8_0.gguf", 512);
 	split_equals_solo("../shared/refdata/models/syn-qwen2-Q4_K_M.gguf", 459);
 	split_equals_solo("../shared/refdata/models/syn-qwen3-Q8_0.gguf", 459);
+}
+
+/* --kv-type f32: the stages get the engine's F32 KV cache too. The two
+ * types give other tokens for these models (small logit margins), so a
+ * stage that kept another type than the engine would show here. */
+static void test_eng_link_kv_f32(void **state)
+{
+	(void)state;
+	static const char *const paths[] = {"../shared/refdata/models/syn-qwen2-Q4_K_M.gguf",
+	                                    "../shared/refdata/models/syn-llama-Q8_0.gguf"};
+	static const int n_vocab[] = {459, 512};
+	for (int m = 0; m < 2; m++) {
+		static struct workload w16, w32;
+		memset(&w16, 0, sizeof(w16));
+		memset(&w32, 0, sizeof(w32));
+		workload_make(&w16, n_vocab[m]);
+		workload_make(&w32, n_vocab[m]);
+		workload_solo(&w16, paths[m], MODEL_KV_F16);
+		workload_solo(&w32, paths[m], MODEL_KV_F32);
+		int n_diff = 0;
+		for (int i = 0; i < N_REQ; i++) {
+			n_diff += memcmp(w16.solo[i].tokens, w32.solo[i].tokens,
+			                 GEN * sizeof(int32_t)) != 0;
+			coll_destroy(&w16.solo[i]);
+			coll_destroy(&w32.solo[i]);
+		}
+		coll_destroy(&w16.solo_turn);
+		coll_destroy(&w32.solo_turn);
+		fprintf(stderr, "%s: %d of %d requests differ between F16 and F32 KV\n", paths[m],
+		        n_diff, N_REQ);
+		split_equals_solo_kv(paths[m], n_vocab[m], MODEL_KV_F32);
+	}
 }
 
 static void test_eng_link_bad_ranges(void **state)
@@ -382,7 +424,7 @@ static void test_eng_link_relink(void **state)
 	static struct workload w;
 	memset(&w, 0, sizeof(w));
 	workload_make(&w, 459);
-	workload_solo(&w, path);
+	workload_solo(&w, path, MODEL_KV_F16);
 
 	struct eng_params p = eng_default_params();
 	p.model_path = path;
@@ -442,7 +484,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_eng_link_bad_ranges), cmocka_unit_test(test_eng_link_stories),
 	    cmocka_unit_test(test_eng_link_syn_f32),    cmocka_unit_test(test_eng_link_syn_quant),
-	    cmocka_unit_test(test_eng_link_relink),
+	    cmocka_unit_test(test_eng_link_relink),     cmocka_unit_test(test_eng_link_kv_f32),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
