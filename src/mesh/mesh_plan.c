@@ -64,6 +64,50 @@ int mesh_plan_elect(const struct mesh_plan_node *nodes, size_t n, size_t *host)
 	return 0;
 }
 
+void mesh_plan_election_init(struct mesh_plan_election *e, uint64_t settle_ms)
+{
+	memset(e, 0, sizeof(*e));
+	e->settle_ms = settle_ms;
+}
+
+void mesh_plan_election_touch(struct mesh_plan_election *e, uint64_t now_ms)
+{
+	if (e->pending)
+		return;
+	e->pending = true;
+	e->due_ms = now_ms + e->settle_ms;
+}
+
+int mesh_plan_election_poll(struct mesh_plan_election *e, const struct mesh_plan_node *nodes,
+                            size_t n, uint64_t now_ms)
+{
+	if (!e)
+		return ml_error(ML_ERR_INVALID, "%s: NULL argument", __func__);
+	if (!e->pending || now_ms < e->due_ms)
+		return MESH_PLAN_ELECT_NOT_DUE;
+	size_t h = 0;
+	int rc = mesh_plan_elect(nodes, n, &h);
+	if (rc == ML_ERR_INVALID)
+		return rc;
+	e->pending = false;
+	e->n_runs++;
+	bool found = rc == 0;
+	bool same = found == e->have_host &&
+	            (!found || memcmp(nodes[h].id, e->host, NET_ID_LEN) == 0);
+	e->have_host = found;
+	if (found) {
+		memcpy(e->host, nodes[h].id, NET_ID_LEN);
+		e->host_budget = clamp_budget(nodes[h].budget);
+	} else {
+		memset(e->host, 0, NET_ID_LEN);
+		e->host_budget = 0;
+	}
+	if (same)
+		return MESH_PLAN_ELECT_SAME;
+	e->n_changes++;
+	return MESH_PLAN_ELECT_CHANGED;
+}
+
 /* --- model sizes ------------------------------------------------------- */
 
 /* Fills prefix[0..n] with cumulative per-layer need (weights + KV) and

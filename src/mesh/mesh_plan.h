@@ -172,6 +172,46 @@ struct mesh_plan {
  * serves the model, ML_ERR_INVALID for n over the cap or NULL pointers. */
 int mesh_plan_elect(const struct mesh_plan_node *nodes, size_t n, size_t *host);
 
+/* The election over time, as data (no clock: the caller passes |now_ms|).
+ * A membership change (mesh_plan_election_touch) makes an election due
+ * |settle_ms| later; further changes before then do not push it back, so
+ * a burst of joins elects once and a steady trickle cannot starve it. When
+ * due, mesh_plan_election_poll runs mesh_plan_elect over the nodes the
+ * caller gathered from gossip (only those that have the model and want to
+ * serve it: has_model) and remembers the winner. Every node that sees the
+ * same gossip elects the same host. */
+#define MESH_PLAN_SETTLE_MS_DEFAULT 1000
+
+struct mesh_plan_election {
+	uint64_t settle_ms;
+	bool pending;   /* an election is due at |due_ms| */
+	uint64_t due_ms;
+	bool have_host; /* the last election found a host */
+	uint8_t host[NET_ID_LEN];
+	uint64_t host_budget; /* its advertised budget when elected */
+	uint64_t n_runs;      /* elections run */
+	uint64_t n_changes;   /* of those, the ones that changed the host */
+};
+
+enum mesh_plan_elect_result {
+	MESH_PLAN_ELECT_NOT_DUE = 0, /* nothing pending, or the settle time runs */
+	MESH_PLAN_ELECT_SAME = 1,    /* elected again the same host (or again none) */
+	MESH_PLAN_ELECT_CHANGED = 2, /* a different host, a first one, or none any more */
+};
+
+/* No host, nothing pending. |settle_ms| 0 elects at the first poll after a
+ * change. */
+void mesh_plan_election_init(struct mesh_plan_election *e, uint64_t settle_ms);
+/* Membership changed at |now_ms|: an election is due at now + settle,
+ * unless one is pending already (its due time stays). */
+void mesh_plan_election_touch(struct mesh_plan_election *e, uint64_t now_ms);
+/* Runs the pending election when it is due at |now_ms| over |nodes|
+ * (|n| <= MESH_PLAN_MAX_NODES). Returns an enum mesh_plan_elect_result
+ * (e->have_host / e->host say who won), or ML_ERR_INVALID (NULL pointers,
+ * n over the cap; the election stays pending). */
+int mesh_plan_election_poll(struct mesh_plan_election *e, const struct mesh_plan_node *nodes,
+                            size_t n, uint64_t now_ms);
+
 /* Plans |m| over |nodes| with |nodes[host]| as the host (normally the index
  * mesh_plan_elect gave; rtt_us of every other node is its RTT to that host).
  * |p| may be NULL for defaults. Writes the whole of |*out|.

@@ -117,6 +117,95 @@ static void test_elect_ties(void **state)
 	assert_int_equal(h, 1);
 }
 
+/* The election over time: settle window, only nodes with the model,
+ * re-election when the winner leaves or a bigger node comes, and the same
+ * answer on every node whatever the order of its member table. */
+static void test_election_settle(void **state)
+{
+	(void)state;
+	struct mesh_plan_election e;
+	mesh_plan_election_init(&e, 1000);
+	struct mesh_plan_node v[3] = {node(5, 8 * GB, 0), node(2, 4 * GB, 0), node(9, 16 * GB, 0)};
+	/* nothing pending: no election, whatever the time */
+	assert_int_equal(mesh_plan_election_poll(&e, v, 2, 0), MESH_PLAN_ELECT_NOT_DUE);
+	assert_false(e.have_host);
+	/* a change at t=100: due at 1100; a burst of changes does not push it back */
+	mesh_plan_election_touch(&e, 100);
+	mesh_plan_election_touch(&e, 600);
+	mesh_plan_election_touch(&e, 1050);
+	assert_int_equal(mesh_plan_election_poll(&e, v, 2, 1099), MESH_PLAN_ELECT_NOT_DUE);
+	assert_false(e.have_host);
+	assert_int_equal(mesh_plan_election_poll(&e, v, 2, 1100), MESH_PLAN_ELECT_CHANGED);
+	assert_true(e.have_host);
+	assert_int_equal(e.host[0], 5);
+	assert_int_equal(e.host_budget, 8 * GB);
+	/* polled again without a change: nothing runs */
+	assert_int_equal(mesh_plan_election_poll(&e, v, 3, 5000), MESH_PLAN_ELECT_NOT_DUE);
+	assert_int_equal(e.host[0], 5);
+	/* a node that joins without a bigger budget changes nothing */
+	mesh_plan_election_touch(&e, 6000);
+	struct mesh_plan_node w[3] = {v[0], v[1], node(1, 2 * GB, 0)};
+	assert_int_equal(mesh_plan_election_poll(&e, w, 3, 7000), MESH_PLAN_ELECT_SAME);
+	assert_int_equal(e.host[0], 5);
+	/* a bigger node joins: it wins after the settle time, not before */
+	mesh_plan_election_touch(&e, 8000);
+	assert_int_equal(mesh_plan_election_poll(&e, v, 3, 8500), MESH_PLAN_ELECT_NOT_DUE);
+	assert_int_equal(e.host[0], 5);
+	assert_int_equal(mesh_plan_election_poll(&e, v, 3, 9000), MESH_PLAN_ELECT_CHANGED);
+	assert_int_equal(e.host[0], 9);
+	assert_int_equal(e.host_budget, 16 * GB);
+	/* the bigger node without the model file (or a lite client) does not count */
+	mesh_plan_election_touch(&e, 10000);
+	v[2].has_model = false;
+	assert_int_equal(mesh_plan_election_poll(&e, v, 3, 11000), MESH_PLAN_ELECT_CHANGED);
+	assert_int_equal(e.host[0], 5);
+	mesh_plan_election_touch(&e, 12000);
+	v[2].has_model = true;
+	v[2].client = true;
+	assert_int_equal(mesh_plan_election_poll(&e, v, 3, 13000), MESH_PLAN_ELECT_SAME);
+	assert_int_equal(e.host[0], 5);
+	/* the host leaves: the next biggest; then nobody has the model */
+	mesh_plan_election_touch(&e, 14000);
+	assert_int_equal(mesh_plan_election_poll(&e, &v[1], 1, 15000), MESH_PLAN_ELECT_CHANGED);
+	assert_int_equal(e.host[0], 2);
+	mesh_plan_election_touch(&e, 16000);
+	assert_int_equal(mesh_plan_election_poll(&e, v, 0, 17000), MESH_PLAN_ELECT_CHANGED);
+	assert_false(e.have_host);
+	mesh_plan_election_touch(&e, 18000);
+	assert_int_equal(mesh_plan_election_poll(&e, v, 0, 19000), MESH_PLAN_ELECT_SAME);
+	assert_int_equal(e.n_runs, 8);
+	assert_int_equal(e.n_changes, 5);
+	/* bad input keeps the election pending */
+	mesh_plan_election_touch(&e, 20000);
+	assert_int_equal(mesh_plan_election_poll(&e, NULL, 1, 21000), ML_ERR_INVALID);
+	assert_true(e.pending);
+	assert_int_equal(mesh_plan_election_poll(NULL, v, 1, 21000), ML_ERR_INVALID);
+	/* settle 0: elects at the first poll after a change */
+	mesh_plan_election_init(&e, 0);
+	mesh_plan_election_touch(&e, 0);
+	assert_int_equal(mesh_plan_election_poll(&e, v, 2, 0), MESH_PLAN_ELECT_CHANGED);
+	assert_int_equal(e.host[0], 5);
+}
+
+static void test_election_same_everywhere(void **state)
+{
+	(void)state;
+	/* three nodes, each with its member table in its own order and equal
+	 * top budgets: all elect the lowest id among the biggest */
+	struct mesh_plan_node v[4] = {node(7, 32 * GB, 0), node(4, 32 * GB, 0), node(3, 16 * GB, 0),
+	                              node(8, 1 * GB, 0)};
+	for (int r = 0; r < 4; r++) {
+		struct mesh_plan_election e;
+		mesh_plan_election_init(&e, 500);
+		struct mesh_plan_node w[4] = {v[r], v[(r + 1) % 4], v[(r + 2) % 4], v[(r + 3) % 4]};
+		mesh_plan_election_touch(&e, 1000 * (uint64_t)r);
+		assert_int_equal(mesh_plan_election_poll(&e, w, 4, 1000 * (uint64_t)r + 500),
+		                 MESH_PLAN_ELECT_CHANGED);
+		assert_int_equal(e.host[0], 4);
+		assert_int_equal(e.host_budget, 32 * GB);
+	}
+}
+
 static void test_solo_and_single_node(void **state)
 {
 	(void)state;
@@ -788,6 +877,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_elect),
 	    cmocka_unit_test(test_elect_ties),
+	    cmocka_unit_test(test_election_settle),
+	    cmocka_unit_test(test_election_same_everywhere),
 	    cmocka_unit_test(test_solo_and_single_node),
 	    cmocka_unit_test(test_heterogeneous_103_51),
 	    cmocka_unit_test(test_kv_counts),
