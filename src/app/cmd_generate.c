@@ -262,7 +262,7 @@ int app_cmd_generate(int argc, char **argv)
 		exit_code = fail("starting threads");
 		goto done;
 	}
-	struct model_params mp = {o.model, 0, -1};
+	struct model_params mp = {.path = o.model, .layer_begin = 0, .layer_end = -1};
 	if (model_load(&m, &mp) != 0) {
 		exit_code = fail(o.model);
 		goto done;

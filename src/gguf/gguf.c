@@ -213,6 +213,7 @@ struct gguf_file {
 	struct hmap tensor_index;
 	struct gguf_mapping *maps;
 	size_t n_maps, cap_maps;
+	bool resident; /* gguf_map() reads into memory instead of mapping the file */
 };
 
 /* ------------------------------------------------------- windowed reader */
@@ -1049,6 +1050,50 @@ static int map_item_cmp(const void *a, const void *b)
 	return x->off < y->off ? -1 : x->off > y->off;
 }
 
+/* Huge-page size the resident copies are aligned to (x86-64, arm64 with 4K
+ * pages). */
+#define GGUF_HUGE_PAGE ((size_t)2 << 20)
+
+/* Reads [start, start + len) of part |p| into fresh private anonymous
+ * memory, aligned to and advised for transparent huge pages, then makes it
+ * read-only. Bytes past the end of the file read as 0, as in a mapping.
+ * Returns MAP_FAILED with errno set on failure. */
+static void *read_resident(const struct gguf_part *p, uint64_t start, size_t len)
+{
+	const size_t span = len + GGUF_HUGE_PAGE;
+	char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (raw == MAP_FAILED)
+		return MAP_FAILED;
+	/* keep only the aligned [a, a + len) part of the reservation */
+	char *a = (char *)(((uintptr_t)raw + GGUF_HUGE_PAGE - 1) & ~(uintptr_t)(GGUF_HUGE_PAGE - 1));
+	if (a > raw)
+		munmap(raw, (size_t)(a - raw));
+	if (raw + span > a + len)
+		munmap(a + len, (size_t)(raw + span - (a + len)));
+	madvise(a, len, MADV_HUGEPAGE); /* advice only: fine if THP is off */
+	/* the range is rounded up to whole pages: the end past the file stays 0 */
+	const size_t want = p->size > start && p->size - start < len ? (size_t)(p->size - start) : len;
+	for (size_t done = 0; done < want;) {
+		ssize_t n = pread(p->fd, a + done, want - done, (off_t)(start + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO; /* 0: the file shrank */
+			munmap(a, len);
+			errno = err;
+			return MAP_FAILED;
+		}
+		done += (size_t)n;
+	}
+	if (mprotect(a, len, PROT_READ) != 0) {
+		int err = errno;
+		munmap(a, len);
+		errno = err;
+		return MAP_FAILED;
+	}
+	return a;
+}
+
 static int map_range(struct gguf_file *gf, const struct gguf_part *p, uint64_t start,
 		     uint64_t end, void **addr)
 {
@@ -1061,16 +1106,22 @@ static int map_range(struct gguf_file *gf, const struct gguf_part *p, uint64_t s
 		gf->cap_maps = cap;
 	}
 	size_t len = (size_t)(end - start);
-	void *a = mmap(NULL, len, PROT_READ, MAP_SHARED, p->fd, (off_t)start);
+	void *a = gf->resident ? read_resident(p, start, len)
+			       : mmap(NULL, len, PROT_READ, MAP_SHARED, p->fd, (off_t)start);
 	if (a == MAP_FAILED)
-		return ml_error(ML_ERR_IO,
-				"%s: %s: mmap of %zu bytes at offset %" PRIu64 ": %s", __func__,
-				p->path, len, start, strerror(errno));
+		return ml_error(ML_ERR_IO, "%s: %s: %s of %zu bytes at offset %" PRIu64 ": %s", __func__,
+				p->path, gf->resident ? "reading" : "mmap", len, start, strerror(errno));
 	gf->maps[gf->n_maps].addr = a;
 	gf->maps[gf->n_maps].len = len;
 	gf->n_maps++;
 	*addr = a;
 	return 0;
+}
+
+void gguf_set_resident(struct gguf_file *gf, bool resident)
+{
+	if (gf != NULL)
+		gf->resident = resident;
 }
 
 int gguf_map(struct gguf_file *gf, bool (*want)(const struct gguf_tensor *t, void *user),

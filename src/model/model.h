@@ -3,7 +3,10 @@
  * model_load() maps from the GGUF only the tensors of layers [layer_begin,
  * layer_end), plus token_embd on the first stage (layer_begin == 0) and
  * output_norm/output (or tied token_embd) on the last (layer_end ==
- * n_layer). Weights are views into the file; nothing is copied.
+ * n_layer). Weights are read once into read-only huge-page memory, or with
+ * model_params.mmap stay views of the file's mapping (see gguf_set_resident:
+ * resident weights stream ~1.4x faster in decode; the mapping loads lazily
+ * and shares the page cache).
  *
  * A model_ctx holds the KV cache of those layers for n_seq sequences of up
  * to n_ctx positions each, plus all scratch for batches of up to n_batch
@@ -51,6 +54,7 @@ struct model_params {
 	const char *path;
 	int layer_begin; /* first layer to run (0 for the first stage) */
 	int layer_end;   /* one past the last layer; -1 means n_layer */
+	bool mmap;       /* weights as views of the file mapping instead of resident */
 };
 
 struct model;

@@ -430,14 +430,16 @@ int model_load(struct model **out, const struct model_params *p)
 		goto fail;
 	struct map_filter f = {m->layer_begin, m->layer_end, model_is_first(m), model_is_last(m),
 			       hp->tied_output};
+	gguf_set_resident(m->gf, !p->mmap);
 	if ((rc = gguf_map(m->gf, want_tensor, &f)) < 0)
 		goto fail;
 	if ((rc = stage_tensors(m)) < 0)
 		goto fail;
 
-	ML_INFO("loading layers %d-%d of %d of %s model %s%s%s (%.1f MB mapped)", m->layer_begin,
+	ML_INFO("loading layers %d-%d of %d of %s model %s%s%s (%.1f MB %s)", m->layer_begin,
 		m->layer_end - 1, hp->n_layer, hp->arch_name, p->path, model_is_first(m) ? ", with embeddings" : "",
-		model_is_last(m) ? ", with output head" : "", (double)m->weight_bytes / 1e6);
+		model_is_last(m) ? ", with output head" : "", (double)m->weight_bytes / 1e6,
+		p->mmap ? "mapped" : "resident");
 	*out = m;
 	return 0;
 fail:

@@ -250,6 +250,26 @@ static void test_stories260k(void **state)
 	gguf_close(NULL);
 }
 
+/* Resident mode: the same bytes as the file, in read-only memory that is
+ * not a file mapping. */
+static void test_resident(void **state)
+{
+	(void)state;
+	struct gguf_file *gf;
+	size_t n;
+	unsigned char *file = slurp(MODELS "stories260K.gguf", &n);
+	assert_int_equal(gguf_open(&gf, MODELS "stories260K.gguf"), 0);
+	gguf_set_resident(gf, true);
+	assert_int_equal(gguf_map(gf, want_blk2, NULL), 0);
+	assert_int_equal(gguf_map(gf, NULL, NULL), 0);
+	for (uint64_t i = 0; i < gguf_n_tensors(gf); i++)
+		check_tensor_bytes(gguf_tensor_at(gf, i), file);
+	size_t n_maps;
+	assert_int_equal(maps_of("stories260K.gguf", &n_maps), 0);
+	free(file);
+	gguf_close(gf);
+}
+
 static void test_llama2_tiny(void **state)
 {
 	(void)state;
@@ -1195,6 +1215,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stories260k),
+		cmocka_unit_test(test_resident),
 		cmocka_unit_test(test_llama2_tiny),
 		cmocka_unit_test(test_refdata_models),
 		cmocka_unit_test(test_writer_roundtrip),

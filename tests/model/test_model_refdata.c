@@ -314,7 +314,7 @@ static void check_hidden(struct model *full, const char *path, const char *fname
 	/* l_out-i for i < n_layer - 1 through first stages [0, i+1) */
 	for (int il = 0; il + 1 < hp->n_layer; il++) {
 		struct model *m;
-		struct model_params mp = {path, 0, il + 1};
+		struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = il + 1};
 		assert_int_equal(model_load(&m, &mp), 0);
 		assert_false(model_is_last(m));
 		assert_int_equal(model_ctx_init(&c, m, pool, 1, N_CTX, N_CTX), 0);
@@ -387,7 +387,7 @@ static void test_refdata_file(void **state)
 	json_t *info = json_object_get(root, "model_info");
 	const double tol = file_tol(info, types, sizeof(types));
 	struct model *m;
-	struct model_params mp = {path, 0, -1};
+	struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
 	if (model_load(&m, &mp) != 0)
 		fail_msg("%s: %s", path, ml_last_error());
 	const struct model_hparams *hp = model_hparams(m);
@@ -438,7 +438,7 @@ static void pipeline_case(const char *name)
 	char path[1024];
 	model_path(name, path, sizeof(path));
 	struct model *full;
-	struct model_params mp = {path, 0, -1};
+	struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
 	assert_int_equal(model_load(&full, &mp), 0);
 	const int nv = model_hparams(full)->n_vocab, E = model_hparams(full)->n_embd;
 	const int nl = model_hparams(full)->n_layer;
@@ -457,7 +457,7 @@ static void pipeline_case(const char *name)
 
 	for (int k = 1; k < nl; k++) {
 		struct model *a, *b;
-		struct model_params pa = {path, 0, k}, pb = {path, k, -1};
+		struct model_params pa = {.path = path, .layer_begin = 0, .layer_end = k}, pb = {.path = path, .layer_begin = k, .layer_end = -1};
 		assert_int_equal(model_load(&a, &pa), 0);
 		assert_int_equal(model_load(&b, &pb), 0);
 		assert_true(model_is_first(a) && !model_is_last(a));
@@ -529,7 +529,7 @@ static void test_model_multi_seq(void **state)
 		char path[1024];
 		model_path(names[f], path, sizeof(path));
 		struct model *m;
-		struct model_params mp = {path, 0, -1};
+		struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
 		assert_int_equal(model_load(&m, &mp), 0);
 		const int nv = model_hparams(m)->n_vocab;
 		const int32_t a[] = {1, 100, 200, 300, 50, 60, 70};
@@ -709,7 +709,7 @@ static void expect_refusal(enum edit e, int code, const char *needle1, const cha
 	close(fd);
 	write_edited(out, e);
 	struct model *m = NULL;
-	struct model_params mp = {out, 0, -1};
+	struct model_params mp = {.path = out, .layer_begin = 0, .layer_end = -1};
 	int rc = model_load(&m, &mp);
 	printf("refused as expected: %s\n", ml_last_error());
 	assert_int_equal(rc, code);
@@ -723,7 +723,7 @@ static void last_logits_of(const char *path, float *lg)
 {
 	struct model *m;
 	struct model_ctx *c;
-	struct model_params mp = {path, 0, -1};
+	struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
 	if (model_load(&m, &mp) != 0)
 		fail_msg("%s: %s", path, ml_last_error());
 	assert_int_equal(model_ctx_init(&c, m, pool, 1, 64, 64), 0);
@@ -773,7 +773,7 @@ static void test_model_refusals(void **state)
 	char path[1024];
 	model_path("stories260K.gguf", path, sizeof(path));
 	struct model *m = NULL;
-	struct model_params mp = {path, 3, 9};
+	struct model_params mp = {.path = path, .layer_begin = 3, .layer_end = 9};
 	assert_int_equal(model_load(&m, &mp), ML_ERR_INVALID);
 	assert_null(m);
 	mp.layer_begin = 2;
@@ -914,7 +914,7 @@ static void test_model_memory(void **state)
 
 	long before = vm_rss_kb();
 	struct model *m;
-	struct model_params mp = {best, 0, -1};
+	struct model_params mp = {.path = best, .layer_begin = 0, .layer_end = -1, .mmap = true};
 	assert_int_equal(model_load(&m, &mp), 0);
 	long loaded = vm_rss_kb();
 	struct model_ctx *c;
@@ -936,6 +936,24 @@ static void test_model_memory(void **state)
 	assert_true((loaded - before) / 1e3 < best_size / 1e6 * 0.5 + 1);
 	/* Everything resident stays within file + KV + scratch + slack. */
 	assert_true((after - before) / 1e3 < best_size / 1e6 + kv_mb + 16);
+	model_ctx_free(c);
+	model_free(m);
+
+	/* Resident weights: read at load (RSS grows by about the weights, no
+	 * more), same logits as the mapping. */
+	float *lr = malloc((size_t)hp->n_vocab * sizeof(float));
+	before = vm_rss_kb();
+	mp.mmap = false;
+	assert_int_equal(model_load(&m, &mp), 0);
+	loaded = vm_rss_kb();
+	const double wmb = model_weight_bytes(m) / 1e6;
+	printf("memory: resident weights %.1f MB: VmRSS +%.1f MB on load\n", wmb, (loaded - before) / 1e3);
+	assert_true((loaded - before) / 1e3 > wmb * 0.9);
+	assert_true((loaded - before) / 1e3 < wmb + 8);
+	assert_int_equal(model_ctx_init(&c, m, pool, 1, N_CTX, N_CTX), 0);
+	assert_int_equal(run_ids(c, ids, 64, 0, 0, false, lr), 0);
+	assert_memory_equal(lg, lr, (size_t)model_hparams(m)->n_vocab * sizeof(float));
+	free(lr);
 	free(lg);
 	model_ctx_free(c);
 	model_free(m);
@@ -981,7 +999,7 @@ static void test_model_kv_f16(void **state)
 		char path[1024];
 		model_path(names[f], path, sizeof(path));
 		struct model *m;
-		struct model_params mp = {path, 0, -1};
+		struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
 		assert_int_equal(model_load(&m, &mp), 0);
 		const int nv = model_hparams(m)->n_vocab;
 		const char *ty = strstr(names[f], "F32") || strncmp(names[f], "stories", 7) == 0 ? "F32"
@@ -1037,7 +1055,7 @@ static void test_model_kv_f16(void **state)
 	char path[1024];
 	model_path("stories260K.gguf", path, sizeof(path));
 	struct model *m;
-	struct model_params mp = {path, 0, -1};
+	struct model_params mp = {.path = path, .layer_begin = 0, .layer_end = -1};
 	assert_int_equal(model_load(&m, &mp), 0);
 	struct model_ctx *c = NULL;
 	struct model_ctx_params cp = model_ctx_default_params();
