@@ -54,6 +54,11 @@ static void usage(FILE *f)
 		"  --threads N         compute threads (default: number of CPUs)\n"
 		"  --ctx-size N        context length in tokens, prompt included (default: the\n"
 		"                      model's training context, at most %d)\n"
+		"  --kv-type f16|f32   KV cache element type (default f16: half the memory; f32\n"
+		"                      matches F32-KV reference outputs). llama.cpp's\n"
+		"                      --cache-type-k/-ctk and --cache-type-v/-ctv are accepted;\n"
+		"                      K and V share one type here. `mesh-llm serve` takes the\n"
+		"                      same option and gives the same greedy tokens\n"
 		"  --ids               print the generated token ids, space-separated, on one line\n"
 		"  --ignore-eos        keep generating past end-of-generation tokens\n"
 		"  -v                  log what happens (loading, timings) to stderr\n"
@@ -137,6 +142,8 @@ struct gen_opts {
 	bool seed_set;
 	long threads;
 	long ctx_size;
+	enum model_kv_type kv_type;
+	const char *kv_flag; /* the option that set kv_type, NULL: default */
 	bool ids;
 	bool ignore_eos;
 	bool verbose;
@@ -164,7 +171,8 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
 		static const char *with_value[] = {"--model",	 "--prompt", "--prompt-ids",	 "-n",
 						   "--temp",	 "--top-k",  "--top-p",		 "--min-p",
 						   "--seed",	 "--threads", "--ctx-size",	 "--repeat-penalty",
-						   "--repeat-last-n", "--n-predict"};
+						   "--repeat-last-n", "--n-predict", "--kv-type", "--cache-type-k",
+						   "--cache-type-v", "-ctk", "-ctv"};
 		bool known = false;
 		for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
 			known |= strcmp(a, with_value[k]) == 0;
@@ -208,6 +216,18 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
 			ok = parse_long(v, 1, 1024, &o->threads);
 		} else if (strcmp(a, "--ctx-size") == 0) {
 			ok = parse_long(v, 1, 1 << 24, &o->ctx_size);
+		} else {
+			enum model_kv_type t = MODEL_KV_F16;
+			if (strcmp(v, "f32") == 0)
+				t = MODEL_KV_F32;
+			else if (strcmp(v, "f16") != 0)
+				return usage_error("%s: '%s' is not a KV cache type (f16 or f32)", a, v);
+			if (o->kv_flag && t != o->kv_type)
+				return usage_error("%s: K and V share one cache type here, and %s "
+						   "gave the other one",
+						   a, o->kv_flag);
+			o->kv_type = t;
+			o->kv_flag = a;
 		}
 		if (!ok)
 			return usage_error("%s: invalid value '%s'", a, v);
@@ -227,7 +247,9 @@ static int fail(const char *what)
 
 int app_cmd_generate(int argc, char **argv)
 {
-	struct gen_opts o = {.n_predict = GEN_DEFAULT_N, .sp = smp_default_params()};
+	struct gen_opts o = {.n_predict = GEN_DEFAULT_N,
+			     .sp = smp_default_params(),
+			     .kv_type = model_ctx_default_params().kv_type};
 	int rc = parse_args(argc, argv, &o);
 	if (rc == 1) {
 		usage(stdout);
@@ -318,7 +340,8 @@ int app_cmd_generate(int argc, char **argv)
 		goto done;
 	}
 	const int n_batch = n_ctx < GEN_N_BATCH ? (int)n_ctx : GEN_N_BATCH;
-	if (model_ctx_init(&ctx, m, pool, 1, (int)n_ctx, n_batch) != 0) {
+	struct model_ctx_params cp = {.n_seq = 1, .n_ctx = (int)n_ctx, .n_batch = n_batch, .kv_type = o.kv_type};
+	if (model_ctx_init_params(&ctx, m, pool, &cp) != 0) {
 		exit_code = fail("allocating the context");
 		goto done;
 	}
@@ -327,9 +350,9 @@ int app_cmd_generate(int argc, char **argv)
 		goto done;
 	}
 	ML_INFO("prompt: %d tokens; generating up to %ld with temp %g, top-k %d, top-p %g, min-p %g, seed %llu, "
-		"%ld threads, context %ld",
+		"%ld threads, context %ld, %s KV cache",
 		n_prompt, o.n_predict, (double)o.sp.temp, o.sp.top_k, (double)o.sp.top_p, (double)o.sp.min_p,
-		(unsigned long long)o.sp.seed, o.threads, n_ctx);
+		(unsigned long long)o.sp.seed, o.threads, n_ctx, o.kv_type == MODEL_KV_F16 ? "F16" : "F32");
 
 	hist = malloc((size_t)(n_prompt + o.n_predict + 1) * sizeof(int32_t));
 	pos = malloc((size_t)n_batch * sizeof(int32_t));

@@ -52,6 +52,7 @@ struct serve {
 	bool has_model; /* false: lite client or standby node */
 	struct app_mesh_opts mo;
 	bool no_mesh;
+	const char *kv_flag; /* the option that set ep.kv_type, NULL: default */
 	struct app_mesh *mesh;
 	bool leaving;
 	double ratios[64];
@@ -75,6 +76,10 @@ static void usage(FILE *f)
 	       "  --threads N       compute threads (default: all cores)\n"
 	       "  --queue N         requests that may wait for a slot before the API answers\n"
 	       "                    503 busy (default: 16; 0: none wait)\n"
+	       "  --kv-type f16|f32 KV cache element type (default: f16, half the memory of\n"
+	       "                    f32; llama.cpp's --cache-type-k/-ctk and\n"
+	       "                    --cache-type-v/-ctv are accepted, K and V share one type).\n"
+	       "                    Split serving needs f16 (the stages keep f16)\n"
 	       "  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
 	       "  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
 	       "  -h, --help        show this help\n"
@@ -374,6 +379,24 @@ int app_cmd_serve(int argc, char **argv)
 				sv.mo.net_loss_pct = d;
 			i++;
 			continue;
+		} else if (strcmp(a, "--kv-type") == 0 || strcmp(a, "--cache-type-k") == 0 ||
+		           strcmp(a, "--cache-type-v") == 0 || strcmp(a, "-ctk") == 0 ||
+		           strcmp(a, "-ctv") == 0) {
+			enum model_kv_type t = MODEL_KV_F16;
+			if (val && strcmp(val, "f32") == 0)
+				t = MODEL_KV_F32;
+			else if (!val || strcmp(val, "f16") != 0)
+				return usage_error("invalid value '%s' for option '%s' (expected f16 or "
+				                   "f32)",
+				                   val ? val : "", a);
+			if (sv.kv_flag && t != sv.ep.kv_type)
+				return usage_error("'%s' and '%s' disagree: K and V share one cache type "
+				                   "here",
+				                   sv.kv_flag, a);
+			sv.ep.kv_type = t;
+			sv.kv_flag = a;
+			i++;
+			continue;
 		} else if (strcmp(a, "--bind-port") == 0) {
 			target = &bind_port, lo = 0, hi = 65535;
 		} else if (strcmp(a, "--model") == 0 || strcmp(a, "--api-key") == 0) {
@@ -424,6 +447,10 @@ int app_cmd_serve(int argc, char **argv)
 		return usage_error("--client needs the mesh; drop '--no-mesh'%s%s", "", "");
 	if (sv.no_mesh && sv.mo.n_join)
 		return usage_error("--join needs the mesh; drop '--no-mesh'%s%s", "", "");
+	if (sv.mo.force_split && sv.ep.kv_type != MODEL_KV_F16)
+		return usage_error("--split needs the f16 KV cache (the stages keep f16); drop "
+		                   "'%s f32'%s",
+		                   sv.kv_flag, "");
 	sv.has_model = !sv.mo.client && (model || sv.mo.n_join == 0);
 	if (!sv.has_model) {
 		snprintf(sv.model_id, sizeof(sv.model_id), "mesh");
