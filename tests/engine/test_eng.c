@@ -317,6 +317,42 @@ static void test_eng_greedy_matches_reference(void **state)
 	eng_free(e);
 }
 
+/* The KV cache is F16 unless asked otherwise; F32 (what the reference
+ * was made with) is still there, and both give the reference tokens on
+ * stories260K. An unknown type is refused. */
+static void test_eng_kv_type(void **state)
+{
+	(void)state;
+	assert_int_equal(eng_default_params().kv_type, MODEL_KV_F16);
+	struct ref_prompt rp;
+	ref_load(STORIES_REF, true, 0, &rp);
+	static const enum model_kv_type types[] = {MODEL_KV_F16, MODEL_KV_F32};
+	for (int t = 0; t < 2; t++) {
+		struct eng_params p = eng_default_params();
+		p.model_path = STORIES;
+		p.n_parallel = 1;
+		p.n_ctx = 256;
+		p.n_threads = 2;
+		p.kv_type = types[t];
+		struct eng *e = NULL;
+		assert_int_equal(eng_init(&e, &p), 0);
+		assert_int_equal(eng_kv_type(e), types[t]);
+		struct eng_request r = greedy_req(rp.ids, rp.n_ids, 64);
+		struct coll c;
+		run_one(e, &r, &c);
+		assert_int_equal(c.n_tokens, 64);
+		assert_memory_equal(c.tokens, rp.greedy, 64 * sizeof(int32_t));
+		coll_destroy(&c);
+		eng_free(e);
+	}
+	struct eng_params p = eng_default_params();
+	p.model_path = STORIES;
+	p.kv_type = (enum model_kv_type)7;
+	struct eng *e = NULL;
+	assert_int_equal(eng_init(&e, &p), ML_ERR_INVALID);
+	assert_null(e);
+}
+
 /* A refdata synthetic model: greedy tokens agree while the reference's
  * top-2 margin is clear of float rounding. */
 static void test_eng_greedy_syn_llama(void **state)
@@ -803,6 +839,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_eng_accessors),
 	    cmocka_unit_test(test_eng_greedy_matches_reference),
+	    cmocka_unit_test(test_eng_kv_type),
 	    cmocka_unit_test(test_eng_greedy_syn_llama),
 	    cmocka_unit_test(test_eng_greedy_syn_qwen2),
 	    cmocka_unit_test(test_eng_concurrent_equals_alone),

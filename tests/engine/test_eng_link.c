@@ -317,6 +317,7 @@ static void test_eng_link_kv_f32(void **state)
 		coll_destroy(&w32.solo_turn);
 		fprintf(stderr, "%s: %d of %d requests differ between F16 and F32 KV\n", paths[m],
 		        n_diff, N_REQ);
+		assert_true(n_diff > 0);
 		split_equals_solo_kv(paths[m], n_vocab[m], MODEL_KV_F32);
 	}
 }
