@@ -1,6 +1,160 @@
 /* AVX2 tile kernels (struct kern_tile) for F32, F16 and BF16 weights.
  * Compiled with the AVX2 flags of the Makefile; called by kern_init()
- * only when the CPU has them. */
+ * only when the CPU has them.
+ *
+ * A tile is up to TILE_R weight rows times TILE_T activation rows, one
+ * 8-lane f32 accumulator per output (12 of the 16 ymm registers, the rest
+ * hold the tile's converted activation vectors and one weight vector). Each
+ * step of 8 columns converts every weight vector and every activation
+ * vector of the tile to f32 once (vcvtph2ps, or a shift for BF16) and does
+ * TILE_R * TILE_T FMAs with them.
+ *
+ * Fidelity: products are exact in f32 and accumulate with FMA, like the
+ * vec_dot kernels. Each output has its own accumulator, the same lane
+ * layout (column i in lane i % 8), a zero-padded final step for the columns
+ * past the last multiple of 8 and one fixed horizontal sum, so its bits do
+ * not depend on the tile shape it was computed in. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kern_impl.h"
+
+#define TILE_R 4
+#define TILE_T 3
+/* Instantiated shapes (the tables below); TILE_R x TILE_T of them are used. */
+#define TILE_R_MAX 6
+#define TILE_T_MAX 4
+
+enum tile_kind { TILE_F32, TILE_F16, TILE_BF16 };
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* 8 elements at |p| as f32. */
+static ALWAYS_INLINE __m256 load8(enum tile_kind kind, const char *p)
+{
+	switch (kind) {
+	case TILE_F32:
+		return _mm256_loadu_ps((const float *)p);
+	case TILE_F16:
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+	default:
+		return _mm256_castsi256_ps(
+			_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+	}
+}
+
+/* The |k| < 8 elements at |p| as f32, zeros after them (nothing else read). */
+static ALWAYS_INLINE __m256 load8_part(enum tile_kind kind, const char *p, int k)
+{
+	const size_t es = kind == TILE_F32 ? 4 : 2;
+	char buf[32] = {0};
+	memcpy(buf, p, (size_t)k * es);
+	return load8(kind, buf);
+}
+
+/* Fixed-order horizontal sum (that of the AVX2 vec_dot kernels). */
+static ALWAYS_INLINE float hsum8(__m256 x)
+{
+	__m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+	r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+	r = _mm_add_ss(r, _mm_movehdup_ps(r));
+	return _mm_cvtss_f32(r);
+}
+
+/* The R x T tile; R and T are constants in each instantiation below, so the
+ * unrolled accumulator arrays live in registers. */
+static ALWAYS_INLINE void tile_rt(enum tile_kind kind, int R, int T, int64_t n, const char *w,
+				  size_t w_row, const char *x, size_t x_row, float *y,
+				  int64_t y_stride)
+{
+	const size_t es = kind == TILE_F32 ? 4 : 2;
+	__m256 acc[TILE_R_MAX][TILE_T_MAX];
+	_Pragma("GCC unroll 8")
+	for (int r = 0; r < R; r++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm256_setzero_ps();
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 xv[TILE_T_MAX];
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			xv[t] = load8(kind, x + t * x_row + (size_t)i * es);
+		_Pragma("GCC unroll 8")
+		for (int r = 0; r < R; r++) {
+			const __m256 wv = load8(kind, w + r * w_row + (size_t)i * es);
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < T; t++)
+				acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+		}
+	}
+	if (i < n) {
+		const int k = (int)(n - i);
+		__m256 xv[TILE_T_MAX];
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			xv[t] = load8_part(kind, x + t * x_row + (size_t)i * es, k);
+		_Pragma("GCC unroll 8")
+		for (int r = 0; r < R; r++) {
+			const __m256 wv = load8_part(kind, w + r * w_row + (size_t)i * es, k);
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < T; t++)
+				acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int r = 0; r < R; r++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			y[t * y_stride + r] = hsum8(acc[r][t]);
+}
+
+typedef void (*tile_rt_fn)(int64_t n, const char *w, size_t w_row, const char *x, size_t x_row,
+			   float *y, int64_t y_stride);
+
+#define TILE_FN(kind, K, R, T)                                                                    \
+	static void tile_##K##_##R##x##T(int64_t n, const char *w, size_t w_row, const char *x,  \
+					 size_t x_row, float *y, int64_t y_stride)                \
+	{                                                                                         \
+		tile_rt(kind, R, T, n, w, w_row, x, x_row, y, y_stride);                           \
+	}
+#define TILE_FNS_R(kind, K, R)                                                                    \
+	TILE_FN(kind, K, R, 1) TILE_FN(kind, K, R, 2) TILE_FN(kind, K, R, 3) TILE_FN(kind, K, R, 4)
+#define TILE_FNS(kind, K)                                                                         \
+	TILE_FNS_R(kind, K, 1) TILE_FNS_R(kind, K, 2) TILE_FNS_R(kind, K, 3)                      \
+	TILE_FNS_R(kind, K, 4) TILE_FNS_R(kind, K, 5) TILE_FNS_R(kind, K, 6)
+#define TILE_ROW(K, R) {tile_##K##_##R##x1, tile_##K##_##R##x2, tile_##K##_##R##x3, tile_##K##_##R##x4}
+#define TILE_TABLE(K)                                                                             \
+	static const tile_rt_fn tiles_##K[TILE_R_MAX][TILE_T_MAX] = {                             \
+		TILE_ROW(K, 1), TILE_ROW(K, 2), TILE_ROW(K, 3),                                   \
+		TILE_ROW(K, 4), TILE_ROW(K, 5), TILE_ROW(K, 6),                                   \
+	};                                                                                        \
+	static void tile_##K(int64_t n, const void *w, size_t w_row, int n_r, const void *x,      \
+			     size_t x_row, int n_t, float *y, int64_t y_stride)                   \
+	{                                                                                         \
+		tiles_##K[n_r - 1][n_t - 1](n, w, w_row, x, x_row, y, y_stride);                  \
+	}
+
+static_assert(TILE_R_MAX == 6 && TILE_T_MAX == 4, "the tables below spell out 6 x 4");
+static_assert(TILE_R <= TILE_R_MAX && TILE_T <= TILE_T_MAX, "tile shape not instantiated");
+
+TILE_FNS(TILE_F32, f32)
+TILE_FNS(TILE_F16, f16)
+TILE_FNS(TILE_BF16, bf16)
+TILE_TABLE(f32)
+TILE_TABLE(f16)
+TILE_TABLE(bf16)
+
+int kern_tiles_f16_avx2(struct kern_dispatch *d)
+{
+	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, TILE_T};
+	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, TILE_T};
+	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, TILE_T};
+	return 3;
+}
+
+#else /* not x86: kern.c never calls this; keeps the build portable */
 #include "kernels/kern_impl.h"
 
 int kern_tiles_f16_avx2(struct kern_dispatch *d)
@@ -8,3 +162,4 @@ int kern_tiles_f16_avx2(struct kern_dispatch *d)
 	(void)d;
 	return 0;
 }
+#endif

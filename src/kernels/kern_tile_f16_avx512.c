@@ -1,6 +1,165 @@
-/* AVX512 tile kernels (struct kern_tile) for F32, F16 and BF16 weights.
+/* AVX-512 tile kernels (struct kern_tile) for F32, F16 and BF16 weights.
  * Compiled with the AVX512 flags of the Makefile; called by kern_init()
- * only when the CPU has them. */
+ * only when the CPU has them.
+ *
+ * A tile is up to TILE_R weight rows times TILE_T activation rows, one
+ * 16-lane f32 accumulator per output (24 of the 32 zmm registers). Each
+ * step of 16 columns converts every weight vector and every activation
+ * vector of the tile to f32 once (vcvtph2ps, or a shift for BF16) and does
+ * TILE_R * TILE_T FMAs with them, so conversion costs (TILE_R + TILE_T)
+ * per TILE_R * TILE_T products instead of 2 per product as in a row dot.
+ *
+ * Fidelity: products are exact in f32 and accumulate with FMA, like the
+ * AVX2 vec_dot (no vdpbf16ps, no F16 arithmetic). Each output has its own
+ * accumulator, the same lane layout (column i in lane i % 16), a masked
+ * final step for the columns past the last multiple of 16 and one fixed
+ * horizontal sum, so its bits do not depend on the tile shape it was
+ * computed in. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#include "kernels/kern_impl.h"
+
+/* 6 x 4 measured against 4 x 4 and 8 x 3 with a private benchmark
+ * (512 tokens x 2048 x 2048 F16, one thread, Xeon SPR VM). */
+#define TILE_R 6
+#define TILE_T 4
+
+enum tile_kind { TILE_F32, TILE_F16, TILE_BF16 };
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* 16 elements at |p| as f32. */
+static ALWAYS_INLINE __m512 load16(enum tile_kind kind, const char *p)
+{
+	switch (kind) {
+	case TILE_F32:
+		return _mm512_loadu_ps(p);
+	case TILE_F16:
+		return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+	default:
+		return _mm512_castsi512_ps(
+			_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+	}
+}
+
+/* The elements of |m| at |p| as f32, zeros elsewhere (nothing else read). */
+static ALWAYS_INLINE __m512 load16_mask(enum tile_kind kind, const char *p, __mmask16 m)
+{
+	switch (kind) {
+	case TILE_F32:
+		return _mm512_maskz_loadu_ps(m, p);
+	case TILE_F16:
+		return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+	default:
+		return _mm512_castsi512_ps(
+			_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+	}
+}
+
+/* Fixed-order horizontal sum: halves, quarters, then the AVX2 hsum's
+ * 128-bit steps. */
+static ALWAYS_INLINE float hsum16(__m512 v)
+{
+	const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+	__m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+	r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+	r = _mm_add_ss(r, _mm_movehdup_ps(r));
+	return _mm_cvtss_f32(r);
+}
+
+/* The R x T tile; R and T are constants in each instantiation below, so the
+ * accumulator arrays live in registers. */
+static ALWAYS_INLINE void tile_rt(enum tile_kind kind, int R, int T, int64_t n, const char *w,
+				  size_t w_row, const char *x, size_t x_row, float *y,
+				  int64_t y_stride)
+{
+	const size_t es = kind == TILE_F32 ? 4 : 2;
+	__m512 acc[TILE_R][TILE_T];
+	_Pragma("GCC unroll 8")
+	for (int r = 0; r < R; r++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			acc[r][t] = _mm512_setzero_ps();
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m512 xv[TILE_T];
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			xv[t] = load16(kind, x + t * x_row + (size_t)i * es);
+		_Pragma("GCC unroll 8")
+		for (int r = 0; r < R; r++) {
+			const __m512 wv = load16(kind, w + r * w_row + (size_t)i * es);
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < T; t++)
+				acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+		}
+	}
+	if (i < n) {
+		const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+		__m512 xv[TILE_T];
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			xv[t] = load16_mask(kind, x + t * x_row + (size_t)i * es, m);
+		_Pragma("GCC unroll 8")
+		for (int r = 0; r < R; r++) {
+			const __m512 wv = load16_mask(kind, w + r * w_row + (size_t)i * es, m);
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < T; t++)
+				acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int r = 0; r < R; r++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			y[t * y_stride + r] = hsum16(acc[r][t]);
+}
+
+typedef void (*tile_rt_fn)(int64_t n, const char *w, size_t w_row, const char *x, size_t x_row,
+			   float *y, int64_t y_stride);
+
+#define TILE_FN(kind, K, R, T)                                                                    \
+	static void tile_##K##_##R##x##T(int64_t n, const char *w, size_t w_row, const char *x,  \
+					 size_t x_row, float *y, int64_t y_stride)                \
+	{                                                                                         \
+		tile_rt(kind, R, T, n, w, w_row, x, x_row, y, y_stride);                           \
+	}
+#define TILE_FNS_R(kind, K, R)                                                                    \
+	TILE_FN(kind, K, R, 1) TILE_FN(kind, K, R, 2) TILE_FN(kind, K, R, 3) TILE_FN(kind, K, R, 4)
+#define TILE_FNS(kind, K)                                                                         \
+	TILE_FNS_R(kind, K, 1) TILE_FNS_R(kind, K, 2) TILE_FNS_R(kind, K, 3)                      \
+	TILE_FNS_R(kind, K, 4) TILE_FNS_R(kind, K, 5) TILE_FNS_R(kind, K, 6)
+#define TILE_ROW(K, R) {tile_##K##_##R##x1, tile_##K##_##R##x2, tile_##K##_##R##x3, tile_##K##_##R##x4}
+#define TILE_TABLE(K)                                                                             \
+	static const tile_rt_fn tiles_##K[TILE_R][TILE_T] = {                                     \
+		TILE_ROW(K, 1), TILE_ROW(K, 2), TILE_ROW(K, 3),                                   \
+		TILE_ROW(K, 4), TILE_ROW(K, 5), TILE_ROW(K, 6),                                   \
+	};                                                                                        \
+	static void tile_##K(int64_t n, const void *w, size_t w_row, int n_r, const void *x,      \
+			     size_t x_row, int n_t, float *y, int64_t y_stride)                   \
+	{                                                                                         \
+		tiles_##K[n_r - 1][n_t - 1](n, w, w_row, x, x_row, y, y_stride);                  \
+	}
+
+static_assert(TILE_R == 6 && TILE_T == 4, "the tables below spell out 6 x 4");
+
+TILE_FNS(TILE_F32, f32)
+TILE_FNS(TILE_F16, f16)
+TILE_FNS(TILE_BF16, bf16)
+TILE_TABLE(f32)
+TILE_TABLE(f16)
+TILE_TABLE(bf16)
+
+int kern_tiles_f16_avx512(struct kern_dispatch *d)
+{
+	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, TILE_T};
+	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, TILE_T};
+	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, TILE_T};
+	return 3;
+}
+
+#else /* not x86: kern.c never calls this; keeps the build portable */
 #include "kernels/kern_impl.h"
 
 int kern_tiles_f16_avx512(struct kern_dispatch *d)
@@ -8,3 +167,4 @@ int kern_tiles_f16_avx512(struct kern_dispatch *d)
 	(void)d;
 	return 0;
 }
+#endif
