@@ -102,6 +102,12 @@ bench: all $(BENCH_BINS)
 bench-serve: all
 	@BUILD=$(BUILD) bench/serve.sh
 
+# Split inference: decode tokens/s solo vs 2 vs 3 stages at 0/5/20 ms one-way
+# delay (real processes over QUIC on loopback) and join-to-serving time.
+.PHONY: bench-split
+bench-split: all
+	@BUILD=$(BUILD) bench/split_bench.sh
+
 run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/mesh-llm --model models/stories260K.gguf

@@ -18,7 +18,13 @@
  *       the nodes left (layers split evenly; the whole model here when none
  *       is left) and the running requests go on (eng_relink). --marker F:
  *       F is created when the split run has produced 3 tokens (for tests
- *       that kill a worker mid-request). */
+ *       that kill a worker mid-request).
+ *       --runs N: the one-request pass N times (solo and split; tokens/s of
+ *       each). --bench: no concurrent pass, and a last line "bench-json:
+ *       {...}" with the tokens/s of every run and where the split time went
+ *       (host compute, waiting on the pipeline, output head).
+ *   A worker stopped with SIGTERM or SIGINT prints "worker-json: {...}"
+ *   (batches, entries, seconds in its forward pass) before it exits. */
 #include "base/ml_dtype.h"
 #include "base/ml_err.h"
 #include "base/ml_log.h"
@@ -38,7 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 static struct event_base *base;
 static struct mesh *mesh;
@@ -191,18 +199,21 @@ enum { N_REQ = 4 };
 static int32_t prompts[N_REQ][64];
 static const int n_prompt[N_REQ] = {5, 40, 1, 23};
 
-/* Request 0 alone (its decode speed), then all N_REQ at once. */
+#define MAX_RUNS 16
+
+/* Request 0 alone (its decode speed) |runs| times, then (|concurrent|) all
+ * N_REQ at once. tps[r]: decode tokens/s of run r. */
 static int run(struct eng *e, int n_gen, int n_vocab, struct coll *alone, struct coll *all,
-               double *tps)
+               int runs, bool concurrent, double *tps)
 {
 	for (int i = 0; i < N_REQ; i++) {
 		prompts[i][0] = 1;
 		for (int j = 1; j < n_prompt[i]; j++)
 			prompts[i][j] = 3 + (j * 97 + 13 * i) % (n_vocab - 3);
 	}
-	for (int pass = 0; pass < 2; pass++) {
-		int n = pass == 0 ? 1 : N_REQ;
-		struct coll *cs = pass == 0 ? alone : all;
+	for (int pass = 0; pass < runs + (concurrent ? 1 : 0); pass++) {
+		int n = pass < runs ? 1 : N_REQ;
+		struct coll *cs = pass < runs ? &alone[pass] : all;
 		for (int i = 0; i < n; i++) {
 			memset(&cs[i], 0, sizeof(cs[i]));
 			pthread_mutex_init(&cs[i].mu, NULL);
@@ -228,8 +239,9 @@ static int run(struct eng *e, int n_gen, int n_vocab, struct coll *alone, struct
 			if (cs[i].finish != ENG_FINISH_LENGTH)
 				return -1;
 		}
+		if (pass < runs)
+			tps[pass] = cs[0].n > 1 ? (cs[0].n - 1) / (cs[0].t_last - cs[0].t_first) : 0;
 	}
-	*tps = alone[0].n > 1 ? (alone[0].n - 1) / (alone[0].t_last - alone[0].t_first) : 0;
 	return 0;
 }
 
@@ -297,8 +309,16 @@ static int cmp_id(const void *a, const void *b)
 	return memcmp(a, b, NET_ID_LEN);
 }
 
+static void print_list(const char *key, const double *v, int n)
+{
+	printf("\"%s\": [", key);
+	for (int i = 0; i < n; i++)
+		printf("%s%.3f", i ? ", " : "", v[i]);
+	printf("]");
+}
+
 static int host_main(const char *path, const char *join, const char *split, int n_threads,
-                     int n_gen, int n_parallel, bool f16, int delay_ms)
+                     int n_gen, int n_parallel, bool f16, int delay_ms, int runs, bool bench)
 {
 	int bounds[MESH_STAGE_MAX_STAGES], n_bounds = 0;
 	for (const char *p = split; *p && n_bounds < MESH_STAGE_MAX_STAGES - 1;) {
@@ -350,10 +370,12 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	/* the mesh keeps answering pings while we compute */
 	pthread_t th;
 	pthread_create(&th, NULL, loop_main, NULL);
-	static struct coll solo_alone[1], solo_all[N_REQ], split_alone[1], split_all[N_REQ];
-	double solo_tps = 0, split_tps = 0;
+	static struct coll solo_alone[MAX_RUNS], solo_all[N_REQ], split_alone[MAX_RUNS],
+	    split_all[N_REQ];
+	double solo_tps[MAX_RUNS] = {0}, split_tps[MAX_RUNS] = {0};
 	struct eng *e = NULL;
-	if (eng_init(&e, &ep) < 0 || run(e, n_gen, n_vocab, solo_alone, solo_all, &solo_tps) < 0) {
+	if (eng_init(&e, &ep) < 0 ||
+	    run(e, n_gen, n_vocab, solo_alone, solo_all, runs, !bench, solo_tps) < 0) {
 		fprintf(stderr, "stage-node: solo: %s\n", ml_last_error());
 		return 1;
 	}
@@ -402,7 +424,7 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	traffic(&t1);
 	g_eng = e;
 	g_split_phase = 1;
-	if (run(e, n_gen, n_vocab, split_alone, split_all, &split_tps) < 0) {
+	if (run(e, n_gen, n_vocab, split_alone, split_all, runs, !bench, split_tps) < 0) {
 		fprintf(stderr, "stage-node: split run failed\n");
 		return 1;
 	}
@@ -416,9 +438,11 @@ static int host_main(const char *path, const char *join, const char *split, int 
 		mesh_stage_link_get_stats(link, &ls);
 	eng_free(e);
 
-	bool same = memcmp(solo_alone[0].tokens, split_alone[0].tokens,
-	                   sizeof(int32_t) * (size_t)n_gen) == 0;
-	for (int i = 0; i < N_REQ; i++)
+	bool same = true;
+	for (int r = 0; r < runs; r++)
+		same = same && memcmp(solo_alone[r].tokens, split_alone[r].tokens,
+		                      sizeof(int32_t) * (size_t)n_gen) == 0;
+	for (int i = 0; i < (bench ? 0 : N_REQ); i++)
 		same = same && solo_all[i].n == split_all[i].n &&
 		       memcmp(solo_all[i].tokens, split_all[i].tokens,
 		              sizeof(int32_t) * (size_t)solo_all[i].n) == 0;
@@ -442,7 +466,24 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	       (unsigned long long)fwd, (unsigned long long)st.n_step_tokens,
 	       (double)fwd / (double)(st.n_step_tokens ? st.n_step_tokens : 1), f16 ? "f16" : "f32",
 	       ls.head_s, ls.wait_s);
-	printf("tokens/s (one request, decode): solo %.1f, split %.1f\n", solo_tps, split_tps);
+	printf("tokens/s (one request, decode): solo %.1f, split %.1f\n", solo_tps[0], split_tps[0]);
+	if (bench) {
+		/* Where the split time went, over every forward pass of the split
+		 * engine: host = its own layers (+ embedding), wait = blocked on the
+		 * pipeline (workers' layers, the hops, the head), head = the
+		 * output head on the host. */
+		printf("bench-json: {\"stages\": %u, \"delay_ms\": %d, \"n_gen\": %d, \"runs\": %d, ",
+		       plan.n_stages, delay_ms, n_gen, runs);
+		print_list("solo_tps", solo_tps, runs);
+		printf(", ");
+		print_list("split_tps", split_tps, runs);
+		printf(", \"steps\": %llu, \"step_tokens\": %llu, \"busy_s\": %.6f, "
+		       "\"link_batches\": %llu, \"wait_s\": %.6f, \"head_s\": %.6f, "
+		       "\"fwd_bytes\": %llu, \"identical\": %s}\n",
+		       (unsigned long long)st.n_steps, (unsigned long long)st.n_step_tokens,
+		       st.busy_s, (unsigned long long)ls.n_batches, ls.wait_s, ls.head_s,
+		       (unsigned long long)fwd, same ? "true" : "false");
+	}
 	if (g_replans)
 		printf("re-planned %d time(s) after a stage died; now %u stage(s)\n", g_replans,
 		       g_plan.n_stages);
@@ -452,6 +493,12 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	pthread_join(th, NULL);
 	mesh_free(mesh);
 	return same && load_other == 0 ? 0 : 2;
+}
+
+static void on_term(evutil_socket_t fd, short w, void *u)
+{
+	(void)fd, (void)w;
+	event_base_loopbreak(u);
 }
 
 static int worker_main(const char *path, const char *join, const char *token_file, int n_threads,
@@ -478,8 +525,19 @@ static int worker_main(const char *path, const char *join, const char *token_fil
 		fclose(f);
 		rename(tmp, token_file);
 	}
+	struct event *sig_term = evsignal_new(base, SIGTERM, on_term, base);
+	struct event *sig_int = evsignal_new(base, SIGINT, on_term, base);
+	event_add(sig_term, NULL);
+	event_add(sig_int, NULL);
 	event_base_dispatch(base);
-	return 0;
+	struct mesh_stage_worker_stats st;
+	mesh_stage_worker_get_stats(worker, &st);
+	printf("worker-json: {\"stage\": %d, \"n_stages\": %d, \"layers\": [%d, %d], "
+	       "\"batches\": %llu, \"tokens\": %llu, \"compute_s\": %.6f}\n",
+	       st.stage, st.n_stages, st.layer_begin, st.layer_end,
+	       (unsigned long long)st.n_batches, (unsigned long long)st.n_tokens, st.compute_s);
+	fflush(stdout);
+	_exit(0); /* the compute thread may still be busy: no orderly teardown */
 }
 
 int main(int argc, char **argv)
@@ -490,13 +548,17 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const char *mode = argv[1], *path = NULL, *token_file = NULL, *join = NULL, *split = "1";
-	int n_threads = 1, n_gen = 32, n_parallel = 4, delay_ms = 0;
-	bool f16 = false;
+	int n_threads = 1, n_gen = 32, n_parallel = 4, delay_ms = 0, runs = 1;
+	bool f16 = false, bench = false;
 	const char *marker = NULL;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--f16")) {
 			f16 = true;
+			continue;
+		}
+		if (!strcmp(a, "--bench")) {
+			bench = true;
 			continue;
 		}
 		if (!v) {
@@ -522,13 +584,16 @@ int main(int argc, char **argv)
 			marker = v;
 		else if (!strcmp(a, "--delay-ms"))
 			delay_ms = atoi(v);
+		else if (!strcmp(a, "--runs"))
+			runs = atoi(v);
 		else {
 			fprintf(stderr, "stage-node: unknown option %s\n", a);
 			return 1;
 		}
 	}
-	if (!path || n_gen < 2 || n_gen > MAX_GEN || n_parallel < 1) {
-		fprintf(stderr, "stage-node: --model is required; --n-gen 2..%d\n", MAX_GEN);
+	if (!path || n_gen < 2 || n_gen > MAX_GEN || n_parallel < 1 || runs < 1 || runs > MAX_RUNS) {
+		fprintf(stderr, "stage-node: --model is required; --n-gen 2..%d, --runs 1..%d\n",
+		        MAX_GEN, MAX_RUNS);
 		return 1;
 	}
 	if (sodium_init() < 0)
@@ -539,7 +604,8 @@ int main(int argc, char **argv)
 		return worker_main(path, join, token_file, n_threads, delay_ms);
 	g_marker = marker;
 	if (!strcmp(mode, "host") && join)
-		return host_main(path, join, split, n_threads, n_gen, n_parallel, f16, delay_ms);
+		return host_main(path, join, split, n_threads, n_gen, n_parallel, f16, delay_ms, runs,
+		                 bench);
 	fprintf(stderr, "stage-node: mode worker, or host with --join\n");
 	return 1;
 }

@@ -532,7 +532,9 @@ static void worker_on_batch(struct mesh_stage_worker *w, const uint8_t *p, size_
 	/* No output buffer: the last stage sends the normed rows (the host
 	 * owns the head, so model_forward skips it) and a middle stage the
 	 * hidden states, both straight from the context. */
+	double t0 = ml_time_s();
 	rc = model_forward(w->ctx, &mb, NULL);
+	double dt = ml_time_s() - t0;
 	if (rc < 0) {
 		worker_fail(w, MESH_STAGE_E_FORWARD, "forward pass of layers %u-%u failed: %s",
 		            w->plan.stages[w->index].layer_begin,
@@ -554,6 +556,7 @@ static void worker_on_batch(struct mesh_stage_worker *w, const uint8_t *p, size_
 	struct net_buf *o = out_begin(w);
 	w->st.n_batches++;
 	w->st.n_tokens += b.n_tokens;
+	w->st.compute_s += dt;
 	rc = mesh_stage_batch_put(o, last ? NET_MSG_STAGE_RESULT : NET_MSG_STAGE_FORWARD, &out);
 	if (rc < 0)
 		ML_WARN("stage %d/%u: cannot encode the batch: %s", w->index + 1, w->plan.n_stages,

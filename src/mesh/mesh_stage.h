@@ -79,6 +79,7 @@ struct mesh_stage_worker_stats {
 	int stage, n_stages;          /* this node's index in the plan */
 	uint64_t n_plans, n_refused;  /* PLANs accepted / refused */
 	uint64_t n_batches, n_tokens; /* RUN_BATCHes run, their entries */
+	double compute_s;             /* of those, seconds in the forward pass */
 	uint64_t n_kv;                /* KV commands applied */
 	uint64_t n_errors;            /* ERRORs sent */
 	uint64_t weight_bytes_mapped; /* from the local file */
