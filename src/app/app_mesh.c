@@ -64,7 +64,28 @@ struct app_mesh {
 	uint8_t refused_id[NET_ID_LEN];
 	char refused_fp[MESH_FP_MAX + 1];
 	char plan_words[1024];
+
+	/* election (nodes started with --model; see app_mesh_host_begin) */
+	bool candidate;       /* votes and may be elected for model_id */
+	bool elect_started;   /* the first election is scheduled */
+	double started_at;    /* app_mesh_host_begin, monotonic seconds */
+	struct mesh_plan_election el;
+	bool standby_banner;  /* printed "served by the mesh" with the API address */
+	bool stepping_down;   /* not elected any more; the engine still runs */
+	bool released;        /* ... and the API tunnels to the new host now */
+	double release_by;    /* release even if the new host is not ready by then */
+	double drain_by;      /* cancel requests still running then */
+	bool drain_cancelled;
 };
+
+/* What a node started with --model puts in its announcement's extra JSON:
+ * it may be elected host of the model it serves (a node that only offers
+ * its ~/.models copy as a stage does not). */
+#define APP_MESH_EXTRA_CANDIDATE "{\"host_candidate\":true}"
+/* A node that steps down waits this long for the new host to announce it
+ * is ready, then this long for its running requests. */
+#define APP_MESH_RELEASE_WAIT_S 60.0
+#define APP_MESH_DRAIN_WAIT_S 30.0
 
 static double now_s(void)
 {
@@ -93,12 +114,21 @@ static bool plan_has_stage(const struct mesh_plan *p, const uint8_t id[NET_ID_LE
 	return false;
 }
 
+static uint64_t now_ms(void)
+{
+	return (uint64_t)(now_s() * 1000.0);
+}
+
 static void on_change(struct mesh *mesh, const struct mesh_member *m, enum mesh_event ev,
                       void *user)
 {
 	struct app_mesh *am = user;
 	(void)mesh;
-	if (!am->is_host || m->self)
+	if (m->self)
+		return;
+	if (am->candidate && am->elect_started)
+		mesh_plan_election_touch(&am->el, now_ms());
+	if (!am->is_host)
 		return;
 	if ((ev == MESH_EV_DEAD || ev == MESH_EV_LEFT) && am->have_plan && am->link &&
 	    plan_has_stage(am->plan, m->id)) {
@@ -209,8 +239,14 @@ static void replan(struct app_mesh *am)
 		ML_WARN("split: cannot plan: %s", ml_last_error());
 		return;
 	}
-	if (am->have_plan && mesh_plan_equal(am->cand, am->plan))
+	if (am->have_plan && mesh_plan_equal(am->cand, am->plan)) {
+		/* same stages, same ranges: the running pipeline stays */
+		if (am->plan->status == MESH_PLAN_OK && am->link)
+			ML_INFO("split: membership changed, plan unchanged (epoch %llu): the "
+			        "pipeline keeps running",
+			        (unsigned long long)am->plan->epoch);
 		return;
+	}
 	mesh_plan_describe(am->cand, am->plan_words, sizeof(am->plan_words));
 	if (am->cand->status != MESH_PLAN_OK) {
 		char msg[256];
@@ -371,11 +407,220 @@ static void adopt_model(struct app_mesh *am)
 	free(local);
 }
 
+/* ---- election of the model's host ----------------------------------------- */
+
+static bool ann_candidate(const struct mesh_ann *a)
+{
+	if (!a->extra[0])
+		return false;
+	json_t *j = json_loads(a->extra, 0, NULL);
+	bool yes = j && json_is_true(json_object_get(j, "host_candidate"));
+	json_decref(j);
+	return yes;
+}
+
+/* The voters for our model, the same on every node that sees the same
+ * gossip: this node and every alive (or merely suspect) member started
+ * with the same file (name and fingerprint) that may be elected. */
+static size_t gather_voters(struct app_mesh *am, struct mesh_plan_node *nodes, size_t cap)
+{
+	memset(&nodes[0], 0, sizeof(nodes[0]));
+	memcpy(nodes[0].id, mesh_node_id(am->mesh), NET_ID_LEN);
+	nodes[0].budget = am->vram;
+	nodes[0].has_model = true;
+	size_t n = 1;
+	const struct mesh_members *ms = mesh_members(am->mesh);
+	for (size_t i = 0; ms && i < ms->n && n < cap; i++) {
+		const struct mesh_member *m = ms->v[i];
+		if (m->self || !m->ann || (m->state != MESH_ALIVE && m->state != MESH_SUSPECT) ||
+		    m->ann->role == MESH_ROLE_CLIENT || strcmp(m->ann->serving, am->model_id) != 0 ||
+		    strcmp(m->ann->fingerprint, am->fp_hex) != 0 || !ann_candidate(m->ann))
+			continue;
+		struct mesh_plan_node *d = &nodes[n++];
+		memset(d, 0, sizeof(*d));
+		memcpy(d->id, m->id, NET_ID_LEN);
+		d->budget = m->ann->vram_bytes;
+		d->has_model = true;
+	}
+	return n;
+}
+
+/* What a node that does not host says it is: a worker while a host's plan
+ * gives its stage layers, standby otherwise. */
+static void announce_not_host(struct app_mesh *am)
+{
+	struct mesh_stage_worker_stats st = {0};
+	if (am->worker)
+		mesh_stage_worker_get_stats(am->worker, &st);
+	bool layers = st.layer_end > st.layer_begin;
+	mesh_set_role(am->mesh, layers ? MESH_ROLE_WORKER : MESH_ROLE_STANDBY);
+	mesh_set_serving(am->mesh, am->model_id, am->fp_hex, NULL,
+	                 layers ? (uint32_t)st.layer_begin : 0, layers ? (uint32_t)st.layer_end : 0,
+	                 layers ? am->pm.n_layer : 0);
+}
+
+static void print_standby_banner(struct app_mesh *am, const char *host_hex, const char *gb)
+{
+	if (am->standby_banner)
+		return;
+	am->standby_banner = true;
+	int port = api_server_port(am->api);
+	printf("mesh-llm ready: %s is served by the mesh (host: node %.8s, %s GB); this node "
+	       "stands by as a pipeline stage\n",
+	       am->model_id, host_hex, gb);
+	printf("  API:   http://localhost:%d/v1\n", port);
+	printf("  mesh:  http://localhost:%d/mesh/status\n", port);
+	fflush(stdout);
+}
+
+static void become_host(struct app_mesh *am)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	/* epochs survive restarts and changes of host: stages refuse plans
+	 * older than they saw from the same host */
+	uint64_t ep = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+	am->epoch = ep > am->epoch ? ep : am->epoch + 1;
+	am->is_host = true;
+	am->have_plan = false;
+	am->waiting_banner = false;
+	replan(am);
+}
+
+static void on_elected(struct app_mesh *am)
+{
+	char hex[NET_ID_HEX_LEN + 1], gb[32];
+	if (!am->el.have_host)
+		return; /* we vote for ourselves: cannot happen */
+	net_id_to_hex(am->el.host, hex);
+	fmt_gb(gb, sizeof(gb), am->el.host_budget);
+	bool me = memcmp(am->el.host, mesh_node_id(am->mesh), NET_ID_LEN) == 0;
+	ML_INFO("split: elected host for %s: node %.8s (%s GB)%s", am->model_id, hex, gb,
+	        me ? ", this node" : "");
+	if (me) {
+		printf("elected host for %s: node %.8s (%s GB), this node\n", am->model_id, hex, gb);
+		fflush(stdout);
+		if (am->stepping_down) {
+			/* elected again before the engine stopped: keep it */
+			am->stepping_down = false;
+			if (am->released && am->eng) {
+				am->released = false;
+				app_mesh_model_ready(am, am->model_id);
+			}
+			am->released = false;
+			am->is_host = true;
+			am->replan_at = now_s();
+			return;
+		}
+		if (!am->is_host)
+			become_host(am);
+		return;
+	}
+	if (am->is_host) {
+		am->is_host = false;
+		am->replan_at = 0;
+		printf("stepping down as host of %s: node %.8s (%s GB) is elected\n", am->model_id,
+		       hex, gb);
+		fflush(stdout);
+		if (am->engine_started) {
+			/* serve on until the new host is ready, then drain */
+			am->stepping_down = true;
+			am->released = false;
+			am->drain_cancelled = false;
+			am->release_by = now_s() + APP_MESH_RELEASE_WAIT_S;
+		} else {
+			/* was waiting for peers: nothing runs here */
+			set_waiting(am, "");
+			am->have_plan = false;
+			announce_not_host(am);
+		}
+	}
+	print_standby_banner(am, hex, gb);
+}
+
+static void election_tick(struct app_mesh *am)
+{
+	if (!am->candidate)
+		return;
+	if (!am->elect_started) {
+		/* a joining node elects once it knows the mesh (or gives up
+		 * waiting for it and counts itself) */
+		if (!mesh_joined(am->mesh) && now_s() - am->started_at < 15.0)
+			return;
+		am->elect_started = true;
+		mesh_plan_election_touch(&am->el, now_ms());
+	}
+	if (!am->el.pending || now_ms() < am->el.due_ms)
+		return;
+	static struct mesh_plan_node nodes[MESH_PLAN_MAX_NODES]; /* loop thread only */
+	size_t n = gather_voters(am, nodes, MESH_PLAN_MAX_NODES);
+	int r = mesh_plan_election_poll(&am->el, nodes, n, now_ms());
+	if (r == MESH_PLAN_ELECT_CHANGED)
+		on_elected(am);
+}
+
+/* A host that lost the election: once the new host announces it serves
+ * (or after APP_MESH_RELEASE_WAIT_S), the API tunnels there; once no
+ * request runs here any more (cancelled after APP_MESH_DRAIN_WAIT_S), the
+ * engine stops and the node is a stage (or idle). */
+static void step_down_tick(struct app_mesh *am)
+{
+	if (!am->stepping_down || (am->engine_started && !am->eng))
+		return; /* nothing to do, or still loading */
+	char hex[NET_ID_HEX_LEN + 1];
+	net_id_to_hex(am->el.host, hex);
+	if (!am->released) {
+		const struct mesh_member *hm = mesh_member_get(am->mesh, am->el.host);
+		bool ready = hm && hm->ann && hm->state == MESH_ALIVE &&
+		             hm->ann->role == MESH_ROLE_HOST &&
+		             strcmp(hm->ann->serving, am->model_id) == 0;
+		if (!ready && now_s() < am->release_by)
+			return;
+		am->released = true;
+		am->model_ready = false;
+		api_tunnel_set_local(am->tun, am->model_id, false);
+		announce_not_host(am);
+		am->drain_by = now_s() + APP_MESH_DRAIN_WAIT_S;
+		ML_INFO("split: node %.8s %s %s now; this node's API tunnels to it, %d running "
+		        "requests finish here",
+		        hex, ready ? "serves" : "is elected for (not ready yet)", am->model_id,
+		        api_server_n_active(am->api));
+	}
+	int active = api_server_n_active(am->api);
+	if (active > 0) {
+		if (now_s() > am->drain_by && !am->drain_cancelled) {
+			am->drain_cancelled = true;
+			ML_WARN("split: %d requests still run after %.0f s; cancelling them", active,
+			        APP_MESH_DRAIN_WAIT_S);
+			api_server_cancel_all(am->api);
+		}
+		return;
+	}
+	if (am->link) {
+		mesh_stage_link_abort(am->link, "this node stepped down as host");
+		am->link = NULL;
+	}
+	if (am->o.stop_engine)
+		am->o.stop_engine(am->o.start_user);
+	am->eng = NULL;
+	am->engine_started = false;
+	am->have_plan = false;
+	am->stepping_down = false;
+	am->released = false;
+	announce_not_host(am);
+	printf("stepped down: the engine for %s stopped; node %.8s hosts it, this node is a "
+	       "pipeline stage\n",
+	       am->model_id, hex);
+	fflush(stdout);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct app_mesh *am = arg;
 	(void)fd, (void)what;
 	adopt_model(am);
+	election_tick(am);
+	step_down_tick(am);
 	if (am->is_host && am->replan_at > 0 && now_s() >= am->replan_at) {
 		am->replan_at = 0;
 		replan(am);
@@ -390,7 +635,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 			ML_INFO("split: stage %d of %d for a host: layers %d-%d (epoch %llu)",
 			        st.stage, st.n_stages, st.layer_begin, st.layer_end - 1,
 			        (unsigned long long)st.epoch);
-			if (!am->is_host) {
+			if (!am->is_host && !(am->stepping_down && !am->released)) {
 				if (!am->model_ready)
 					mesh_set_role(am->mesh, MESH_ROLE_WORKER);
 				mesh_set_serving(am->mesh, am->model_id, am->fp_hex, NULL,
@@ -425,12 +670,18 @@ static int load_model_info(struct app_mesh *am)
 
 int app_mesh_host_begin(struct app_mesh *am)
 {
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	/* epochs survive restarts: stages refuse plans older than they saw */
-	am->epoch = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
-	am->is_host = true;
-	replan(am);
+	if (!am->worker || !am->model_id[0])
+		return ml_error(ML_ERR_INVALID, "%s: this node has no model file", __func__);
+	am->candidate = true;
+	am->started_at = now_s();
+	mesh_plan_election_init(&am->el, MESH_PLAN_SETTLE_MS_DEFAULT);
+	if (am->o.n_join == 0) {
+		/* we started the mesh: alone, elect now */
+		am->elect_started = true;
+		am->el.pending = true;
+		am->el.due_ms = now_ms();
+		election_tick(am);
+	}
 	return 0;
 }
 
@@ -500,8 +751,30 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 				json_object_set_new(j, "token", json_string(am->token));
 			json_object_set_new(j, "tunnels", json_integer(api_tunnel_n_open(am->tun)));
 			json_t *sp = json_object();
-			json_object_set_new(sp, "role",
-			                    json_string(am->is_host ? "host" : "worker"));
+			struct mesh_stage_worker_stats wst = {0};
+			if (am->worker)
+				mesh_stage_worker_get_stats(am->worker, &wst);
+			json_object_set_new(
+			    sp, "role",
+			    json_string(am->is_host         ? "host"
+			                : am->stepping_down ? "stepping down"
+			                : wst.layer_end > wst.layer_begin ? "worker"
+			                                                   : "standby"));
+			if (am->candidate && am->el.have_host) {
+				char hex[NET_ID_HEX_LEN + 1];
+				net_id_to_hex(am->el.host, hex);
+				json_t *el = json_object();
+				json_object_set_new(el, "host", json_string(hex));
+				json_object_set_new(el, "vram_gb",
+				                    json_real((double)am->el.host_budget / 1e9));
+				json_object_set_new(
+				    el, "self",
+				    json_boolean(memcmp(am->el.host, mesh_node_id(am->mesh),
+				                        NET_ID_LEN) == 0));
+				json_object_set_new(el, "elections",
+				                    json_integer((json_int_t)am->el.n_runs));
+				json_object_set_new(sp, "elected", el);
+			}
 			if (am->is_host && am->have_plan) {
 				json_object_set_new(sp, "plan", json_string(am->plan_words));
 				json_object_set_new(sp, "epoch",
@@ -676,8 +949,10 @@ int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct 
 			              ml_last_error());
 			goto fail;
 		}
-		/* the planner sees who has the model (and which one) from this */
+		/* the planner sees who has the model (and which one) from this,
+		 * the election who may host it */
 		mesh_set_serving(am->mesh, o->model_id, am->fp_hex, NULL, 0, 0, 0);
+		mesh_set_extra(am->mesh, APP_MESH_EXTRA_CANDIDATE);
 	}
 	if (!o->client) {
 		am->timer = event_new(base, -1, EV_PERSIST, on_timer, am);

@@ -35,9 +35,15 @@ struct app_mesh_opts {
 	const double *ratios;   /* --tensor-split, borrowed */
 	uint32_t n_ratios;
 	uint64_t kv_positions; /* planned KV positions, all slots together */
-	/* Called on the loop when the first plan is ready: load the engine with
-	 * |link| (NULL: solo) running layers [0, layer_end) here. */
+	/* Called on the loop when this node is elected and the first plan is
+	 * ready: load the engine with |link| (NULL: solo) running layers
+	 * [0, layer_end) here (then app_mesh_set_engine, app_mesh_model_ready). */
 	void (*start_engine)(void *user, struct eng_link *link, int layer_end);
+	/* Called on the loop when this node stepped down as host and no request
+	 * runs on its engine any more: detach the engine from the API and free
+	 * it (the pipeline is already aborted). A later election may call
+	 * start_engine again. */
+	void (*stop_engine)(void *user);
 	void *start_user;
 };
 
@@ -48,11 +54,23 @@ int app_mesh_start(struct app_mesh **out, struct event_base *base, const struct 
                    struct api_server *api, const char *api_key);
 /* The local model is loaded and attached to the API: serve it. */
 void app_mesh_model_ready(struct app_mesh *am, const char *model_id);
-/* This node hosts its model (it started the mesh): plan it over the mesh
- * and call o->start_engine once it fits (now, or after peers join; until
- * then /v1 requests get 503 "Waiting for more peers ..."), then re-plan on
- * membership changes (eng_relink on the engine given to
- * app_mesh_set_engine). Returns 0 or a negative ML_ERR_*. */
+/* This node has a model (--model): it takes part in the election of the
+ * model's host (mesh_plan_election: highest advertised memory among the
+ * nodes that have the same file and were started with it, ties by node id,
+ * re-run about 1 s after every membership change). A node that started
+ * the mesh elects at once; a joining node once it joined.
+ *   Elected: plan the model over the mesh and call o->start_engine once it
+ *   fits (now, or after peers join; until then /v1 requests get 503
+ *   "Waiting for more peers ..."), then re-plan on membership changes
+ *   (eng_relink on the engine given to app_mesh_set_engine; a plan equal to
+ *   the running one keeps the pipeline as it is).
+ *   Not elected: the node's API tunnels to the elected host and its stage
+ *   worker serves whatever layers the host's plan gives it (maybe none).
+ *   Not elected any more (a bigger node joined): it keeps serving until the
+ *   new host announces it is ready, then its API tunnels there, its running
+ *   requests finish (cancelled after 30 s), and o->stop_engine frees its
+ *   engine.
+ * Returns 0 or a negative ML_ERR_*. */
 int app_mesh_host_begin(struct app_mesh *am);
 /* The engine start_engine asked for is loaded (NULL: it failed). */
 void app_mesh_set_engine(struct app_mesh *am, struct eng *e);

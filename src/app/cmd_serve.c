@@ -257,6 +257,18 @@ static void start_engine(void *user, struct eng_link *link, int layer_end)
 	}
 }
 
+/* app_mesh: this node stepped down as host and its engine is idle. */
+static void stop_engine(void *user)
+{
+	struct serve *sv = user;
+	api_server_set_backend(sv->api, NULL);
+	eng_free(sv->eng);
+	sv->eng = NULL;
+	api_eng_backend_free(sv->backend);
+	sv->backend = NULL;
+	ML_INFO("serve: engine for %s stopped (another node hosts it)", sv->model_id);
+}
+
 static void on_left(void *arg)
 {
 	struct serve *sv = arg;
@@ -475,6 +487,7 @@ int app_cmd_serve(int argc, char **argv)
 		sv.mo.kv_positions =
 		    (uint64_t)(sv.ep.n_ctx > 0 ? sv.ep.n_ctx : 4096) * (uint64_t)sv.ep.n_parallel;
 		sv.mo.start_engine = start_engine;
+		sv.mo.stop_engine = stop_engine;
 		sv.mo.start_user = &sv;
 	}
 
@@ -530,9 +543,9 @@ int app_cmd_serve(int argc, char **argv)
 		event_base_dispatch(sv.base);
 		goto out;
 	}
-	if (sv.mesh && sv.mo.n_join == 0) {
-		/* the first node hosts its model: plan it over the mesh (solo
-		 * when it fits), then load */
+	if (sv.mesh) {
+		/* the mesh elects the model's host: if it is this node, plan it
+		 * over the mesh (solo when it fits), then load */
 		rc = app_mesh_host_begin(sv.mesh);
 		if (rc) {
 			fprintf(stderr, "mesh-llm: cannot plan %s: %s\n", sv.model_path,

@@ -16,6 +16,15 @@ loopback, one HOME per node.
      request fails with a clear error after the bounded wait (30 s).
   4. --tensor-split 1,1,1: F waits (503) for 2 peers, then runs 3 stages
      with concurrent greedy output identical to solo.
+  5. election: EA (--model, 1 GB) hosts solo; EB (--model, 2 GB, --split)
+     joins and is elected (highest memory), EA steps down (its engine
+     stops) and becomes EB's pipeline stage; the greedy output through the
+     API of both nodes is identical to EA's solo output. A node joining
+     during a stream leaves the plan unchanged: the stream is not aborted
+     and nothing is recomputed.
+Joining nodes with the same model get a smaller --max-vram than the host
+so that the election (highest memory, then node id) is deterministic.
+ONLY=election runs part 5 alone.
 """
 import json
 import os
@@ -83,12 +92,102 @@ def split_info(node):
     return (s or {}).get("split") or {}
 
 
+def election(w, common):
+    a = w.node("EA", common + ["--max-vram", "1"]).start(timeout=120)
+    aid = a.node_id()
+    t = wait_until(lambda: split_info(a).get("n_stages") == 1, 30, 0.1)
+    check("EA alone is elected and hosts solo", t is not None and
+          "elected host for stories260K: node %s (1.0 GB), this node" % aid[:8] in a.read_log(),
+          (split_info(a), a.read_log()[-1500:]))
+    ref = {p: chat(a, p) for p in PROMPTS[:2]}
+    ref_long = chat(a, PROMPTS[0], 400)
+    check("EA solo answers", all(v[0] == 200 for v in ref.values()) and ref_long[0] == 200,
+          (ref, ref_long))
+
+    # a bigger node with the same model joins: it is elected, EA steps down
+    b = w.node("EB", common + ["--max-vram", "2", "--split", "--net-delay-ms", "8",
+                               "--join", a.token]).start(timeout=120)
+    bid = b.node_id()
+    t = wait_until(lambda: split_info(b).get("role") == "host" and
+                   split_info(b).get("n_stages") == 2 and
+                   split_info(a).get("role") == "worker", 60, 0.2)
+    check("EB (2 GB) is elected host and plans 2 stages, EA (1 GB) is its stage",
+          t is not None, (split_info(a), split_info(b)))
+    if t is not None:
+        print("  EB hosts, EA is its stage %.1f s after EB started" % (time.time() - b.t_start))
+    check("EB says it was elected, in words",
+          "elected host for stories260K: node %s (2.0 GB), this node" % bid[:8] in b.read_log(),
+          b.read_log()[-1500:])
+    la = a.read_log()
+    check("EA steps down: its engine stops",
+          "stepping down as host of stories260K: node %s (2.0 GB) is elected" % bid[:8] in la and
+          "stepped down: the engine for stories260K stopped" in la and "engine for stories260K "
+          "stopped" in la, la[-2000:])
+    el = split_info(a).get("elected") or {}
+    check("EA's /mesh/status names the elected host",
+          el.get("host") == bid and el.get("self") is False, el)
+    st = a.status() or {}
+    roles = {n["id"]: (n.get("role"), n.get("layers")) for n in st.get("nodes", [])}
+    sb, sa = split_info(b), split_info(a)
+    check("/mesh/status: EB host with layers [0,k), EA worker with [k,n)",
+          roles.get(bid, (None,))[0] == "host" and roles.get(aid, (None,))[0] == "worker" and
+          sb.get("layers", [0, 0])[1] == (sa.get("stage") or {}).get("layers", [0])[0] > 0,
+          (roles, sa, sb))
+    for name, n in (("EB", b), ("EA (tunnelled to EB)", a)):
+        got = {p: chat(n, p) for p in PROMPTS[:2]}
+        check("greedy output through %s's API identical to EA's solo output" % name,
+              got == ref, (got, ref))
+    check("EA's stage ran EB's batches",
+          (split_info(a).get("stage") or {}).get("batches", 0) > 0, split_info(a))
+
+    # a node joins during a stream and the plan stays: nothing is aborted
+    epoch = split_info(b).get("epoch")
+    mark = len(b.read_log())
+    seen = {}
+
+    def join_z():
+        z = w.node("EZ", ["--threads", "1", "--join", b.token]).start(timeout=60)
+        zid = z.node_id()
+        wait_until(lambda: any(n["id"] == zid and n.get("state") == "alive"
+                               for n in (b.status() or {}).get("nodes", [])), 20, 0.05)
+        seen["alive"] = time.time()
+        wait_until(lambda: "plan unchanged" in b.read_log()[mark:], 20, 0.05)
+        seen["kept"] = time.time()
+    th = []
+
+    def on_chunk(n):
+        if n == 1:
+            th.append(threading.Thread(target=join_z))
+            th[0].start()
+    t0 = time.time()
+    text, finish = chat_stream(b, PROMPTS[0], 400, on_chunk)
+    t_end = time.time()
+    for x in th:
+        x.join(60)
+    lb = b.read_log()[mark:]
+    print("  stream %.1f s; the new node alive after %.1f s, plan kept after %.1f s" %
+          (t_end - t0, seen.get("alive", 0) - t0, seen.get("kept", 0) - t0))
+    check("a node joined and the plan was re-checked while the stream ran",
+          seen.get("kept", t_end + 1) < t_end, (seen, t_end))
+    check("the stream completes with the same greedy output",
+          text == ref_long[1] and finish == "length", (text, finish, ref_long[1]))
+    check("an unchanged plan aborts nothing and recomputes nothing",
+          "re-planned" not in lb and "new pipeline" not in lb and "new plan" not in lb and
+          split_info(b).get("epoch") == epoch, (split_info(b).get("epoch"), epoch, lb[-1500:]))
+    for n in (a, b):
+        n.kill()
+
+
 def main():
     w = Work(keep=os.environ.get("KEEP") == "1")
     ok = False
     try:
         common = ["--model", MODEL_PATH, "--parallel", "2", "--ctx-size", "512",
                   "--threads", "2"]
+        if os.environ.get("ONLY") == "election":
+            election(w, common)
+            ok = not failures
+            return 0 if ok else 1
         a = w.node("A", common + ["--split"]).start(timeout=120)
         check("A with --split and no peer runs solo",
               "split asked for, but no peer" in a.read_log(), a.read_log()[-1500:])
@@ -98,7 +197,7 @@ def main():
         ref[(PROMPTS[0], 300)] = chat(a, PROMPTS[0], 300)
         check("solo answers", all(v[0] == 200 for v in ref.values()), ref)
 
-        b = w.node("B", common + ["--join", a.token]).start(timeout=120)
+        b = w.node("B", common + ["--max-vram", "2", "--join", a.token]).start(timeout=120)
         t = wait_until(lambda: split_info(a).get("n_stages") == 2, 60, 0.2)
         check("A re-plans to 2 stages when B joins", t is not None, split_info(a))
         si = split_info(a)
@@ -231,8 +330,8 @@ def main():
         f = w.node("F", common + ["--tensor-split", "1,1,1"]).start(timeout=120)
         code, j = chat(f, PROMPTS[0])
         check("--tensor-split 1,1,1 alone waits (503)", code == 503, (code, j))
-        g = w.node("G", common + ["--join", f.token]).start(timeout=120)
-        h = w.node("H", common + ["--join", f.token]).start(timeout=120)
+        g = w.node("G", common + ["--max-vram", "2", "--join", f.token]).start(timeout=120)
+        h = w.node("H", common + ["--max-vram", "2", "--join", f.token]).start(timeout=120)
         t = wait_until(lambda: split_info(f).get("n_stages") == 3, 60, 0.2)
         check("F plans 3 stages", t is not None, split_info(f))
         t = wait_until(lambda: chat(f, PROMPTS[0])[0] == 200, 60, 0.5)
@@ -251,6 +350,8 @@ def main():
         for n in (f, g, h, c):
             n.kill()
 
+        election(w, common)
+
         # quantized (Q8_0) split, and no weights on the network
         qdir = os.path.join(w.dir, "q")
         os.makedirs(qdir, exist_ok=True)
@@ -261,7 +362,7 @@ def main():
         qc = ["--model", q8, "--parallel", "2", "--ctx-size", "512", "--threads", "2"]
         qa = w.node("QA", qc + ["--split"]).start(timeout=120)
         qref = {p: chat(qa, p, model="stories260K-q8") for p in PROMPTS}
-        qb = w.node("QB", qc + ["--join", qa.token]).start(timeout=120)
+        qb = w.node("QB", qc + ["--max-vram", "2", "--join", qa.token]).start(timeout=120)
         t = wait_until(lambda: "stage" in split_info(qb) and split_info(qa).get("n_stages") == 2,
                        60, 0.2)
         check("Q8_0: 2 stages", t is not None, split_info(qa))
