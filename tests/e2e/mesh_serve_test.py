@@ -1,6 +1,7 @@
 """The mesh end to end through `mesh-llm` itself (run by test_mesh_serve.sh):
 
-  1. four full nodes (A and B serve stories260K, C and D join without a
+  1. four full nodes (A and B have stories260K: A, with more memory, is
+     elected its host and B stands by as a stage; C and D join without a
      model as standby) join through A's invite token and converge: every
      /mesh/status lists the four alive;
   2. a lite client (--client --join) streams a greedy chat completion with
@@ -9,8 +10,8 @@
   3. a model nobody serves: 503 OpenAI-shaped JSON, quickly;
   4. a forged token (secret altered) is refused: that node never joins and
      nobody lists it;
-  5. SIGKILL B (a host): every other node drops it (dead or absent) within
-     15 s, and a request sent meanwhile is answered by A;
+  5. SIGKILL B: every other node drops it (dead or absent) within 15 s,
+     and a request sent meanwhile is answered by A;
   6. SIGTERM C: gone from every other node at once (< 3 s), clean exit;
   7. C restarted with the same HOME rejoins with the same id;
   8. a second model on a node with an API key: listed everywhere, routed
@@ -55,7 +56,8 @@ def main():
         a = w.node("A", ["--model", MODEL_PATH, "--parallel", "2"]).start()
         check("first node prints an invite token", bool(a.token), a.read_log()[-500:])
         tok = a.token
-        b = w.node("B", ["--model", MODEL_PATH, "--parallel", "2", "--join", tok]).start()
+        b = w.node("B", ["--model", MODEL_PATH, "--parallel", "2", "--max-vram", "2",
+                         "--join", tok]).start()
         c = w.node("C", ["--join", tok, "--max-vram", "1.5"]).start()
         d = w.node("D", ["--join", tok])
         os.makedirs(os.path.join(d.home, ".models"), exist_ok=True)
@@ -80,10 +82,11 @@ def main():
               and abs(me["vram_gb"] - 1.5) < 0.01, me)
         check("token shown in /mesh/status on loopback", st.get("token") == tok or
               bool(st.get("token")), st.get("token"))
-        hosts = wait_until(lambda: sum(1 for n in c.status()["nodes"]
-                                       if n["role"] == "host" and n["serving"] == "stories260K")
-                           == 2, 20)
-        check("A and B advertised as hosts of stories260K", hosts is not None, c.status())
+        hosts = wait_until(lambda: [n["id"] for n in c.status()["nodes"]
+                                    if n["role"] == "host" and n["serving"] == "stories260K"]
+                           == [ids["A"]], 20)
+        check("A (more memory) is the one elected host of stories260K, B is not",
+              hosts is not None, c.status())
 
         e = w.node("E", ["--client", "--join", tok]).start()
         t = wait_until(lambda: len(alive_ids(e.status())) == 5, 20)
