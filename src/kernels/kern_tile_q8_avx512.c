@@ -13,10 +13,12 @@
  * output, which is what made the per-row dot products (8 lanes per block,
  * one scale and one horizontal sum per output) slow for batches.
  *
- * vpdpbusd multiplies unsigned by signed bytes: Q8_0 weights are biased by
- * 128 (w ^ 0x80) and Q4_0 nibbles are already 0..15 (bias 8), and the bias
- * times the token's block sum is subtracted exactly by starting each integer
- * accumulation at -bias * sum(x).
+ * vpdpbusd multiplies unsigned by signed bytes: the weights (Q8_0 as
+ * stored, Q4_0 as nibble - 8) are the signed side, and the tile's
+ * activations are copied once per call biased to unsigned (x ^ 0x80 = x +
+ * 128); 128 times each row's block sum is subtracted exactly by starting
+ * each integer accumulation at -128 * sum(w), computed once per weight block
+ * per tile. Every integer product and sum is exact (no saturation).
  *
  * Each output (row r, token t) is computed as
  *     acc = 0; for each block b in order: acc = fma((float)isum_b, d_w * d_x, acc)
@@ -44,13 +46,14 @@ static inline int32_t load_i32(const void *p)
 }
 
 /* Q8_0: 16 rows x 32 quants of block column |b| -> v[k] (lane r = bytes
- * 4k..4k+3 of row r, biased to unsigned by ^0x80). */
-static inline void prep_q8_0(const char *const rp[TQ_R], int64_t b, __m512i v[8])
+ * 4k..4k+3 of row r). */
+static inline __attribute__((always_inline)) void prep_q8_0(const char *const rp[TQ_R], int64_t b, __m512i v[8])
 {
 	const size_t off = (size_t)b * sizeof(struct kern_block_q8_0) + 2;
 	__m512i z[8];
 	/* z[i] = rows i | i+4 for i < 4, rows 8+i | 12+i for 4 <= i < 8, so the
 	 * 128-bit lane shuffle at the end leaves the rows in natural order */
+#pragma GCC unroll 16
 	for (int i = 0; i < 4; i++) {
 		z[i] = _mm512_inserti64x4(
 			_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(rp[i] + off))),
@@ -60,6 +63,7 @@ static inline void prep_q8_0(const char *const rp[TQ_R], int64_t b, __m512i v[8]
 			_mm256_loadu_si256((const __m256i *)(rp[12 + i] + off)), 1);
 	}
 	__m512i t[8], u[8];
+#pragma GCC unroll 16
 	for (int h = 0; h < 2; h++) {
 		__m512i *zz = z + 4 * h, *tt = t + 4 * h, *uu = u + 4 * h;
 		tt[0] = _mm512_unpacklo_epi32(zz[0], zz[1]);
@@ -73,19 +77,21 @@ static inline void prep_q8_0(const char *const rp[TQ_R], int64_t b, __m512i v[8]
 	}
 	/* u[k] 128-bit lanes: (rows 0-3, dw k), (rows 0-3, dw k+4), (rows 4-7, dw k), (rows 4-7, dw k+4);
 	 * u[4+k] likewise for rows 8-15 */
-	const __m512i bias = _mm512_set1_epi8((char)0x80);
+#pragma GCC unroll 16
 	for (int k = 0; k < 4; k++) {
-		v[k] = _mm512_xor_si512(_mm512_shuffle_i32x4(u[k], u[4 + k], 0x88), bias);
-		v[k + 4] = _mm512_xor_si512(_mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD), bias);
+		v[k] = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88);
+		v[k + 4] = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
 	}
 }
 
 /* Q4_0: 16 rows x 16 packed bytes of block column |b| -> v[k] (low nibbles,
- * elements 4k..4k+3) and v[4+k] (high nibbles, elements 16+4k..16+4k+3). */
-static inline void prep_q4_0(const char *const rp[TQ_R], int64_t b, __m512i v[8])
+ * elements 4k..4k+3) and v[4+k] (high nibbles, elements 16+4k..16+4k+3),
+ * as signed values (nibble - 8). */
+static inline __attribute__((always_inline)) void prep_q4_0(const char *const rp[TQ_R], int64_t b, __m512i v[8])
 {
 	const size_t off = (size_t)b * sizeof(struct kern_block_q4_0) + 2;
 	__m512i z[4];
+#pragma GCC unroll 16
 	for (int i = 0; i < 4; i++) {
 		__m512i a = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rp[i] + off)));
 		a = _mm512_inserti32x4(a, _mm_loadu_si128((const __m128i *)(rp[i + 4] + off)), 1);
@@ -98,22 +104,12 @@ static inline void prep_q4_0(const char *const rp[TQ_R], int64_t b, __m512i v[8]
 	const __m512i t3 = _mm512_unpackhi_epi32(z[2], z[3]);
 	const __m512i u[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
 			      _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
-	const __m512i m4 = _mm512_set1_epi8(0x0F);
+	const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+#pragma GCC unroll 16
 	for (int k = 0; k < 4; k++) {
-		v[k] = _mm512_and_si512(u[k], m4);
-		v[k + 4] = _mm512_and_si512(_mm512_srli_epi16(u[k], 4), m4);
+		v[k] = _mm512_sub_epi8(_mm512_and_si512(u[k], m4), eight);
+		v[k + 4] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(u[k], 4), m4), eight);
 	}
-}
-
-/* Sum of the 32 signed quants of an activation block. */
-static inline int32_t q8_sum(const int8_t *qs)
-{
-	const __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)qs),
-					   _mm256_set1_epi8((char)0x80));
-	const __m256i s = _mm256_sad_epu8(q, _mm256_setzero_si256());
-	__m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-	h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
-	return (int32_t)_mm_cvtsi128_si64(h) - 32 * 128;
 }
 
 static inline __attribute__((always_inline)) void
@@ -121,7 +117,6 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 	  const char *x, size_t x_row, float *y, int64_t y_stride)
 {
 	const size_t wb = kind == TQ_Q8_0 ? sizeof(struct kern_block_q8_0) : sizeof(struct kern_block_q4_0);
-	const int32_t bias = kind == TQ_Q8_0 ? 128 : 8;
 	const int64_t nb = n / KERN_QK8_0;
 	const char *rp[TQ_R];
 	for (int r = 0; r < TQ_R; r++) /* missing rows read row 0 and are not stored */
@@ -132,21 +127,25 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 	for (int t = 0; t < nt; t++)
 		acc[t] = _mm512_setzero_ps();
 
+	const __m512i bias = _mm512_set1_epi8((char)0x80);
 	for (int64_t b0 = 0; b0 < nb; b0 += TQ_CHUNK) {
 		const int nc = (int)(nb - b0 < TQ_CHUNK ? nb - b0 : TQ_CHUNK);
+		/* the tile's tokens for this chunk: quants biased to unsigned, scales in float */
+		__m256i xu[TQ_T][TQ_CHUNK];
 		float dx[TQ_T][TQ_CHUNK];
-		int32_t corr[TQ_T][TQ_CHUNK];
 		for (int t = 0; t < nt; t++) {
 			const struct kern_block_q8_0 *xb =
 				(const struct kern_block_q8_0 *)(x + (size_t)t * x_row) + b0;
 			for (int j = 0; j < nc; j++) {
 				dx[t][j] = _cvtsh_ss(xb[j].d);
-				corr[t][j] = -bias * q8_sum(xb[j].qs);
+				xu[t][j] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)xb[j].qs),
+							    _mm512_castsi512_si256(bias));
 			}
 		}
 		for (int j = 0; j < nc; j++) {
 			const int64_t b = b0 + j;
 			uint16_t dh[TQ_R];
+#pragma GCC unroll 16
 			for (int r = 0; r < TQ_R; r++)
 				memcpy(&dh[r], rp[r] + (size_t)b * wb, sizeof(dh[r]));
 			const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dh));
@@ -155,13 +154,19 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 				prep_q8_0(rp, b, v);
 			else
 				prep_q4_0(rp, b, v);
+			/* -128 * (sum of each row's block): removes the activations' bias */
+			__m512i cw = _mm512_setzero_si512();
+#pragma GCC unroll 8
+			for (int k = 0; k < 8; k++)
+				cw = _mm512_dpbusd_epi32(cw, bias, v[k]);
+			cw = _mm512_sub_epi32(_mm512_setzero_si512(), cw);
 #pragma GCC unroll 8
 			for (int t = 0; t < nt; t++) {
-				const char *xq = x + (size_t)t * x_row + (size_t)b * sizeof(struct kern_block_q8_0) + 2;
-				__m512i s = _mm512_set1_epi32(corr[t][j]);
+				const char *xq = (const char *)&xu[t][j];
+				__m512i s = cw;
 #pragma GCC unroll 8
 				for (int k = 0; k < 8; k++)
-					s = _mm512_dpbusd_epi32(s, v[k], _mm512_set1_epi32(load_i32(xq + 4 * k)));
+					s = _mm512_dpbusd_epi32(s, _mm512_set1_epi32(load_i32(xq + 4 * k)), v[k]);
 				const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(dx[t][j]));
 				acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
 			}
