@@ -21,7 +21,8 @@ loopback, one HOME per node.
      stops) and becomes EB's pipeline stage; the greedy output through the
      API of both nodes is identical to EA's solo output. A node joining
      during a stream leaves the plan unchanged: the stream is not aborted
-     and nothing is recomputed.
+     and nothing is recomputed. SIGKILL of EB: EA is elected again, reloads
+     its engine and serves alone with the same output.
 Joining nodes with the same model get a smaller --max-vram than the host
 so that the election (highest memory, then node id) is deterministic.
 ONLY=election runs part 5 alone.
@@ -174,6 +175,20 @@ def election(w, common):
     check("an unchanged plan aborts nothing and recomputes nothing",
           "re-planned" not in lb and "new pipeline" not in lb and "new plan" not in lb and
           split_info(b).get("epoch") == epoch, (split_info(b).get("epoch"), epoch, lb[-1500:]))
+
+    # the elected host dies: EA, the only other node with the model, is
+    # elected again, loads its engine and serves alone
+    b.proc.send_signal(signal.SIGKILL)
+    t0 = time.time()
+    t = wait_until(lambda: split_info(a).get("role") == "host" and
+                   (a.status() or {}).get("model_ready") is True, 60, 0.2)
+    check("EB killed: EA is elected again and reloads", t is not None, split_info(a))
+    if t is not None:
+        print("  EA hosts again %.1f s after EB was killed (dead detection + settle + load)" %
+              (time.time() - t0))
+    got = {p: chat(a, p) for p in PROMPTS[:2]}
+    check("... with the same greedy output, solo", got == ref and
+          split_info(a).get("n_stages") == 1, (got, ref, split_info(a)))
     for n in (a, b):
         n.kill()
 
