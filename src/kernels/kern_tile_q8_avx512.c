@@ -33,8 +33,8 @@
 #include "kernels/kern_impl.h"
 
 #define TQ_R 16   /* weight rows per tile: the 16 int32 lanes */
-#define TQ_T 8    /* tokens per tile */
-#define TQ_CHUNK 64 /* block columns whose token scales/sums are tabled at once */
+#define TQ_T 16   /* tokens per tile */
+#define TQ_CHUNK 32 /* block columns whose tokens are staged at once */
 
 enum tq_kind { TQ_Q8_0, TQ_Q4_0 };
 
@@ -114,7 +114,7 @@ static inline __attribute__((always_inline)) void prep_q4_0(const char *const rp
 
 static inline __attribute__((always_inline)) void
 tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_t w_row, int n_r,
-	  const char *x, size_t x_row, float *y, int64_t y_stride)
+	  const char *x, size_t x_row, int n_t, float *y, int64_t y_stride)
 {
 	const size_t wb = kind == TQ_Q8_0 ? sizeof(struct kern_block_q8_0) : sizeof(struct kern_block_q4_0);
 	const int64_t nb = n / KERN_QK8_0;
@@ -123,7 +123,7 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 		rp[r] = w + (size_t)(r < n_r ? r : 0) * w_row;
 
 	__m512 acc[TQ_T];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
 	for (int t = 0; t < nt; t++)
 		acc[t] = _mm512_setzero_ps();
 
@@ -134,8 +134,9 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 		__m256i xu[TQ_T][TQ_CHUNK];
 		float dx[TQ_T][TQ_CHUNK];
 		for (int t = 0; t < nt; t++) {
+			/* tokens past n_t repeat the last one and are not stored */
 			const struct kern_block_q8_0 *xb =
-				(const struct kern_block_q8_0 *)(x + (size_t)t * x_row) + b0;
+				(const struct kern_block_q8_0 *)(x + (size_t)(t < n_t ? t : n_t - 1) * x_row) + b0;
 			for (int j = 0; j < nc; j++) {
 				dx[t][j] = _cvtsh_ss(xb[j].d);
 				xu[t][j] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)xb[j].qs),
@@ -160,7 +161,7 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 			for (int k = 0; k < 8; k++)
 				cw = _mm512_dpbusd_epi32(cw, bias, v[k]);
 			cw = _mm512_sub_epi32(_mm512_setzero_si512(), cw);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
 			for (int t = 0; t < nt; t++) {
 				const char *xq = (const char *)&xu[t][j];
 				__m512i s = cw;
@@ -173,25 +174,29 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 		}
 	}
 	const __mmask16 m = (__mmask16)((1u << n_r) - 1);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
 	for (int t = 0; t < nt; t++)
-		_mm512_mask_storeu_ps(y + t * y_stride, m, acc[t]);
+		if (t < n_t)
+			_mm512_mask_storeu_ps(y + t * y_stride, m, acc[t]);
 }
 
+/* Token counts are rounded up to 1, 2, 4, 8 or 16 (one specialization
+ * each); the extra token slots repeat the last token and are not stored,
+ * which changes no output's bits. */
 #define TILE_FN(name, kind)                                                                      \
 	static void name(int64_t n, const void *w, size_t w_row, int n_r, const void *x,         \
 			 size_t x_row, int n_t, float *y, int64_t y_stride)                       \
 	{                                                                                        \
-		switch (n_t) {                                                                   \
-		case 1: tile_body(kind, 1, n, w, w_row, n_r, x, x_row, y, y_stride); break;      \
-		case 2: tile_body(kind, 2, n, w, w_row, n_r, x, x_row, y, y_stride); break;      \
-		case 3: tile_body(kind, 3, n, w, w_row, n_r, x, x_row, y, y_stride); break;      \
-		case 4: tile_body(kind, 4, n, w, w_row, n_r, x, x_row, y, y_stride); break;      \
-		case 5: tile_body(kind, 5, n, w, w_row, n_r, x, x_row, y, y_stride); break;      \
-		case 6: tile_body(kind, 6, n, w, w_row, n_r, x, x_row, y, y_stride); break;      \
-		case 7: tile_body(kind, 7, n, w, w_row, n_r, x, x_row, y, y_stride); break;      \
-		default: tile_body(kind, 8, n, w, w_row, n_r, x, x_row, y, y_stride); break;     \
-		}                                                                                \
+		if (n_t <= 1)                                                                    \
+			tile_body(kind, 1, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
+		else if (n_t <= 2)                                                               \
+			tile_body(kind, 2, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
+		else if (n_t <= 4)                                                               \
+			tile_body(kind, 4, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
+		else if (n_t <= 8)                                                               \
+			tile_body(kind, 8, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
+		else                                                                             \
+			tile_body(kind, 16, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);       \
 	}
 
 TILE_FN(tile_q8_0_q8_0, TQ_Q8_0)
