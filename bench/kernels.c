@@ -1,8 +1,12 @@
-/* Kernel benchmark: per weight type, the dot product of one row (in cache)
- * and the matrix-vector product of a 4096x4096 matrix (from memory), generic
- * vs dispatched, in GB/s of weight bytes; plus the threaded, tiled
- * kern_matmul for a batch of tokens in GFLOP/s. Warm-up, then repeats;
- * prints median and spread (min..max).
+/* Kernel benchmark, per weight type:
+ *  - dot: one row of 4096 in L1, repeated: generic vs dispatched vec_dot;
+ *  - matvec: a 16384x4096 matrix streamed from memory (huge pages, as
+ *    resident weights), 1 token: the generic vec_dot row by row vs
+ *    kern_matmul (tile kernels + prefetch) on 1 thread, then on N threads;
+ *  - matmul: 64 tokens against a 4096x4096 matrix through kern_matmul on
+ *    1 and N threads, in GFLOP/s, with the generic kernel's 1-thread figure
+ *    for the speedup.
+ * GB/s count weight bytes. Warm-up, then repeats; median [min..max].
  *
  *   build/bench-kernels [--quick] [--threads N] [--type NAME]
  */
@@ -10,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/ml_cpu.h"
 #include "base/ml_dtype.h"
@@ -91,6 +96,29 @@ static void git_rev(char *buf, size_t len)
 	pclose(p);
 }
 
+/* Seconds for one kern_matmul over the pool. */
+static double time_mm(struct ml_pool *pool, struct mm_job *j)
+{
+	double t0 = ml_time_s();
+	ml_pool_run(pool, mm_fn, j);
+	return ml_time_s() - t0;
+}
+
+/* Huge-page memory for |bytes| (as model weights are held). */
+static void *alloc_huge(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, bytes, MADV_HUGEPAGE);
+	return p;
+}
+
+static void cell(char *out, size_t cap, struct stats s)
+{
+	snprintf(out, cap, "%6.1f [%.1f..%.1f]", s.med, s.lo, s.hi);
+}
+
 int main(int argc, char **argv)
 {
 	int quick = 0, n_threads = ml_cpu_count_physical();
@@ -113,8 +141,8 @@ int main(int argc, char **argv)
 	printf("cores: %d logical, %d physical; kernels: %s\n", ml_cpu_count_logical(),
 	       ml_cpu_count_physical(), kern_isa_names());
 
-	const int64_t rows = quick ? 1024 : 4096, cols = 4096;
-	const int64_t n_tok = 32;
+	const int64_t cols = 4096, mv_rows = quick ? 2048 : 16384, mm_rows = quick ? 1024 : 4096;
+	const int64_t n_tok = 64;
 	struct ml_rng rng;
 	ml_rng_seed(&rng, 1);
 	float *wf = malloc((size_t)cols * 64 * sizeof(float));
@@ -123,20 +151,20 @@ int main(int argc, char **argv)
 		wf[i] = (float)(ml_rng_normal(&rng) * 0.05);
 	for (int64_t i = 0; i < cols * n_tok; i++)
 		xf[i] = (float)ml_rng_normal(&rng);
-	float *y = malloc((size_t)rows * n_tok * sizeof(float));
-	struct ml_pool *pool = NULL;
-	if (ml_pool_init(&pool, n_threads) != 0) {
+	float *y = malloc((size_t)mv_rows * n_tok * sizeof(float));
+	struct ml_pool *pool1 = NULL, *pool = NULL;
+	if (ml_pool_init(&pool1, 1) != 0 || ml_pool_init(&pool, n_threads) != 0) {
 		fprintf(stderr, "ml_pool_init failed\n");
 		return 1;
 	}
 
-	printf("\nmatrix %lldx%lld; dot = one row in L1, repeated; matvec = all rows from memory, 1 thread;\n"
-	       "matvec-%dt = kern_matmul, 1 token, %d threads; matmul = kern_matmul, %lld tokens, %d threads.\n"
-	       "GB/s of weight bytes; median [min..max] of %d runs\n\n",
-	       (long long)rows, (long long)cols, n_threads, n_threads, (long long)n_tok, n_threads, N_REPS);
-	printf("%-5s | %-26s %-26s %6s | %-26s %-26s %6s | %-24s | %s\n", "type", "dot generic GB/s",
-	       "dot dispatched GB/s", "x", "matvec generic GB/s", "matvec dispatched GB/s", "x",
-	       "matvec-Nt GB/s", "matmul GFLOP/s");
+	printf("\ndot: 1 row of %lld in L1; matvec: %lldx%lld from memory, 1 token; matmul: %lldx%lld x %lld "
+	       "tokens.\nGB/s of weight bytes; x = dispatched / generic; median [min..max] of %d runs\n\n",
+	       (long long)cols, (long long)mv_rows, (long long)cols, (long long)mm_rows, (long long)cols,
+	       (long long)n_tok, N_REPS);
+	printf("%-5s | %-22s %-22s %6s | %-22s %-22s %6s %-22s | %-22s %-22s %6s %-22s\n", "type",
+	       "dot generic GB/s", "dot dispatched GB/s", "x", "matvec generic GB/s", "matvec 1t GB/s", "x",
+	       "matvec Nt GB/s", "matmul generic GFLOP/s", "matmul 1t GFLOP/s", "x", "matmul Nt GFLOP/s");
 
 	for (size_t ti = 0; ti < sizeof(TYPES) / sizeof(TYPES[0]); ti++) {
 		const enum ml_dtype t = TYPES[ti];
@@ -146,57 +174,65 @@ int main(int argc, char **argv)
 		const struct kern_type_traits *dt = kern_type_traits(t);
 		const size_t wrow = ml_dtype_row_size(t, cols);
 		const size_t xrow = ml_dtype_row_size(dt->vec_dot_type, cols);
-		char *w = malloc(wrow * (size_t)rows);
-		/* 64 distinct rows, repeated to fill the matrix (quantizing 16M values is slow) */
+		char *w = alloc_huge(wrow * (size_t)mv_rows);
+		if (w == NULL) {
+			fprintf(stderr, "out of memory\n");
+			return 1;
+		}
+		/* 64 distinct rows, repeated to fill the matrix (quantizing 64M values is slow) */
 		for (int64_t r = 0; r < 64; r++)
 			gt->from_f32(wf + r * cols, w + (size_t)r * wrow, cols);
-		for (int64_t r = 64; r < rows; r++)
+		for (int64_t r = 64; r < mv_rows; r++)
 			memcpy(w + (size_t)r * wrow, w + (size_t)(r % 64) * wrow, wrow);
 		char *xq = malloc(xrow * (size_t)n_tok);
 		kern_quantize_rows(dt->vec_dot_type, xf, cols, xq, n_tok, cols, 0, 1);
 
-		double v[2][N_REPS], m[2][N_REPS], mm[N_REPS], mt[N_REPS];
+		double v[2][N_REPS], mg[N_REPS], m1[N_REPS], mn[N_REPS], g[N_REPS], g1[N_REPS], gn[N_REPS];
 		const int dot_iters = quick ? 200 : 2000;
 		for (int which = 0; which < 2; which++) {
 			kern_vec_dot_fn dot = which ? dt->vec_dot : gt->vec_dot;
 			time_dot(dot, cols, w, xq, dot_iters / 10); /* warm-up */
 			for (int r = 0; r < N_REPS; r++)
 				v[which][r] = (double)wrow * dot_iters / time_dot(dot, cols, w, xq, dot_iters) / 1e9;
-			time_matvec(dot, rows, cols, w, wrow, xq, y);
-			for (int r = 0; r < N_REPS; r++)
-				m[which][r] = (double)wrow * rows / time_matvec(dot, rows, cols, w, wrow, xq, y) / 1e9;
 		}
-		/* threaded matrix-vector product through kern_matmul */
-		struct mm_job job1 = {t, w, rows, cols, 1, xq, y};
-		ml_pool_run(pool, mm_fn, &job1);
+		const double mv_bytes = (double)wrow * mv_rows, mm_flop = 2.0 * mm_rows * cols * n_tok;
+		time_matvec(gt->vec_dot, mv_rows, cols, w, wrow, xq, y);
 		for (int r = 0; r < N_REPS; r++) {
+			mg[r] = mv_bytes / time_matvec(gt->vec_dot, mv_rows, cols, w, wrow, xq, y) / 1e9;
+			/* the generic matmul: every (row, token) dot with the scalar kernel */
 			double t0 = ml_time_s();
-			ml_pool_run(pool, mm_fn, &job1);
-			mt[r] = (double)wrow * rows / (ml_time_s() - t0) / 1e9;
+			for (int64_t k = 0; k < (quick ? 4 : 8); k++)
+				time_matvec(gt->vec_dot, mm_rows, cols, w, wrow, xq + (size_t)k * xrow, y);
+			g[r] = 2.0 * mm_rows * cols * (quick ? 4 : 8) / (ml_time_s() - t0) / 1e9;
 		}
-		struct mm_job job = {t, w, rows, cols, n_tok, xq, y};
-		ml_pool_run(pool, mm_fn, &job);
-		for (int r = 0; r < N_REPS; r++) {
-			double t0 = ml_time_s();
-			ml_pool_run(pool, mm_fn, &job);
-			mm[r] = 2.0 * rows * cols * n_tok / (ml_time_s() - t0) / 1e9;
-		}
-		struct stats dg = summarize(v[0], N_REPS), dd = summarize(v[1], N_REPS);
-		struct stats mg = summarize(m[0], N_REPS), md = summarize(m[1], N_REPS);
-		struct stats sm = summarize(mm, N_REPS), st = summarize(mt, N_REPS);
-		char c[6][40];
-		snprintf(c[0], 40, "%7.2f [%.2f..%.2f]", dg.med, dg.lo, dg.hi);
-		snprintf(c[1], 40, "%7.2f [%.2f..%.2f]", dd.med, dd.lo, dd.hi);
-		snprintf(c[2], 40, "%7.2f [%.2f..%.2f]", mg.med, mg.lo, mg.hi);
-		snprintf(c[3], 40, "%7.2f [%.2f..%.2f]", md.med, md.lo, md.hi);
-		snprintf(c[4], 40, "%6.1f [%.1f..%.1f]", sm.med, sm.lo, sm.hi);
-		snprintf(c[5], 40, "%6.2f [%.2f..%.2f]", st.med, st.lo, st.hi);
-		printf("%-5s | %-26s %-26s %5.1fx | %-26s %-26s %5.1fx | %-24s | %s\n", ml_dtype_name(t),
-		       c[0], c[1], dd.med / dg.med, c[2], c[3], md.med / mg.med, c[5], c[4]);
+		struct mm_job mv = {t, w, mv_rows, cols, 1, xq, y}, mm = {t, w, mm_rows, cols, n_tok, xq, y};
+		time_mm(pool1, &mv);
+		for (int r = 0; r < N_REPS; r++)
+			m1[r] = mv_bytes / time_mm(pool1, &mv) / 1e9;
+		time_mm(pool, &mv);
+		for (int r = 0; r < N_REPS; r++)
+			mn[r] = mv_bytes / time_mm(pool, &mv) / 1e9;
+		time_mm(pool1, &mm);
+		for (int r = 0; r < N_REPS; r++)
+			g1[r] = mm_flop / time_mm(pool1, &mm) / 1e9;
+		time_mm(pool, &mm);
+		for (int r = 0; r < N_REPS; r++)
+			gn[r] = mm_flop / time_mm(pool, &mm) / 1e9;
+
+		struct stats st[9] = {summarize(v[0], N_REPS), summarize(v[1], N_REPS), summarize(mg, N_REPS),
+				      summarize(m1, N_REPS),   summarize(mn, N_REPS),   summarize(g, N_REPS),
+				      summarize(g1, N_REPS),   summarize(gn, N_REPS)};
+		char c[8][40];
+		for (int k = 0; k < 8; k++)
+			cell(c[k], sizeof(c[k]), st[k]);
+		printf("%-5s | %-22s %-22s %5.1fx | %-22s %-22s %5.1fx %-22s | %-22s %-22s %5.1fx %-22s\n",
+		       ml_dtype_name(t), c[0], c[1], st[1].med / st[0].med, c[2], c[3], st[3].med / st[2].med, c[4],
+		       c[5], c[6], st[6].med / st[5].med, c[7]);
 		fflush(stdout);
-		free(w);
+		munmap(w, wrow * (size_t)mv_rows);
 		free(xq);
 	}
+	ml_pool_free(pool1);
 	ml_pool_free(pool);
 	free(wf);
 	free(xf);
