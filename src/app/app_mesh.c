@@ -76,6 +76,7 @@ struct app_mesh {
 	double release_by;    /* release even if the new host is not ready by then */
 	double drain_by;      /* cancel requests still running then */
 	bool drain_cancelled;
+	double first_plan_by; /* newly elected: plan by then even if the old host still splits */
 };
 
 /* What a node started with --model puts in its announcement's extra JSON:
@@ -86,6 +87,9 @@ struct app_mesh {
  * is ready, then this long for its running requests. */
 #define APP_MESH_RELEASE_WAIT_S 60.0
 #define APP_MESH_DRAIN_WAIT_S 30.0
+/* A newly elected host waits at most this long for the old host to stop
+ * using its pipeline before it sends its own plan to the stages. */
+#define APP_MESH_OLD_HOST_WAIT_S 5.0
 
 static double now_s(void)
 {
@@ -473,6 +477,24 @@ static void print_standby_banner(struct app_mesh *am, const char *host_hex, cons
 	fflush(stdout);
 }
 
+/* True while another node still announces it hosts our model over a split
+ * pipeline (a host that just lost the election and has not left its
+ * pipeline yet): its batches must not reach stages we give new work. */
+static bool old_host_splits(struct app_mesh *am)
+{
+	const struct mesh_members *ms = mesh_members(am->mesh);
+	for (size_t i = 0; ms && i < ms->n; i++) {
+		const struct mesh_member *m = ms->v[i];
+		if (m->self || !m->ann || m->state != MESH_ALIVE ||
+		    m->ann->role != MESH_ROLE_HOST || strcmp(m->ann->serving, am->model_id) != 0 ||
+		    strcmp(m->ann->fingerprint, am->fp_hex) != 0)
+			continue;
+		if (m->ann->n_layers > 0 && m->ann->layer_end < m->ann->n_layers)
+			return true;
+	}
+	return false;
+}
+
 static void become_host(struct app_mesh *am)
 {
 	struct timeval tv;
@@ -484,7 +506,53 @@ static void become_host(struct app_mesh *am)
 	am->is_host = true;
 	am->have_plan = false;
 	am->waiting_banner = false;
-	replan(am);
+	am->first_plan_by = now_s() + APP_MESH_OLD_HOST_WAIT_S;
+	am->replan_at = now_s();
+	if (!old_host_splits(am)) {
+		am->replan_at = 0;
+		replan(am);
+	}
+}
+
+
+/* True when the whole model fits this node's own budget (headroom as the
+ * planner counts it). */
+static bool fits_here(struct app_mesh *am)
+{
+	struct mesh_plan_node self;
+	memset(&self, 0, sizeof(self));
+	memcpy(self.id, mesh_node_id(am->mesh), NET_ID_LEN);
+	self.budget = am->vram;
+	self.has_model = true;
+	struct mesh_plan_params pp = {.epoch = am->epoch};
+	return mesh_plan_build(am->cand, &am->pm, &self, 1, 0, &pp) == 0 &&
+	       am->cand->status == MESH_PLAN_OK && am->cand->n_stages == 1;
+}
+
+/* A host that lost the election stops using its pipeline at once: the new
+ * host may give its stages other work, and our batches of an older plan
+ * would then reach them. Running requests go on with the whole model here
+ * (recomputed, same greedy output) when it fits, else they are cancelled. */
+static void leave_pipeline(struct app_mesh *am)
+{
+	mesh_stage_link_abort(am->link, "this node is stepping down as host");
+	am->link = NULL;
+	am->have_plan = false; /* elected again: plan afresh */
+	if (fits_here(am)) {
+		ML_INFO("split: stepping down: the running requests finish here on the whole model");
+		if (eng_relink(am->eng, NULL, 0, true))
+			ML_WARN("split: relink failed: %s", ml_last_error());
+		/* tells the new host our pipeline is gone */
+		mesh_set_serving(am->mesh, am->model_id, am->fp_hex, NULL, 0, am->pm.n_layer,
+		                 am->pm.n_layer);
+		return;
+	}
+	ML_WARN("split: stepping down: the model does not fit here alone; cancelling %d running "
+	        "requests",
+	        api_server_n_active(am->api));
+	api_server_cancel_all(am->api);
+	am->release_by = now_s(); /* nothing more to serve here */
+	mesh_set_role(am->mesh, MESH_ROLE_STANDBY);
 }
 
 static void on_elected(struct app_mesh *am)
@@ -528,6 +596,8 @@ static void on_elected(struct app_mesh *am)
 			am->released = false;
 			am->drain_cancelled = false;
 			am->release_by = now_s() + APP_MESH_RELEASE_WAIT_S;
+			if (am->link && am->eng)
+				leave_pipeline(am);
 		} else {
 			/* was waiting for peers: nothing runs here */
 			set_waiting(am, "");
@@ -622,8 +692,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	election_tick(am);
 	step_down_tick(am);
 	if (am->is_host && am->replan_at > 0 && now_s() >= am->replan_at) {
-		am->replan_at = 0;
-		replan(am);
+		if (!am->have_plan && now_s() < am->first_plan_by && old_host_splits(am)) {
+			am->replan_at = now_s() + 0.05;
+		} else {
+			am->replan_at = 0;
+			replan(am);
+		}
 	}
 	if (am->is_host && (!am->have_plan || am->plan->status != MESH_PLAN_OK))
 		am->replan_at = am->replan_at ? am->replan_at : now_s() + 1.0;

@@ -16,13 +16,15 @@ loopback, one HOME per node.
      request fails with a clear error after the bounded wait (30 s).
   4. --tensor-split 1,1,1: F waits (503) for 2 peers, then runs 3 stages
      with concurrent greedy output identical to solo.
-  5. election: EA (--model, 1 GB) hosts solo; EB (--model, 2 GB, --split)
-     joins and is elected (highest memory), EA steps down (its engine
-     stops) and becomes EB's pipeline stage; the greedy output through the
-     API of both nodes is identical to EA's solo output. A node joining
-     during a stream leaves the plan unchanged: the stream is not aborted
+  5. election: EA (--model, 1 GB, --split) hosts and splits over ES
+     (--model, 0.5 GB: not elected); EB (--model, 2 GB, --split) joins
+     during a stream on EA and is elected (highest memory): EA leaves its
+     pipeline (the stream finishes on EA with the same output), stops its
+     engine once EB serves, and its API tunnels to EB; the greedy output
+     through EB, EA and ES is identical to EA's solo output. A node joining
+     during a stream leaves EB's plan unchanged: the stream is not aborted
      and nothing is recomputed. SIGKILL of EB: EA is elected again, reloads
-     its engine and serves alone with the same output.
+     its engine and splits over ES with the same output.
 Joining nodes with the same model get a smaller --max-vram than the host
 so that the election (highest memory, then node id) is deterministic.
 ONLY=election runs part 5 alone.
@@ -94,7 +96,10 @@ def split_info(node):
 
 
 def election(w, common):
-    a = w.node("EA", common + ["--max-vram", "1"]).start(timeout=120)
+    # EA hosts with 1 GB; its outgoing packets wait 12 ms, so its split
+    # requests are slow enough to be running while the next node joins
+    a = w.node("EA", common + ["--max-vram", "1", "--split", "--net-delay-ms", "12"]).start(
+        timeout=120)
     aid = a.node_id()
     t = wait_until(lambda: split_info(a).get("n_stages") == 1, 30, 0.1)
     check("EA alone is elected and hosts solo", t is not None and
@@ -105,41 +110,79 @@ def election(w, common):
     check("EA solo answers", all(v[0] == 200 for v in ref.values()) and ref_long[0] == 200,
           (ref, ref_long))
 
-    # a bigger node with the same model joins: it is elected, EA steps down
-    b = w.node("EB", common + ["--max-vram", "2", "--split", "--net-delay-ms", "8",
-                               "--join", a.token]).start(timeout=120)
+    # ES has the model too but less memory: not elected, EA splits over it
+    es = w.node("ES", common + ["--max-vram", "0.5", "--join", a.token]).start(timeout=120)
+    t = wait_until(lambda: split_info(a).get("n_stages") == 2 and "stage" in split_info(es),
+                   60, 0.2)
+    check("ES (0.5 GB) is not elected, EA splits over it", t is not None and
+          "elected host for stories260K: node %s (1.0 GB)" % aid[:8] in es.read_log(),
+          (split_info(a), split_info(es), es.read_log()[-1000:]))
+
+    # EB, with more memory, joins while a request streams on EA: EB is
+    # elected, EA leaves its pipeline (the request goes on with the whole
+    # model on EA, same output), then stops its engine once EB serves
+    eb = {}
+
+    def start_b():
+        eb["n"] = w.node("EB", common + ["--max-vram", "2", "--split", "--net-delay-ms", "8",
+                                         "--join", a.token]).start(timeout=120)
+    th = []
+
+    def on_chunk(n):
+        if n == 1:
+            th.append(threading.Thread(target=start_b))
+            th[0].start()
+    t0 = time.time()
+    text, finish = chat_stream(a, PROMPTS[0], 400, on_chunk)
+    t_end = time.time()
+    for x in th:
+        x.join(60)
+    la = a.read_log()
+    print("  stream on EA %.1f s" % (t_end - t0))
+    down, done = la.find("stepping down as host"), la.rfind("+ 400 generated tokens")
+    check("EA stepped down while its stream ran: the request went on with the whole model",
+          0 <= down < done and "1 running requests are recomputed" in la[down:done],
+          la[-2000:])
+    check("... and the stream completes with the same greedy output",
+          text == ref_long[1] and finish == "length", (text, finish, ref_long[1]))
+    b = eb["n"]
     bid = b.node_id()
     t = wait_until(lambda: split_info(b).get("role") == "host" and
                    split_info(b).get("n_stages") == 2 and
-                   split_info(a).get("role") == "worker", 60, 0.2)
-    check("EB (2 GB) is elected host and plans 2 stages, EA (1 GB) is its stage",
-          t is not None, (split_info(a), split_info(b)))
-    if t is not None:
-        print("  EB hosts, EA is its stage %.1f s after EB started" % (time.time() - b.t_start))
+                   "stepped down: the engine" in a.read_log(), 60, 0.2)
+    check("EB (2 GB) is elected host and plans 2 stages", t is not None,
+          (split_info(a), split_info(b)))
     check("EB says it was elected, in words",
           "elected host for stories260K: node %s (2.0 GB), this node" % bid[:8] in b.read_log(),
           b.read_log()[-1500:])
     la = a.read_log()
-    check("EA steps down: its engine stops",
+    check("EA steps down in words, and its engine stops",
           "stepping down as host of stories260K: node %s (2.0 GB) is elected" % bid[:8] in la and
-          "stepped down: the engine for stories260K stopped" in la and "engine for stories260K "
-          "stopped" in la, la[-2000:])
+          "engine for stories260K stopped" in la, la[-2000:])
     el = split_info(a).get("elected") or {}
     check("EA's /mesh/status names the elected host",
           el.get("host") == bid and el.get("self") is False, el)
-    st = a.status() or {}
-    roles = {n["id"]: (n.get("role"), n.get("layers")) for n in st.get("nodes", [])}
-    sb, sa = split_info(b), split_info(a)
-    check("/mesh/status: EB host with layers [0,k), EA worker with [k,n)",
-          roles.get(bid, (None,))[0] == "host" and roles.get(aid, (None,))[0] == "worker" and
-          sb.get("layers", [0, 0])[1] == (sa.get("stage") or {}).get("layers", [0])[0] > 0,
-          (roles, sa, sb))
-    for name, n in (("EB", b), ("EA (tunnelled to EB)", a)):
+    # roles and ranges: EB hosts [0,k); the stage EB took (ES: lower RTT
+    # than the delayed EA) runs [k,n); EA is a worker only if in the plan
+    got = {}
+
+    def roles_ok():
+        st = b.status() or {}
+        roles = {n["id"]: (n.get("role"), n.get("layers")) for n in st.get("nodes", [])}
+        sb = split_info(b)
+        stage_ids = [i for i, (r, _) in roles.items() if r == "worker"]
+        k = sb.get("layers", [0, 0])[1]
+        got["v"] = (roles, sb, split_info(a))
+        return (roles.get(bid, (None,))[0] == "host" and len(stage_ids) == 1 and
+                roles[stage_ids[0]][1][0] == k > 0 and roles.get(aid, (None,))[0] != "host" and
+                split_info(a).get("role") in ("worker", "standby"))
+    t = wait_until(roles_ok, 10, 0.1)
+    check("/mesh/status: EB host with layers [0,k), one worker with [k,n), EA not hosting",
+          t is not None, got.get("v"))
+    for name, n in (("EB", b), ("EA (tunnelled to EB)", a), ("ES", es)):
         got = {p: chat(n, p) for p in PROMPTS[:2]}
         check("greedy output through %s's API identical to EA's solo output" % name,
               got == ref, (got, ref))
-    check("EA's stage ran EB's batches",
-          (split_info(a).get("stage") or {}).get("batches", 0) > 0, split_info(a))
 
     # a node joins during a stream and the plan stays: nothing is aborted
     epoch = split_info(b).get("epoch")
@@ -156,17 +199,17 @@ def election(w, common):
         seen["kept"] = time.time()
     th = []
 
-    def on_chunk(n):
+    def on_chunk2(n):
         if n == 1:
             th.append(threading.Thread(target=join_z))
             th[0].start()
     t0 = time.time()
-    text, finish = chat_stream(b, PROMPTS[0], 400, on_chunk)
+    text, finish = chat_stream(b, PROMPTS[0], 400, on_chunk2)
     t_end = time.time()
     for x in th:
         x.join(60)
     lb = b.read_log()[mark:]
-    print("  stream %.1f s; the new node alive after %.1f s, plan kept after %.1f s" %
+    print("  stream on EB %.1f s; the new node alive after %.1f s, plan kept after %.1f s" %
           (t_end - t0, seen.get("alive", 0) - t0, seen.get("kept", 0) - t0))
     check("a node joined and the plan was re-checked while the stream ran",
           seen.get("kept", t_end + 1) < t_end, (seen, t_end))
@@ -176,20 +219,21 @@ def election(w, common):
           "re-planned" not in lb and "new pipeline" not in lb and "new plan" not in lb and
           split_info(b).get("epoch") == epoch, (split_info(b).get("epoch"), epoch, lb[-1500:]))
 
-    # the elected host dies: EA, the only other node with the model, is
-    # elected again, loads its engine and serves alone
+    # the elected host dies: EA (1 GB, more than ES) is elected again,
+    # loads its engine and splits over ES again
     b.proc.send_signal(signal.SIGKILL)
     t0 = time.time()
     t = wait_until(lambda: split_info(a).get("role") == "host" and
+                   split_info(a).get("n_stages") == 2 and
                    (a.status() or {}).get("model_ready") is True, 60, 0.2)
-    check("EB killed: EA is elected again and reloads", t is not None, split_info(a))
+    check("EB killed: EA is elected again, reloads and splits over ES", t is not None,
+          split_info(a))
     if t is not None:
         print("  EA hosts again %.1f s after EB was killed (dead detection + settle + load)" %
               (time.time() - t0))
     got = {p: chat(a, p) for p in PROMPTS[:2]}
-    check("... with the same greedy output, solo", got == ref and
-          split_info(a).get("n_stages") == 1, (got, ref, split_info(a)))
-    for n in (a, b):
+    check("... with the same greedy output", got == ref, (got, ref))
+    for n in (a, b, es):
         n.kill()
 
 
