@@ -16,6 +16,7 @@
 #include "model/model.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -112,6 +113,29 @@ fail:
 
 /* ---- model speed ---- */
 
+/* A /proc/self/status field in kB (VmRSS:, VmHWM:), as MB; 0 if absent. */
+static double status_mb(const char *field)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	double mb = 0;
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		long kb;
+		if (strncmp(line, field, strlen(field)) == 0 && sscanf(line + strlen(field), "%ld", &kb) == 1)
+			mb = kb / 1e3;
+	}
+	if (f != NULL)
+		fclose(f);
+	return mb;
+}
+
+/* Bytes the C heap holds in use (arena + mmap'd chunks). */
+static size_t heap_bytes(void)
+{
+	struct mallinfo2 mi = mallinfo2();
+	return mi.uordblks + mi.hblkhd;
+}
+
 struct bench_opts {
 	const char *model;
 	int n_prompt;
@@ -135,6 +159,7 @@ static int bench_model(const struct bench_opts *o, int n_threads, double membw_g
 	int8_t *want = NULL;
 	float *logits = NULL;
 	double *pp = NULL, *tg = NULL;
+	const double t_load = ml_time_s();
 	int rc = model_load(&m, &mp);
 	if (rc < 0)
 		goto fail;
@@ -151,6 +176,9 @@ static int bench_model(const struct bench_opts *o, int n_threads, double membw_g
 	rc = model_ctx_init_params(&ctx, m, pool, &cp);
 	if (rc < 0)
 		goto fail;
+	const double load_s = ml_time_s() - t_load;
+	const double rss_load = status_mb("VmRSS:");
+	size_t tg_alloc = 0; /* heap bytes that appeared during generation (want 0) */
 	rc = ML_ERR_NOMEM;
 	tokens = calloc((size_t)n_batch, sizeof(*tokens));
 	pos = calloc((size_t)n_batch, sizeof(*pos));
@@ -181,6 +209,7 @@ static int bench_model(const struct bench_opts *o, int n_threads, double membw_g
 		}
 		if (o->n_gen > 0) {
 			int p0 = o->n_prompt;
+			const size_t heap0 = heap_bytes();
 			double t0 = ml_time_s();
 			for (int i = 0; i < o->n_gen; i++) {
 				int32_t tok = tokens[i % n_batch], p = p0 + i, s = 0;
@@ -192,9 +221,15 @@ static int bench_model(const struct bench_opts *o, int n_threads, double membw_g
 					goto fail;
 			}
 			tg[r] = o->n_gen / (ml_time_s() - t0);
+			if (heap_bytes() > heap0)
+				tg_alloc += heap_bytes() - heap0;
 		}
 	}
 	uint64_t wbytes = model_weight_bytes(m);
+	printf("{\"test\":\"load\",\"threads\":%d,\"seconds\":%.3f,\"weights\":\"%s\",\"weight_mb\":%.1f,"
+	       "\"rss_mb_after_load\":%.1f,\"rss_mb_peak\":%.1f,\"heap_bytes_allocated_in_tg\":%zu}\n",
+	       n_threads, load_s, o->mmap ? "mapped" : "resident", (double)wbytes / 1e6, rss_load,
+	       status_mb("VmHWM:"), tg_alloc);
 	if (o->n_prompt > 0) {
 		struct bench_stats s = stats_of(pp + 1, o->reps);
 		printf("{\"test\":\"pp%d\",\"threads\":%d,\"tokens_per_s\":%.2f,\"stddev\":%.2f,"
