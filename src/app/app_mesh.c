@@ -514,7 +514,6 @@ static void become_host(struct app_mesh *am)
 	}
 }
 
-
 /* True when the whole model fits this node's own budget (headroom as the
  * planner counts it). */
 static bool fits_here(struct app_mesh *am)
