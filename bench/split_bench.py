@@ -57,6 +57,10 @@ def spread(xs, fmt="%.1f"):
     return (fmt + " (" + fmt + "-" + fmt + ")") % (med(xs), min(xs), max(xs))
 
 
+def fmt_s(v):
+    return "%.2f" % v if v is not None else "?"
+
+
 def bounds_for(n_layer, stages):
     return [n_layer * i // stages for i in range(1, stages)]
 
@@ -116,9 +120,21 @@ def run_split(model, n_layer, stages, delay, runs, n_gen, tmp):
             log.close()
 
 
+def log_time(text, pattern):
+    """Epoch seconds of the first log line matching |pattern| (the log's
+    HH:MM:SS.mmm is local time of today), or None."""
+    m = re.search(r"^(\d\d):(\d\d):(\d\d\.\d+) \w+ +.*" + pattern, text, re.M)
+    if not m:
+        return None
+    lt = time.localtime()
+    midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1))
+    return midnight + int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+
+
 def join_to_serving(model, vram_a, vram_b, timeout=60):
-    """Seconds from spawning B to: B's banner, A's 2-stage plan, A's first
-    token. Returns a dict or raises."""
+    """Seconds from spawning B to: B in A's mesh (B's log), A's plan, the
+    plan acknowledged (both stages loaded), A's first token served. Returns
+    a dict or raises."""
     w = Work()
     ok = False
     try:
@@ -151,23 +167,90 @@ def join_to_serving(model, vram_a, vram_b, timeout=60):
         if t_first is None:
             raise RuntimeError("A did not serve within %d s:\n%s" % (timeout, a.read_log()[-2000:]))
         ok = True
-        return {"banner_s": t_banner, "plan_s": t_plan, "first_token_s": t_first}
+        la, lb = a.read_log(), b.read_log()
+        marks = {"joined_s": log_time(lb, "joined mesh"), "plan_s": log_time(la, "split: plan "),
+                 "loaded_s": log_time(la, "acknowledged by")}
+        res = {k: (v - t0 if v else None) for k, v in marks.items()}
+        res.update({"banner_s": t_banner, "status_plan_s": t_plan, "first_token_s": t_first})
+        return res
     finally:
         w.close(ok)
 
 
+def print_tables(head, rows, joins, vram):
+    if rows:
+        print_decode(head, rows)
+    if joins:
+        print_join(joins, vram)
+
+
+def print_decode(head, rows):
+    solo_all = [x for r in rows for x in r["solo_tps"]]
+    print()
+    print("decode, one request, %d tokens, median (min-max) of %d runs; 1 thread per process;"
+          " solo over all %d solo runs: %s tok/s = %.1f ms/token; load average %.2f at start" %
+          (head["n_gen"], head["runs"], len(solo_all), spread(solo_all), 1000 / med(solo_all),
+           head.get("loadavg_start", float("nan"))))
+    print()
+    hdr = ("| stages | delay | split tok/s | ms/token | solo ms/token (same run) "
+           "| compute ms/step: host + workers + head | expected: compute + S x delay "
+           "| measured - expected | hops ms/step (wait - remote compute) |")
+    print(hdr)
+    print("|" + " --- |" * (hdr.count("|") - 1))
+    print("| 1 (solo) | - | %s | %.1f | | | | | |" % (spread(solo_all), 1000 / med(solo_all)))
+    for r in rows:
+        S, d = r["stages"], r["delay_ms"]
+        ms = 1000 / med(r["split_tps"])
+        solo_ms = 1000 / med(r["solo_tps"])
+        n = max(r["steps"], 1)
+        host_ms = (r["busy_s"] - r["wait_s"]) / n * 1000
+        head_ms = r["head_s"] / n * 1000
+        work_ms = sum(w["compute_s"] for w in r["workers"]) / n * 1000
+        hops_ms = (r["wait_s"] - r["head_s"]) / n * 1000 - work_ms
+        comp = host_ms + work_ms + head_ms
+        exp = comp + S * d
+        print("| %d | %d ms | %s | %.1f | %.1f | %.1f = %.1f + %.1f + %.1f | %.1f | %+.1f | "
+              "%.1f = %d x %d + %.1f |" %
+              (S, d, spread(r["split_tps"]), ms, solo_ms, comp, host_ms, work_ms, head_ms, exp,
+               ms - exp, hops_ms, S, d, hops_ms - S * d))
+
+
+def print_join(joins, vram):
+    print()
+    print("join to serving (%d runs, --max-vram %s GB on each node), seconds after spawning B:" %
+          (len(joins), vram))
+    print()
+    print("| B in the mesh | A's plan (2 stages) | plan acknowledged (both stages loaded) "
+          "| first token served |")
+    print("| --- | --- | --- | --- |")
+
+    def col(k):
+        return spread([j[k] for j in joins if j.get(k) is not None], "%.2f")
+    print("| %s | %s | %s | %s |" % (col("joined_s"), col("plan_s"), col("loaded_s"),
+                                      col("first_token_s")))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--n-layer", type=int, required=True)
+    ap.add_argument("--model")
+    ap.add_argument("--n-layer", type=int)
+    ap.add_argument("--table", help="print the tables of a saved results file and exit")
     ap.add_argument("--delays", default="0,5,20")
     ap.add_argument("--stages", default="2,3")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--n-gen", type=int, default=32)
     ap.add_argument("--join-runs", type=int, default=3)
     ap.add_argument("--vram", default="0.2", help="--max-vram of each node in the join test")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
     a = ap.parse_args()
+    if a.table:
+        lines = [json.loads(x) for x in open(a.table) if x.strip()]
+        rows = [x for x in lines if "split_tps" in x]
+        joins = [x for x in lines if "first_token_s" in x]
+        print_tables(lines[0], rows, joins, lines[0].get("vram", "?"))
+        return
+    if not a.model or not a.n_layer or not a.out:
+        ap.error("--model, --n-layer and --out are required")
     delays = [int(x) for x in a.delays.split(",") if x != ""]
     stages = [int(x) for x in a.stages.split(",") if x != ""]
 
@@ -185,7 +268,8 @@ def main():
     head = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "git": rev + ("+dirty" if dirty else ""), "cpu": cpu, "nproc": os.cpu_count(),
             "model": a.model, "model_bytes": os.path.getsize(a.model),
-            "loadavg_start": os.getloadavg()[0], "runs": a.runs, "n_gen": a.n_gen}
+            "loadavg_start": os.getloadavg()[0], "runs": a.runs, "n_gen": a.n_gen,
+            "vram": a.vram}
     print("split bench: %s (%.0f MB), %d layers, git %s, %s, %d cores, load %.2f" %
           (os.path.basename(a.model), head["model_bytes"] / 1e6, a.n_layer, head["git"], cpu,
            os.cpu_count(), head["loadavg_start"]))
@@ -213,46 +297,16 @@ def main():
         out.write(json.dumps(dict(j, join_run=i)) + "\n")
         out.flush()
         joins.append(j)
-        print("  join %d: banner %.2f s, plan %.2f s, first token %.2f s" %
-              (i + 1, j["banner_s"], j["plan_s"], j["first_token_s"]))
+        print("  join %d: joined %s s, planned %s s, stages loaded %s s, first token %.2f s" %
+              (i + 1, fmt_s(j["joined_s"]), fmt_s(j["plan_s"]), fmt_s(j["loaded_s"]),
+               j["first_token_s"]))
         sys.stdout.flush()
     head_end = {"loadavg_end": os.getloadavg()[0]}
     out.write(json.dumps(head_end) + "\n")
     out.close()
 
-    solo_all = [x for r in rows for x in r["solo_tps"]]
-    print()
-    print("decode, one request, %d tokens, median (min-max) of %d runs; 1 thread per process;"
-          " solo over all %d solo runs: %s tok/s = %.1f ms/token" %
-          (a.n_gen, a.runs, len(solo_all), spread(solo_all), 1000 / med(solo_all)))
-    print()
-    hdr = ("| stages | delay | tok/s | ms/token | expected: solo + S x delay | measured - expected "
-           "| per step: host layers | workers' layers | head | hops (measured - compute) |")
-    print(hdr)
-    print("|" + " --- |" * (hdr.count("|") - 1))
-    print("| 1 (solo) | - | %s | %.1f | | | | | | |" % (spread(solo_all), 1000 / med(solo_all)))
-    for r in rows:
-        S, d = r["stages"], r["delay_ms"]
-        ms = 1000 / med(r["split_tps"])
-        solo_ms = 1000 / med(r["solo_tps"])
-        exp = solo_ms + S * d
-        n = max(r["steps"], 1)
-        host_ms = (r["busy_s"] - r["wait_s"]) / n * 1000
-        head_ms = r["head_s"] / n * 1000
-        work_ms = sum(w["compute_s"] for w in r["workers"]) / n * 1000
-        hops_ms = (r["wait_s"] - r["head_s"]) / n * 1000 - work_ms
-        print("| %d | %d ms | %s | %.1f | %.1f (%.1f + %d x %d) | %+.1f | %.1f | %.1f | %.1f | "
-              "%.1f (%d x %d ms + %.2f) |" %
-              (S, d, spread(r["split_tps"]), ms, exp, solo_ms, S, d, ms - exp, host_ms, work_ms,
-               head_ms, hops_ms, S, d, hops_ms - S * d))
-    print()
-    print("join to serving (%d runs, --max-vram %s GB on each node): B ready %s s, "
-          "A planned 2 stages %s s, first token served %s s after spawning B" %
-          (len(joins), a.vram, spread([j["banner_s"] for j in joins], "%.2f"),
-           spread([j["plan_s"] for j in joins], "%.2f"),
-           spread([j["first_token_s"] for j in joins], "%.2f")))
-    print("raw results: %s" % a.out)
-
+    print_tables(head, rows, joins, a.vram)
+    print("raw results: %s (bench/split_bench.py --table FILE prints the tables again)" % a.out)
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@
 # node joining to the first token served (mesh-llm serve, --max-vram).
 # See bench/split_bench.py and bench/README.md.
 #
-#   bench/split_bench.sh [--runs N] [--n-gen N] [--delays 0,5,20] [--stages 2,3]
+#   bench/split_bench.sh [--runs N (5)] [--n-gen N] [--delays 0,5,20] [--stages 2,3]
 #                        [--join-runs N] [--out FILE]
 #
 # The model is generated once by build/mesh-llm-gen into build/bench-models/
