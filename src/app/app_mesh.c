@@ -232,11 +232,20 @@ static void replan(struct app_mesh *am)
 {
 	static struct mesh_plan_node nodes[MESH_PLAN_MAX_NODES];
 	size_t n = gather_nodes(am, nodes, MESH_PLAN_MAX_NODES);
+	/* the running stages stay while usable: no re-plan on RTT jitter */
+	static uint8_t keep[MESH_PLAN_MAX_STAGES * NET_ID_LEN];
+	uint32_t n_keep = 0;
+	for (uint32_t i = 1; am->have_plan && am->plan->status == MESH_PLAN_OK &&
+	                     i < am->plan->n_stages && n_keep < MESH_PLAN_MAX_STAGES;
+	     i++)
+		memcpy(keep + (size_t)n_keep++ * NET_ID_LEN, am->plan->stages[i].id, NET_ID_LEN);
 	struct mesh_plan_params pp = {
 	    .epoch = am->epoch + 1,
 	    .force_split = am->o.force_split,
 	    .ratios = am->o.n_ratios ? am->o.ratios : NULL,
 	    .n_ratios = am->o.n_ratios,
+	    .keep = n_keep ? keep : NULL,
+	    .n_keep = n_keep,
 	};
 	int rc = mesh_plan_build(am->cand, &am->pm, nodes, n, 0, &pp);
 	if (rc) {

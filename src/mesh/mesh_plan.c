@@ -361,11 +361,17 @@ out:
 struct peer {
 	const struct mesh_plan_node *nd;
 	uint64_t cap;
+	uint32_t keep; /* 1 + index in mesh_plan_params.keep, 0: not kept */
 };
 
 static int peer_cmp(const void *x, const void *y)
 {
 	const struct peer *a = x, *b = y;
+	/* the running plan's stages first, in their pipeline order */
+	if ((a->keep != 0) != (b->keep != 0))
+		return a->keep ? -1 : 1;
+	if (a->keep != b->keep)
+		return a->keep < b->keep ? -1 : 1;
 	if (a->nd->rtt_us != b->nd->rtt_us)
 		return a->nd->rtt_us < b->nd->rtt_us ? -1 : 1;
 	return memcmp(a->nd->id, b->nd->id, NET_ID_LEN);
@@ -429,6 +435,9 @@ static int check_params(const struct mesh_plan_model *m, const struct mesh_plan_
 		return ml_error(ML_ERR_INVALID, "%s: headroom %u permille, want %d..%d", __func__,
 		                *permille, MESH_PLAN_HEADROOM_MIN, MESH_PLAN_HEADROOM_MAX);
 	*rtt_max = p && p->rtt_max_us ? p->rtt_max_us : MESH_PLAN_RTT_MAX_DEFAULT_US;
+	if (p && p->n_keep && (!p->keep || p->n_keep > MESH_PLAN_MAX_STAGES))
+		return ml_error(ML_ERR_INVALID, "%s: %u stages to keep, at most %d", __func__,
+		                p->n_keep, MESH_PLAN_MAX_STAGES);
 	if (p && p->n_ratios) {
 		if (!p->ratios || p->n_ratios > MESH_PLAN_MAX_STAGES)
 			return ml_error(ML_ERR_INVALID, "%s: %u tensor-split ratios, at most %d",
@@ -516,6 +525,10 @@ int mesh_plan_build(struct mesh_plan *out, const struct mesh_plan_model *m,
 		}
 		peers[np].nd = nd;
 		peers[np].cap = cap_of(nd->budget, permille);
+		peers[np].keep = 0;
+		for (uint32_t k = 0; p && k < p->n_keep && !peers[np].keep; k++)
+			if (memcmp(p->keep + (size_t)k * NET_ID_LEN, nd->id, NET_ID_LEN) == 0)
+				peers[np].keep = k + 1;
 		np++;
 	}
 	qsort(out->excluded, out->n_excluded, sizeof(out->excluded[0]), excl_cmp);

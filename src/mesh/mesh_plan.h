@@ -13,8 +13,9 @@
  *     a node "fits" bytes B when budget >= B x headroom (default 1.1,
  *     MESH_PLAN_HEADROOM_DEFAULT).
  *   - Solo on the host when the whole model fits it, unless force_split.
- *   - Otherwise peers are taken in order of RTT to the host (ties: node id)
- *     until the sum of their budgets fits the model and a contiguous split
+ *   - Otherwise peers are taken in order of RTT to the host (ties: node id;
+ *     the running plan's stages first when the caller lists them in
+ *     params.keep) until the sum of their budgets fits the model and a contiguous split
  *     exists in which no node holds more than fits it. Peers are skipped
  *     (and listed in |excluded| with the reason) when they are lite
  *     clients, lack the model file, have an RTT above the gate (default
@@ -106,6 +107,14 @@ struct mesh_plan_params {
 	uint32_t rtt_max_us;        /* 0 = MESH_PLAN_RTT_MAX_DEFAULT_US */
 	const double *ratios;       /* --tensor-split, borrowed; NULL/0 = by budgets */
 	uint32_t n_ratios;          /* 0..MESH_PLAN_MAX_STAGES */
+	/* Stickiness: the ids of the running plan's stages after the host
+	 * (n_keep x NET_ID_LEN bytes, borrowed, pipeline order). Those still
+	 * usable are taken first, in this order, before other peers by RTT, so
+	 * a membership change that does not need another node gives the same
+	 * plan (and the pipeline keeps running) instead of following RTT
+	 * jitter. NULL/0 = none. */
+	const uint8_t *keep;
+	uint32_t n_keep; /* 0..MESH_PLAN_MAX_STAGES */
 };
 
 enum mesh_plan_status {

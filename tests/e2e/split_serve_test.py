@@ -21,9 +21,9 @@ loopback, one HOME per node.
      during a stream on EA and is elected (highest memory): EA leaves its
      pipeline (the stream finishes on EA with the same output), stops its
      engine once EB serves, and its API tunnels to EB; the greedy output
-     through EB, EA and ES is identical to EA's solo output. A node joining
-     during a stream leaves EB's plan unchanged: the stream is not aborted
-     and nothing is recomputed. SIGKILL of EB: EA is elected again, reloads
+     through EB, EA and ES is identical to EA's solo output. A node with the
+     model joining during a stream leaves EB's plan unchanged (the running
+     stage is kept): the stream is not aborted and nothing is recomputed. SIGKILL of EB: EA is elected again, reloads
      its engine and splits over ES with the same output.
 Joining nodes with the same model get a smaller --max-vram than the host
 so that the election (highest memory, then node id) is deterministic.
@@ -184,13 +184,15 @@ def election(w, common):
         check("greedy output through %s's API identical to EA's solo output" % name,
               got == ref, (got, ref))
 
-    # a node joins during a stream and the plan stays: nothing is aborted
+    # a node with the model (not needed: EB keeps its running stage, even
+    # if the newcomer's RTT is lower) joins during a stream: the plan stays
+    # and nothing is aborted
     epoch = split_info(b).get("epoch")
     mark = len(b.read_log())
     seen = {}
 
     def join_z():
-        z = w.node("EZ", ["--threads", "1", "--join", b.token]).start(timeout=60)
+        z = w.node("EZ", common + ["--max-vram", "0.5", "--join", b.token]).start(timeout=60)
         zid = z.node_id()
         wait_until(lambda: any(n["id"] == zid and n.get("state") == "alive"
                                for n in (b.status() or {}).get("nodes", [])), 20, 0.05)

@@ -760,6 +760,70 @@ static void test_permutation_determinism(void **state)
 	}
 }
 
+/* params.keep: the running plan's stages stay while they are usable, in
+ * their pipeline order, whatever the RTTs of newcomers. */
+static void test_keep_running_stages(void **state)
+{
+	(void)state;
+	struct mesh_plan_model m = uniform(28, GB, GB, GB); /* 30 GB */
+	struct mesh_plan_node v[3] = {node(0xa0, 20 * GB, 0), node(0xb0, 20 * GB, 5),
+	                              node(0xc0, 20 * GB, 2)};
+	struct mesh_plan *run = malloc(sizeof(*run)), *p = malloc(sizeof(*p));
+	/* running: host + B (C was not there yet) */
+	assert_int_equal(mesh_plan_build(run, &m, v, 2, 0, NULL), 0);
+	assert_int_equal(run->n_stages, 2);
+	assert_int_equal(run->stages[1].id[0], 0xb0);
+	/* C joins, nearer: without keep the plan follows the RTT */
+	assert_int_equal(mesh_plan_build(p, &m, v, 3, 0, NULL), 0);
+	assert_int_equal(p->stages[1].id[0], 0xc0);
+	assert_false(mesh_plan_equal(run, p));
+	/* with keep: the same plan, whatever the order of the input */
+	struct mesh_plan_params pp = {.keep = run->stages[1].id, .n_keep = 1};
+	assert_int_equal(mesh_plan_build(p, &m, v, 3, 0, &pp), 0);
+	assert_true(mesh_plan_equal(run, p));
+	struct mesh_plan_node w[3] = {v[2], v[0], v[1]};
+	assert_int_equal(mesh_plan_build(p, &m, w, 3, 1, &pp), 0);
+	assert_true(mesh_plan_equal(run, p));
+	/* a kept stage that is no longer usable (RTT over the gate) is replaced */
+	v[1].rtt_us = 200000;
+	assert_int_equal(mesh_plan_build(p, &m, v, 3, 0, &pp), 0);
+	assert_int_equal(p->n_stages, 2);
+	assert_int_equal(p->stages[1].id[0], 0xc0);
+	v[1].rtt_us = 5000;
+	/* a kept id that is not in the input is ignored */
+	assert_int_equal(mesh_plan_build(p, &m, &v[0], 1, 0, &pp), 0);
+	assert_int_equal(p->status, MESH_PLAN_NO_FIT);
+	/* two kept stages keep their pipeline order, not the RTT order */
+	struct mesh_plan_model big = uniform(40, GB, GB, GB); /* 42 GB: host + 2 */
+	uint8_t keep[2 * NET_ID_LEN];
+	memcpy(keep, v[2].id, NET_ID_LEN);
+	memcpy(keep + NET_ID_LEN, v[1].id, NET_ID_LEN);
+	struct mesh_plan_params p2 = {.keep = keep, .n_keep = 2};
+	assert_int_equal(mesh_plan_build(p, &big, v, 3, 0, &p2), 0);
+	assert_int_equal(p->n_stages, 3);
+	assert_int_equal(p->stages[1].id[0], 0xc0);
+	assert_int_equal(p->stages[2].id[0], 0xb0);
+	memcpy(keep, v[1].id, NET_ID_LEN);
+	memcpy(keep + NET_ID_LEN, v[2].id, NET_ID_LEN);
+	assert_int_equal(mesh_plan_build(p, &big, v, 3, 0, &p2), 0);
+	assert_int_equal(p->stages[1].id[0], 0xb0);
+	assert_int_equal(p->stages[2].id[0], 0xc0);
+	/* manual ratios keep the running stages too */
+	double r[2] = {1, 1};
+	struct mesh_plan_params p3 = {.keep = run->stages[1].id, .n_keep = 1, .ratios = r,
+	                              .n_ratios = 2};
+	assert_int_equal(mesh_plan_build(p, &m, v, 3, 0, &p3), 0);
+	assert_int_equal(p->stages[1].id[0], 0xb0);
+	/* bad keep lists */
+	struct mesh_plan_params bad = {.keep = NULL, .n_keep = 1};
+	assert_int_equal(mesh_plan_build(p, &m, v, 3, 0, &bad), ML_ERR_INVALID);
+	bad.keep = keep;
+	bad.n_keep = MESH_PLAN_MAX_STAGES + 1;
+	assert_int_equal(mesh_plan_build(p, &m, v, 3, 0, &bad), ML_ERR_INVALID);
+	free(run);
+	free(p);
+}
+
 static void test_plan_equal(void **state)
 {
 	(void)state;
@@ -895,6 +959,7 @@ int main(void)
 	    cmocka_unit_test(test_random_against_brute_force),
 	    cmocka_unit_test(test_permutation_determinism),
 	    cmocka_unit_test(test_plan_equal),
+	    cmocka_unit_test(test_keep_running_stages),
 	    cmocka_unit_test(test_many_nodes_and_hostile_budgets),
 	    cmocka_unit_test(test_model_from_gguf),
 	};
