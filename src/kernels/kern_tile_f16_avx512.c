@@ -116,6 +116,110 @@ static ALWAYS_INLINE void tile_rt(enum tile_kind kind, int R, int T, int64_t n, 
 			y[t * y_stride + r] = hsum16(acc[r][t]);
 }
 
+/* Batches of tokens: the weights of a TILE_R x TILE_T register tile are
+ * converted to f32 once per call instead of once per TILE_T tokens. A call
+ * of BIG_T tokens converts each chunk of KC columns of its TILE_R rows into
+ * |wf| (12 KiB, stays in L1) and runs the register tiles over all its tokens
+ * from there, keeping their accumulators in |accs| between chunks. Per 16
+ * columns a tile then converts only its 4 activation vectors (10 before).
+ * Each output still sees the same FMAs in the same order (conversions are
+ * exact, the accumulator only passes through memory), so these outputs are
+ * the bits tile_rt() gives. */
+#define BIG_T 64
+#define BIG_MIN_T 8 /* fewer tokens: tile_rt() directly */
+#define KC 512
+
+/* Tokens [0, T) of a TILE_R-row register tile over one chunk of |nc|
+ * columns: |wf| the chunk's converted rows, |x| the tokens at the chunk's
+ * first column, |acc| the tile's accumulators (read and written back). */
+static ALWAYS_INLINE void tile_pre(enum tile_kind kind, int T, int64_t nc, const float *wf,
+				   const char *x, size_t x_row, __m512 acc_mem[TILE_R][TILE_T])
+{
+	const size_t es = kind == TILE_F32 ? 4 : 2;
+	__m512 acc[TILE_R][TILE_T];
+	_Pragma("GCC unroll 8")
+	for (int r = 0; r < TILE_R; r++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			acc[r][t] = acc_mem[r][t];
+	int64_t i = 0;
+	for (; i + 16 <= nc; i += 16) {
+		__m512 xv[TILE_T];
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			xv[t] = load16(kind, x + t * x_row + (size_t)i * es);
+		_Pragma("GCC unroll 8")
+		for (int r = 0; r < TILE_R; r++) {
+			const __m512 wv = _mm512_load_ps(wf + r * KC + i);
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < T; t++)
+				acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+		}
+	}
+	if (i < nc) {
+		const __mmask16 m = (__mmask16)((1u << (nc - i)) - 1);
+		__m512 xv[TILE_T];
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			xv[t] = load16_mask(kind, x + t * x_row + (size_t)i * es, m);
+		_Pragma("GCC unroll 8")
+		for (int r = 0; r < TILE_R; r++) {
+			const __m512 wv = _mm512_load_ps(wf + r * KC + i);
+			_Pragma("GCC unroll 8")
+			for (int t = 0; t < T; t++)
+				acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+		}
+	}
+	_Pragma("GCC unroll 8")
+	for (int r = 0; r < TILE_R; r++)
+		_Pragma("GCC unroll 8")
+		for (int t = 0; t < T; t++)
+			acc_mem[r][t] = acc[r][t];
+}
+
+typedef void (*tile_pre_fn)(int64_t nc, const float *wf, const char *x, size_t x_row,
+			    __m512 acc[TILE_R][TILE_T]);
+
+/* TILE_R rows times n_t <= BIG_T tokens through tile_pre(); |pre| holds its
+ * instantiations for 1..TILE_T tokens. */
+static ALWAYS_INLINE void tile_big(enum tile_kind kind, const tile_pre_fn pre[TILE_T], int64_t n,
+				   const char *w, size_t w_row, const char *x, size_t x_row,
+				   int n_t, float *y, int64_t y_stride)
+{
+	const size_t es = kind == TILE_F32 ? 4 : 2;
+	float wf[TILE_R * KC] __attribute__((aligned(64)));
+	__m512 accs[BIG_T / TILE_T][TILE_R][TILE_T];
+	const int n_mt = (n_t + TILE_T - 1) / TILE_T;
+	for (int k = 0; k < n_mt; k++)
+		for (int r = 0; r < TILE_R; r++)
+			for (int t = 0; t < TILE_T; t++)
+				accs[k][r][t] = _mm512_setzero_ps();
+	for (int64_t c0 = 0; c0 < n; c0 += KC) {
+		const int64_t nc = n - c0 < KC ? n - c0 : KC;
+		for (int r = 0; r < TILE_R; r++) {
+			const char *wr = w + r * w_row + (size_t)c0 * es;
+			int64_t i = 0;
+			for (; i + 16 <= nc; i += 16)
+				_mm512_store_ps(wf + r * KC + i, load16(kind, wr + (size_t)i * es));
+			if (i < nc)
+				_mm512_store_ps(wf + r * KC + i,
+						load16_mask(kind, wr + (size_t)i * es,
+							    (__mmask16)((1u << (nc - i)) - 1)));
+		}
+		for (int k = 0; k < n_mt; k++) {
+			const int nt = n_t - k * TILE_T < TILE_T ? n_t - k * TILE_T : TILE_T;
+			pre[nt - 1](nc, wf, x + (size_t)k * TILE_T * x_row + (size_t)c0 * es, x_row,
+				    accs[k]);
+		}
+	}
+	for (int k = 0; k < n_mt; k++) {
+		const int nt = n_t - k * TILE_T < TILE_T ? n_t - k * TILE_T : TILE_T;
+		for (int r = 0; r < TILE_R; r++)
+			for (int t = 0; t < nt; t++)
+				y[(k * TILE_T + t) * y_stride + r] = hsum16(accs[k][r][t]);
+	}
+}
+
 typedef void (*tile_rt_fn)(int64_t n, const char *w, size_t w_row, const char *x, size_t x_row,
 			   float *y, int64_t y_stride);
 
@@ -125,37 +229,57 @@ typedef void (*tile_rt_fn)(int64_t n, const char *w, size_t w_row, const char *x
 	{                                                                                         \
 		tile_rt(kind, R, T, n, w, w_row, x, x_row, y, y_stride);                           \
 	}
+#define TILE_PRE_FN(kind, K, T)                                                                   \
+	static void tile_pre_##K##_##T(int64_t nc, const float *wf, const char *x, size_t x_row, \
+				       __m512 acc[TILE_R][TILE_T])                                \
+	{                                                                                         \
+		tile_pre(kind, T, nc, wf, x, x_row, acc);                                          \
+	}
 #define TILE_FNS_R(kind, K, R)                                                                    \
 	TILE_FN(kind, K, R, 1) TILE_FN(kind, K, R, 2) TILE_FN(kind, K, R, 3) TILE_FN(kind, K, R, 4)
 #define TILE_FNS(kind, K)                                                                         \
 	TILE_FNS_R(kind, K, 1) TILE_FNS_R(kind, K, 2) TILE_FNS_R(kind, K, 3)                      \
-	TILE_FNS_R(kind, K, 4) TILE_FNS_R(kind, K, 5) TILE_FNS_R(kind, K, 6)
+	TILE_FNS_R(kind, K, 4) TILE_FNS_R(kind, K, 5) TILE_FNS_R(kind, K, 6)                      \
+	TILE_PRE_FN(kind, K, 1) TILE_PRE_FN(kind, K, 2) TILE_PRE_FN(kind, K, 3)                   \
+	TILE_PRE_FN(kind, K, 4)
 #define TILE_ROW(K, R) {tile_##K##_##R##x1, tile_##K##_##R##x2, tile_##K##_##R##x3, tile_##K##_##R##x4}
-#define TILE_TABLE(K)                                                                             \
+#define TILE_TABLE(kind, K)                                                                       \
 	static const tile_rt_fn tiles_##K[TILE_R][TILE_T] = {                                     \
 		TILE_ROW(K, 1), TILE_ROW(K, 2), TILE_ROW(K, 3),                                   \
 		TILE_ROW(K, 4), TILE_ROW(K, 5), TILE_ROW(K, 6),                                   \
 	};                                                                                        \
+	static const tile_pre_fn tiles_pre_##K[TILE_T] = {tile_pre_##K##_1, tile_pre_##K##_2,     \
+							   tile_pre_##K##_3, tile_pre_##K##_4};   \
 	static void tile_##K(int64_t n, const void *w, size_t w_row, int n_r, const void *x,      \
 			     size_t x_row, int n_t, float *y, int64_t y_stride)                   \
 	{                                                                                         \
-		tiles_##K[n_r - 1][n_t - 1](n, w, w_row, x, x_row, y, y_stride);                  \
+		const char *xb = x;                                                               \
+		if (n_r == TILE_R && n_t >= BIG_MIN_T) {                                          \
+			tile_big(kind, tiles_pre_##K, n, w, w_row, xb, x_row, n_t, y, y_stride);  \
+			return;                                                                   \
+		}                                                                                 \
+		for (int t = 0; t < n_t; t += TILE_T) {                                           \
+			const int nt = n_t - t < TILE_T ? n_t - t : TILE_T;                       \
+			tiles_##K[n_r - 1][nt - 1](n, w, w_row, xb + t * x_row, x_row,            \
+						   y + t * y_stride, y_stride);                   \
+		}                                                                                 \
 	}
 
 static_assert(TILE_R == 6 && TILE_T == 4, "the tables below spell out 6 x 4");
+static_assert(BIG_T % TILE_T == 0 && KC % 16 == 0, "whole register tiles and vectors");
 
 TILE_FNS(TILE_F32, f32)
 TILE_FNS(TILE_F16, f16)
 TILE_FNS(TILE_BF16, bf16)
-TILE_TABLE(f32)
-TILE_TABLE(f16)
-TILE_TABLE(bf16)
+TILE_TABLE(TILE_F32, f32)
+TILE_TABLE(TILE_F16, f16)
+TILE_TABLE(TILE_BF16, bf16)
 
 int kern_tiles_f16_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, TILE_T};
-	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, TILE_T};
-	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, TILE_T};
+	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, BIG_T};
+	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, BIG_T};
+	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, BIG_T};
 	return 3;
 }
 
