@@ -112,6 +112,24 @@ static inline __attribute__((always_inline)) void prep_q4_0(const char *const rp
 	}
 }
 
+/* The 16 rows' f16 scales at byte |off|, in float. Assembled in general
+ * registers: 16 narrow stores and one wide load would stall on store
+ * forwarding for every block. */
+static inline __attribute__((always_inline)) __m512 scales_16(const char *const rp[TQ_R], size_t off)
+{
+	uint64_t q[4];
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		uint16_t h[4];
+#pragma GCC unroll 4
+		for (int k = 0; k < 4; k++)
+			memcpy(&h[k], rp[4 * i + k] + off, sizeof(h[k]));
+		q[i] = h[0] | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 32 | (uint64_t)h[3] << 48;
+	}
+	return _mm512_cvtph_ps(_mm256_set_epi64x((long long)q[3], (long long)q[2], (long long)q[1],
+						 (long long)q[0]));
+}
+
 static inline __attribute__((always_inline)) void
 tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_t w_row, int n_r,
 	  const char *x, size_t x_row, int n_t, float *y, int64_t y_stride)
@@ -145,11 +163,17 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 		}
 		for (int j = 0; j < nc; j++) {
 			const int64_t b = b0 + j;
-			uint16_t dh[TQ_R];
+			if (nt == 1 && (j & 1) == 0) {
+				/* one token streams the weights once: ask for the same
+				 * bytes of the next 16 rows (the next tile, as kern_matmul
+				 * walks them) into L2, a tile ahead. Rows of a few KiB are
+				 * too short for the hardware prefetcher to get ahead on 16
+				 * streams; prefetches past the matrix are harmless. */
 #pragma GCC unroll 16
-			for (int r = 0; r < TQ_R; r++)
-				memcpy(&dh[r], rp[r] + (size_t)b * wb, sizeof(dh[r]));
-			const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dh));
+				for (int r = 0; r < TQ_R; r++)
+					_mm_prefetch(rp[r] + TQ_R * w_row + (size_t)b * wb, _MM_HINT_T1);
+			}
+			const __m512 dw = scales_16(rp, (size_t)b * wb);
 			__m512i v[8];
 			if (kind == TQ_Q8_0)
 				prep_q8_0(rp, b, v);
@@ -161,15 +185,27 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 			for (int k = 0; k < 8; k++)
 				cw = _mm512_dpbusd_epi32(cw, bias, v[k]);
 			cw = _mm512_sub_epi32(_mm512_setzero_si512(), cw);
-#pragma GCC unroll 16
-			for (int t = 0; t < nt; t++) {
-				const char *xq = (const char *)&xu[t][j];
-				__m512i s = cw;
+			/* two tokens' dependent vpdpbusd chains interleaved, so the
+			 * out-of-order window sees enough independent work */
+			const int g_n = nt < 2 ? nt : 2;
+#pragma GCC unroll 4
+			for (int t0 = 0; t0 < nt; t0 += g_n) {
+				__m512i s[2];
+#pragma GCC unroll 4
+				for (int i = 0; i < g_n; i++)
+					s[i] = cw;
 #pragma GCC unroll 8
 				for (int k = 0; k < 8; k++)
-					s = _mm512_dpbusd_epi32(s, _mm512_set1_epi32(load_i32(xq + 4 * k)), v[k]);
-				const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(dx[t][j]));
-				acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[t]);
+#pragma GCC unroll 4
+					for (int i = 0; i < g_n; i++)
+						s[i] = _mm512_dpbusd_epi32(
+							s[i], _mm512_set1_epi32(load_i32((const char *)&xu[t0 + i][j] + 4 * k)),
+							v[k]);
+#pragma GCC unroll 4
+				for (int i = 0; i < g_n; i++) {
+					const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(dx[t0 + i][j]));
+					acc[t0 + i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), d, acc[t0 + i]);
+				}
 			}
 		}
 	}
