@@ -613,6 +613,8 @@ static void on_elected(struct app_mesh *am)
 			announce_not_host(am);
 		}
 	}
+	if (!am->stepping_down)
+		api_tunnel_set_local(am->tun, NULL, false);
 	print_standby_banner(am, hex, gb);
 }
 
@@ -656,7 +658,8 @@ static void step_down_tick(struct app_mesh *am)
 			return;
 		am->released = true;
 		am->model_ready = false;
-		api_tunnel_set_local(am->tun, am->model_id, false);
+		/* the API as on any node without the model: tunnel, /health ok */
+		api_tunnel_set_local(am->tun, NULL, false);
 		announce_not_host(am);
 		am->drain_by = now_s() + APP_MESH_DRAIN_WAIT_S;
 		ML_INFO("split: node %.8s %s %s now; this node's API tunnels to it, %d running "

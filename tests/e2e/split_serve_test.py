@@ -117,6 +117,8 @@ def election(w, common):
     check("ES (0.5 GB) is not elected, EA splits over it", t is not None and
           "elected host for stories260K: node %s (1.0 GB)" % aid[:8] in es.read_log(),
           (split_info(a), split_info(es), es.read_log()[-1000:]))
+    code, j = http("GET", es.url("/health"))
+    check("ES's /health is ok (it serves the API through the mesh)", code == 200, (code, j))
 
     # EB, with more memory, joins while a request streams on EA: EB is
     # elected, EA leaves its pipeline (the request goes on with the whole
