@@ -24,7 +24,8 @@ loopback, one HOME per node.
      through EB, EA and ES is identical to EA's solo output. A node with the
      model joining during a stream leaves EB's plan unchanged (the running
      stage is kept): the stream is not aborted and nothing is recomputed. SIGKILL of EB: EA is elected again, reloads
-     its engine and splits over ES with the same output.
+     its engine and splits over ES with the same output. A host waiting
+     for memory (WA) steps down for a bigger node (WB), which serves alone.
 Joining nodes with the same model get a smaller --max-vram than the host
 so that the election (highest memory, then node id) is deterministic.
 ONLY=election runs part 5 alone.
@@ -238,6 +239,20 @@ def election(w, common):
     got = {p: chat(a, p) for p in PROMPTS[:2]}
     check("... with the same greedy output", got == ref, (got, ref))
     for n in (a, b, es):
+        n.kill()
+
+    # a host waiting for memory steps down for a bigger node, which serves
+    # alone; the waiting node's API tunnels to it
+    wa = w.node("WA", common + ["--max-vram", "0.0005"]).start(timeout=120)
+    code, _ = chat(wa, PROMPTS[0])
+    check("WA (0.5 MB) waits: 503", code == 503, code)
+    wb = w.node("WB", common + ["--max-vram", "1", "--join", wa.token]).start(timeout=120)
+    t = wait_until(lambda: chat(wa, PROMPTS[0]) == ref[PROMPTS[0]], 30, 0.3)
+    check("WB (1 GB) is elected and serves alone; WA's API tunnels to it, same output",
+          t is not None and split_info(wb).get("role") == "host" and
+          split_info(wb).get("n_stages") == 1 and split_info(wa).get("role") == "standby" and
+          split_info(wa).get("waiting") is None, (split_info(wa), split_info(wb)))
+    for n in (wa, wb):
         n.kill()
 
 
