@@ -32,7 +32,8 @@
 
 #include "kernels/kern_impl.h"
 
-#define TQ_R 16   /* weight rows per tile: the 16 int32 lanes */
+#define TQ_R 16   /* weight rows per group: the 16 int32 lanes */
+#define TQ_G 4    /* row groups per tile (they share the staged tokens) */
 #define TQ_T 16   /* tokens per tile */
 #define TQ_CHUNK 32 /* block columns whose tokens are staged at once */
 
@@ -136,19 +137,15 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 {
 	const size_t wb = kind == TQ_Q8_0 ? sizeof(struct kern_block_q8_0) : sizeof(struct kern_block_q4_0);
 	const int64_t nb = n / KERN_QK8_0;
-	const char *rp[TQ_R];
-	for (int r = 0; r < TQ_R; r++) /* missing rows read row 0 and are not stored */
-		rp[r] = w + (size_t)(r < n_r ? r : 0) * w_row;
-
-	__m512 acc[TQ_T];
-#pragma GCC unroll 16
-	for (int t = 0; t < nt; t++)
-		acc[t] = _mm512_setzero_ps();
-
+	const int n_g = (n_r + TQ_R - 1) / TQ_R;
+	/* partial sums of each row group between chunks (exact: stored and
+	 * reloaded, not re-rounded) */
+	__m512 part[TQ_G][TQ_T];
 	const __m512i bias = _mm512_set1_epi8((char)0x80);
 	for (int64_t b0 = 0; b0 < nb; b0 += TQ_CHUNK) {
 		const int nc = (int)(nb - b0 < TQ_CHUNK ? nb - b0 : TQ_CHUNK);
-		/* the tile's tokens for this chunk: quants biased to unsigned, scales in float */
+		/* the tile's tokens for this chunk, shared by its row groups:
+		 * quants biased to unsigned, scales in float */
 		__m256i xu[TQ_T][TQ_CHUNK];
 		float dx[TQ_T][TQ_CHUNK];
 		for (int t = 0; t < nt; t++) {
@@ -161,17 +158,26 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 							    _mm512_castsi512_si256(bias));
 			}
 		}
+		for (int g = 0; g < n_g; g++) {
+		const int g_r = n_r - g * TQ_R < TQ_R ? n_r - g * TQ_R : TQ_R;
+		const char *rp[TQ_R];
+		for (int r = 0; r < TQ_R; r++) /* missing rows read the group's first and are not stored */
+			rp[r] = w + (size_t)(g * TQ_R + (r < g_r ? r : 0)) * w_row;
+		__m512 acc[TQ_T];
+#pragma GCC unroll 16
+		for (int t = 0; t < nt; t++)
+			acc[t] = b0 == 0 ? _mm512_setzero_ps() : part[g][t];
 		for (int j = 0; j < nc; j++) {
 			const int64_t b = b0 + j;
 			if (nt == 1 && (j & 1) == 0) {
 				/* one token streams the weights once: ask for the same
-				 * bytes of the next 16 rows (the next tile, as kern_matmul
-				 * walks them) into L2, a tile ahead. Rows of a few KiB are
-				 * too short for the hardware prefetcher to get ahead on 16
+				 * bytes of these rows in the next tile (kern_matmul's next
+				 * call) into L2, a tile ahead. Rows of a few KiB are too
+				 * short for the hardware prefetcher to get ahead on 16
 				 * streams; prefetches past the matrix are harmless. */
 #pragma GCC unroll 16
 				for (int r = 0; r < TQ_R; r++)
-					_mm_prefetch(rp[r] + TQ_R * w_row + (size_t)b * wb, _MM_HINT_T1);
+					_mm_prefetch(rp[r] + TQ_G * TQ_R * w_row + (size_t)b * wb, _MM_HINT_T1);
 			}
 			const __m512 dw = scales_16(rp, (size_t)b * wb);
 			__m512i v[8];
@@ -208,12 +214,19 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 				}
 			}
 		}
-	}
-	const __mmask16 m = (__mmask16)((1u << n_r) - 1);
+		if (b0 + nc < nb) {
 #pragma GCC unroll 16
-	for (int t = 0; t < nt; t++)
-		if (t < n_t)
-			_mm512_mask_storeu_ps(y + t * y_stride, m, acc[t]);
+			for (int t = 0; t < nt; t++)
+				part[g][t] = acc[t];
+		} else {
+			const __mmask16 m = (__mmask16)((1u << g_r) - 1);
+#pragma GCC unroll 16
+			for (int t = 0; t < nt; t++)
+				if (t < n_t)
+					_mm512_mask_storeu_ps(y + t * y_stride + g * TQ_R, m, acc[t]);
+		}
+		}
+	}
 }
 
 /* Token counts are rounded up to 1, 2, 4, 8 or 16 (one specialization
@@ -240,8 +253,8 @@ TILE_FN(tile_q4_0_q8_0, TQ_Q4_0)
 
 int kern_tiles_q8_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TQ_R, TQ_T};
-	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TQ_R, TQ_T};
+	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TQ_G * TQ_R, TQ_T};
+	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TQ_G * TQ_R, TQ_T};
 	return 2;
 }
 
