@@ -106,6 +106,16 @@ static const int32_t KQ_BZ[16] = {0, 4, 0, 0, 1, 5, 1, 1, 2, 6, 2, 2, 3, 7, 3, 3
 static const int32_t KQ_EVEN[16] = {0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30};
 static const int32_t KQ_ODD[16] = {1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31};
 
+/* A zero register from its own zeroing idiom: vpdpbusd accumulates in
+ * place, and from one shared zero GCC would copy it before every vpdpbusd
+ * (a move per dot instead of a rename-time idiom). */
+KQ_INLINE __m512i zero_idiom(void)
+{
+	__m512i z;
+	__asm__ volatile("vpxord %0, %0, %0" : "=v"(z));
+	return z;
+}
+
 KQ_INLINE __m512i ld(const void *p)
 {
 	return _mm512_loadu_si512(p);
@@ -234,11 +244,10 @@ KQ_INLINE __m512i perm_sw(const int16_t *idx, __m512i sw)
 /* One token: the exact integer dot, lane l as described at the top. */
 KQ_INLINE __m512i kq_dot1(const struct kq_row *w, const __m512i s1[2], const int8_t *a)
 {
-	const __m512i z = _mm512_setzero_si512();
 	__m512i p[4];
 	KQ_UNROLL
 	for (int c = 0; c < 4; c++)
-		p[c] = _mm512_dpbusd_epi32(z, w->q[c], ld(a + 64 * c));
+		p[c] = _mm512_dpbusd_epi32(zero_idiom(), w->q[c], ld(a + 64 * c));
 	const __m512i s = _mm512_madd_epi16(_mm512_packs_epi32(p[0], p[1]), s1[0]);
 	return _mm512_dpwssd_epi32(s, _mm512_packs_epi32(p[2], p[3]), s1[1]);
 }
@@ -247,12 +256,11 @@ KQ_INLINE __m512i kq_dot1(const struct kq_row *w, const __m512i s1[2], const int
  * kq_dot1 for token a (without the Q6_K correction). */
 KQ_INLINE __m512i kq_dot2(const struct kq_row *w, const __m512i sp[4], const int8_t *a, const int8_t *b)
 {
-	const __m512i z = _mm512_setzero_si512();
-	__m512i s = z;
+	__m512i s = _mm512_setzero_si512();
 	KQ_UNROLL
 	for (int c = 0; c < 4; c++) {
-		const __m512i pa = _mm512_dpbusd_epi32(z, w->q[c], ld(a + 64 * c));
-		const __m512i pb = _mm512_dpbusd_epi32(z, w->q[c], ld(b + 64 * c));
+		const __m512i pa = _mm512_dpbusd_epi32(zero_idiom(), w->q[c], ld(a + 64 * c));
+		const __m512i pb = _mm512_dpbusd_epi32(zero_idiom(), w->q[c], ld(b + 64 * c));
 		s = c == 0 ? _mm512_madd_epi16(_mm512_packs_epi32(pa, pb), sp[0])
 			   : _mm512_dpwssd_epi32(s, _mm512_packs_epi32(pa, pb), sp[c]);
 	}
@@ -318,6 +326,7 @@ KQ_INLINE void kq_tile(enum kq_kind kind, int64_t nb, const char *w, size_t w_ro
 				sp[c] = perm_sw(sp_idx[c], q.sw);
 			const __m512i m0 = perm_sw(m_idx[0], q.mw), m1 = perm_sw(m_idx[1], q.mw);
 			const __m512 xd = _mm512_set1_ps(kq_d(kind, blk));
+			const __m512 xdmin = _mm512_set1_ps(kind == KQ_Q6_K ? 0.0f : kq_dmin(blk));
 			KQ_UNROLL
 			for (int g = 0; g < ng; g++) {
 				const int nt = n_t - 4 * g;
@@ -328,12 +337,14 @@ KQ_INLINE void kq_tile(enum kq_kind kind, int64_t nb, const char *w, size_t w_ro
 							     _mm512_permutex2var_epi32(s01, ld(KQ_ODD), s23));
 				const __m512i m = _mm512_add_epi32(_mm512_madd_epi16(m0, b0[g]),
 								   _mm512_madd_epi16(m1, b1[g]));
-				if (kind == KQ_Q6_K)
+				if (kind == KQ_Q6_K) {
 					u = _mm512_add_epi32(u, m);
-				acc[r][g] = _mm512_fmadd_ps(_mm512_mul_ps(xd, ydv[g]), _mm512_cvtepi32_ps(u), acc[r][g]);
-				if (kind != KQ_Q6_K) {
-					const __m512 dmv = _mm512_mul_ps(_mm512_set1_ps(kq_dmin(blk)), ydv[g]);
-					acc[r][g] = _mm512_fnmadd_ps(dmv, _mm512_cvtepi32_ps(m), acc[r][g]);
+					acc[r][g] = _mm512_fmadd_ps(_mm512_mul_ps(xd, ydv[g]), _mm512_cvtepi32_ps(u),
+								    acc[r][g]);
+				} else {
+					const __m512 t = _mm512_fnmadd_ps(xdmin, _mm512_cvtepi32_ps(m),
+									  _mm512_mul_ps(xd, _mm512_cvtepi32_ps(u)));
+					acc[r][g] = _mm512_fmadd_ps(ydv[g], t, acc[r][g]);
 				}
 			}
 		}
@@ -380,12 +391,16 @@ KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_r
 			d[r] = kq_d(kind, blk);
 			dmin[r] = kind == KQ_Q6_K ? 0.0f : kq_dmin(blk);
 		}
-		const __m128 yd = _mm_set1_ps(xb[i].d);
-		const __m512 dv = _mm512_broadcast_f32x4(_mm_mul_ps(_mm_loadu_ps(d), yd));
-		acc = _mm512_fmadd_ps(dv, _mm512_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
-		if (kind != KQ_Q6_K) {
-			const __m512 dmv = _mm512_broadcast_f32x4(_mm_mul_ps(_mm_loadu_ps(dmin), yd));
-			acc = _mm512_fnmadd_ps(dmv, _mm512_cvtepi32_ps(reduce4(m[0], m[1], m[2], m[3])), acc);
+		const __m512 dv = _mm512_broadcast_f32x4(_mm_loadu_ps(d));
+		const __m512 u = _mm512_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3]));
+		if (kind == KQ_Q6_K) {
+			const __m512 dyv = _mm512_broadcast_f32x4(_mm_mul_ps(_mm_loadu_ps(d), _mm_set1_ps(xb[i].d)));
+			acc = _mm512_fmadd_ps(dyv, u, acc);
+		} else {
+			const __m512 dmv = _mm512_broadcast_f32x4(_mm_loadu_ps(dmin));
+			const __m512 t = _mm512_fnmadd_ps(dmv, _mm512_cvtepi32_ps(reduce4(m[0], m[1], m[2], m[3])),
+							  _mm512_mul_ps(dv, u));
+			acc = _mm512_fmadd_ps(_mm512_set1_ps(xb[i].d), t, acc);
 		}
 	}
 	const __m128 r4 = hsum4(acc);
