@@ -115,6 +115,23 @@ static inline int32_t q8_sum(const int8_t *qs)
 	return (int32_t)_mm_cvtsi128_si64(h) - 32 * 128;
 }
 
+/* The 8 rows' f16 scales at byte |off|, in float, assembled in general
+ * registers (8 narrow stores and one wide load would stall on store
+ * forwarding for every block). */
+static inline __attribute__((always_inline)) __m256 scales_8(const char *const rp[TA_R], size_t off)
+{
+	uint64_t q[2];
+#pragma GCC unroll 2
+	for (int i = 0; i < 2; i++) {
+		uint16_t h[4];
+#pragma GCC unroll 4
+		for (int k = 0; k < 4; k++)
+			memcpy(&h[k], rp[4 * i + k] + off, sizeof(h[k]));
+		q[i] = h[0] | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 32 | (uint64_t)h[3] << 48;
+	}
+	return _mm256_cvtph_ps(_mm_set_epi64x((long long)q[1], (long long)q[0]));
+}
+
 static inline __attribute__((always_inline)) void
 tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_t w_row, int n_r,
 	  const char *x, size_t x_row, int n_t, float *y, int64_t y_stride)
@@ -147,11 +164,16 @@ tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_
 		}
 		for (int j = 0; j < nc; j++) {
 			const int64_t b = b0 + j;
-			uint16_t dh[TA_R];
+			if (nt == 1 && (j & 1) == 0) {
+				/* one token streams the weights once: ask for the same
+				 * bytes of the next 8 rows (the next tile, as kern_matmul
+				 * walks them) into L2, a tile ahead; prefetches past the
+				 * matrix are harmless */
 #pragma GCC unroll 8
-			for (int r = 0; r < TA_R; r++)
-				memcpy(&dh[r], rp[r] + (size_t)b * wb, sizeof(dh[r]));
-			const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dh));
+				for (int r = 0; r < TA_R; r++)
+					_mm_prefetch(rp[r] + TA_R * w_row + (size_t)b * wb, _MM_HINT_T1);
+			}
+			const __m256 dw = scales_8(rp, (size_t)b * wb);
 			__m256i a[8], sg[8];
 			if (kind == TA_Q8_0)
 				prep_q8_0(rp, b, a, sg);
