@@ -324,6 +324,9 @@ static void test_eng_kv_type(void **state)
 {
 	(void)state;
 	assert_int_equal(eng_default_params().kv_type, MODEL_KV_F16);
+	/* `mesh-llm generate` takes the model's default: the same type, so its
+	 * greedy output equals the API's (tests/e2e/openai_test.mjs) */
+	assert_int_equal(model_ctx_default_params().kv_type, MODEL_KV_F16);
 	struct ref_prompt rp;
 	ref_load(STORIES_REF, true, 0, &rp);
 	static const enum model_kv_type types[] = {MODEL_KV_F16, MODEL_KV_F32};
