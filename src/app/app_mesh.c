@@ -747,7 +747,8 @@ static int load_model_info(struct app_mesh *am)
 		gguf_close(gf);
 		return ML_ERR_NOMEM;
 	}
-	rc = mesh_plan_model_from_gguf(&am->pm, gf, am->layer_bytes, MESH_PLAN_MAX_LAYERS, 2,
+	rc = mesh_plan_model_from_gguf(&am->pm, gf, am->layer_bytes, MESH_PLAN_MAX_LAYERS,
+	                               am->o.kv_elem_bytes ? am->o.kv_elem_bytes : 2,
 	                               am->o.kv_positions ? am->o.kv_positions : 4096);
 	gguf_close(gf);
 	return rc;

@@ -35,6 +35,7 @@ struct app_mesh_opts {
 	const double *ratios;   /* --tensor-split, borrowed */
 	uint32_t n_ratios;
 	uint64_t kv_positions; /* planned KV positions, all slots together */
+	int kv_elem_bytes;     /* bytes per KV cache element (2: f16, 4: f32; 0: 2) */
 	/* Called on the loop when this node is elected and the first plan is
 	 * ready: load the engine with |link| (NULL: solo) running layers
 	 * [0, layer_end) here (then app_mesh_set_engine, app_mesh_model_ready). */

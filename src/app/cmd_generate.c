@@ -59,6 +59,9 @@ static void usage(FILE *f)
 		"                      --cache-type-k/-ctk and --cache-type-v/-ctv are accepted;\n"
 		"                      K and V share one type here. `mesh-llm serve` takes the\n"
 		"                      same option and gives the same greedy tokens\n"
+		"  --mmap              use the weights through a mapping of the file (loads\n"
+		"                      lazily, shares the page cache) instead of reading them into\n"
+		"                      huge-page memory at start (the default; decode is faster)\n"
 		"  --ids               print the generated token ids, space-separated, on one line\n"
 		"  --ignore-eos        keep generating past end-of-generation tokens\n"
 		"  -v                  log what happens (loading, timings) to stderr\n"
@@ -144,6 +147,7 @@ struct gen_opts {
 	long ctx_size;
 	enum model_kv_type kv_type;
 	const char *kv_flag; /* the option that set kv_type, NULL: default */
+	bool mmap;
 	bool ids;
 	bool ignore_eos;
 	bool verbose;
@@ -162,6 +166,10 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
 		}
 		if (strcmp(a, "--ignore-eos") == 0) {
 			o->ignore_eos = true;
+			continue;
+		}
+		if (strcmp(a, "--mmap") == 0) {
+			o->mmap = true;
 			continue;
 		}
 		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
@@ -284,7 +292,7 @@ int app_cmd_generate(int argc, char **argv)
 		exit_code = fail("starting threads");
 		goto done;
 	}
-	struct model_params mp = {.path = o.model, .layer_begin = 0, .layer_end = -1};
+	struct model_params mp = {.path = o.model, .layer_begin = 0, .layer_end = -1, .mmap = o.mmap};
 	if (model_load(&m, &mp) != 0) {
 		exit_code = fail(o.model);
 		goto done;

@@ -80,6 +80,9 @@ static void usage(FILE *f)
 	       "                    f32; llama.cpp's --cache-type-k/-ctk and\n"
 	       "                    --cache-type-v/-ctv are accepted, K and V share one type).\n"
 	       "                    Split serving needs f16 (the stages keep f16)\n"
+	       "  --mmap            use the weights through a mapping of the file (loads\n"
+	       "                    lazily, shares the page cache) instead of reading them\n"
+	       "                    into huge-page memory at start (default; faster decode)\n"
 	       "  --listen-all      accept connections on all interfaces (default: 127.0.0.1)\n"
 	       "  --api-key KEY     require 'Authorization: Bearer KEY' on /v1/*\n"
 	       "  -h, --help        show this help\n"
@@ -341,6 +344,9 @@ int app_cmd_serve(int argc, char **argv)
 		} else if (strcmp(a, "--listen-all") == 0) {
 			sv.listen_all = true;
 			continue;
+		} else if (strcmp(a, "--mmap") == 0) {
+			sv.ep.mmap = true;
+			continue;
 		} else if (strcmp(a, "--client") == 0) {
 			sv.mo.client = true;
 			continue;
@@ -488,6 +494,7 @@ int app_cmd_serve(int argc, char **argv)
 		sv.mo.n_threads = sv.ep.n_threads;
 		sv.mo.kv_positions =
 		    (uint64_t)(sv.ep.n_ctx > 0 ? sv.ep.n_ctx : 4096) * (uint64_t)sv.ep.n_parallel;
+		sv.mo.kv_elem_bytes = sv.ep.kv_type == MODEL_KV_F32 ? 4 : 2;
 		sv.mo.start_engine = start_engine;
 		sv.mo.stop_engine = stop_engine;
 		sv.mo.start_user = &sv;

@@ -465,7 +465,7 @@ static void relink_apply(struct eng *e, struct eng_link *link, int layer_end, bo
 		struct model *m = NULL;
 		struct model_ctx *c = NULL;
 		struct model_params mp = {
-		    .path = e->p.model_path, .layer_begin = 0, .layer_end = layer_end};
+		    .path = e->p.model_path, .layer_begin = 0, .layer_end = layer_end, .mmap = e->p.mmap};
 		if (e->n_retired == ENG_MAX_RETIRED) {
 			rc = ml_error(ML_ERR_RANGE,
 			              "eng: %d re-plans that changed this node's layers; "
@@ -910,7 +910,7 @@ int eng_init(struct eng **out, const struct eng_params *params)
 	}
 
 	kern_init();
-	struct model_params mp = {.path = e->p.model_path, .layer_begin = 0, .layer_end = -1};
+	struct model_params mp = {.path = e->p.model_path, .layer_begin = 0, .layer_end = -1, .mmap = e->p.mmap};
 	if (e->p.link) {
 		if (e->p.layer_end < 1) {
 			rc =

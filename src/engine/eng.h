@@ -38,6 +38,7 @@ struct eng_params {
 	 * F32. A link's stages get the same type (eng_link_setup.kv_type), so
 	 * split output equals solo output. */
 	enum model_kv_type kv_type;
+	bool mmap; /* weights as views of the file mapping (model_params.mmap) */
 	/* Split inference (engine/eng_link.h): with a |link| the engine loads
 	 * and runs layers [0, layer_end) itself (1 <= layer_end < n_layer) and
 	 * the link runs the rest. NULL (the default): the whole model here. */
