@@ -145,6 +145,7 @@ struct bench_opts {
 	int reps;
 	int membw;
 	bool mmap;
+	enum model_kv_type kv_type;
 };
 
 static int bench_model(const struct bench_opts *o, int n_threads, double membw_gbs)
@@ -167,12 +168,12 @@ static int bench_model(const struct bench_opts *o, int n_threads, double membw_g
 	rc = ml_pool_init(&pool, n_threads);
 	if (rc < 0)
 		goto fail;
-	/* F16 KV cache, as serving uses it and as llama.cpp's llama-bench does */
+	/* F16 KV cache by default, as serving uses it and as llama-bench does */
 	struct model_ctx_params cp = model_ctx_default_params();
 	cp.n_seq = 1;
 	cp.n_ctx = n_ctx;
 	cp.n_batch = n_batch;
-	cp.kv_type = MODEL_KV_F16;
+	cp.kv_type = o->kv_type;
 	rc = model_ctx_init_params(&ctx, m, pool, &cp);
 	if (rc < 0)
 		goto fail;
@@ -271,6 +272,7 @@ static void bench_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: mesh-llm bench --model FILE [-p N] [-n N] [-t T[,T...]] [-r REPS] [--membw] [--mmap]\n"
+		"                      [--kv-type f16|f32]\n"
 		"       mesh-llm bench --membw [-t T[,T...]] [-r REPS]\n\n"
 		"  --model FILE   GGUF model to measure\n"
 		"  -p N           prompt tokens processed in one batch (default 512; 0 skips)\n"
@@ -279,6 +281,7 @@ static void bench_usage(FILE *f)
 		"  -r REPS        repetitions after one warm-up (default 5)\n"
 		"  --membw        also measure memory read bandwidth; tg lines then show the\n"
 		"                 fraction of the bandwidth roofline they reach\n"
+		"  --kv-type T    KV cache element type, f16 (default) or f32\n"
 		"  --mmap         weights as views of the file mapping (default: read into\n"
 		"                 huge-page memory at load, faster to stream)\n"
 		"Prints one JSON object per line; figures are medians over the repetitions.\n");
@@ -301,7 +304,7 @@ static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
 
 int app_cmd_bench(int argc, char **argv)
 {
-	struct bench_opts o = {.n_prompt = 512, .n_gen = 128, .reps = 5};
+	struct bench_opts o = {.n_prompt = 512, .n_gen = 128, .reps = 5, .kv_type = MODEL_KV_F16};
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -341,6 +344,14 @@ int app_cmd_bench(int argc, char **argv)
 			o.membw = 1;
 		} else if (strcmp(a, "--mmap") == 0) {
 			o.mmap = true;
+		} else if (strcmp(a, "--kv-type") == 0) {
+			if (v == NULL || (strcmp(v, "f16") != 0 && strcmp(v, "f32") != 0)) {
+				fprintf(stderr, "mesh-llm bench: --kv-type wants f16 or f32, got '%s'\n",
+					v ? v : "");
+				goto usage;
+			}
+			o.kv_type = strcmp(v, "f32") == 0 ? MODEL_KV_F32 : MODEL_KV_F16;
+			i++;
 		} else {
 			fprintf(stderr, "mesh-llm bench: unknown option '%s'\n", a);
 			goto usage;
