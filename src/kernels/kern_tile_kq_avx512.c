@@ -31,6 +31,7 @@
  * weight streams are in flight. */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels/kern_impl.h"
@@ -410,6 +411,202 @@ KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_r
 		store_n(y, 1, r4, n_r);
 }
 
+/* ---------------- Q4_K, rows in lanes ---------------- */
+
+/* Q4_K has 32-quant sub-blocks whose partial dots overflow int16, so the
+ * layout above pays a scale multiply per 4 quants. Here lane r of a
+ * register is weight row r of a 16-row tile: the 16 rows' quants are
+ * transposed once per super-block (4 quants of a row per int32 lane), each
+ * vpdpbusd takes 4 activation quants broadcast from memory, four of them
+ * chain over a 16-quant half sub-block (at most 16 * 15 * 127 < 32767) and
+ * one vpdpwssd applies the 16 rows' scales to it. Every output is one lane:
+ *     isum, imins exact per super-block;
+ *     acc = fma(d_x, fnma(dmin_w, (float)imins, d_w * (float)isum), acc)
+ * with no horizontal sum, so outputs do not depend on the tile shape. */
+#define Q4T_R 16
+#define Q4T_T 8
+
+/* 16 x 16 int32 transpose: on return r[d] lane i = old r[i] lane d. */
+KQ_INLINE void transpose16(__m512i r[16])
+{
+	__m512i t[16], u[16];
+	KQ_UNROLL
+	for (int i = 0; i < 16; i += 2) {
+		t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+		t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+	}
+	KQ_UNROLL
+	for (int g = 0; g < 16; g += 4) {
+		u[g + 0] = _mm512_unpacklo_epi64(t[g + 0], t[g + 2]);
+		u[g + 1] = _mm512_unpackhi_epi64(t[g + 0], t[g + 2]);
+		u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+		u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+	}
+	/* u[4g + c], 128-bit lane k = rows 4g..4g+3 of dword 4k + c */
+	KQ_UNROLL
+	for (int c = 0; c < 4; c++) {
+		const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44);
+		const __m512i v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+		const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+		const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+		r[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+		r[4 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+		r[8 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+		r[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+	}
+}
+
+/* Super-block |i| of 16 rows, transposed for the token loop. */
+struct q4t_block {
+	__m512i q[64];  /* quants 4j..4j+3 of row r in lane r, as the activation's dword j */
+	__m512i sc[8];  /* scale of sub-block j, low word of lane r (high word 0) */
+	__m512i mn[8];  /* min of sub-block j, both words of lane r */
+	__m512 d, dmin; /* row r's d, dmin in lane r */
+};
+
+/* vpshufb control: byte j of each dword to its low word, zero-extended
+ * (dup: to both words). */
+KQ_INLINE __m512i q4t_pick(int j, int dup)
+{
+	int32_t v[16];
+	for (int m = 0; m < 16; m++) {
+		const uint32_t b = (uint32_t)(4 * (m % 4) + j);
+		v[m] = (int32_t)(dup ? (0x80008000u | (b << 16) | b) : (0x80808000u | b));
+	}
+	return _mm512_loadu_si512(v);
+}
+
+KQ_INLINE void q4t_prepare(const char *const rp[16], int64_t i, struct q4t_block *b)
+{
+	const __m512i m0f = _mm512_set1_epi8(0x0F);
+	const size_t off = (size_t)i * sizeof(struct kern_block_q4_K);
+	KQ_UNROLL
+	for (int h = 0; h < 2; h++) {
+		__m512i r[16];
+		KQ_UNROLL
+		for (int k = 0; k < 16; k++)
+			r[k] = ld(rp[k] + off + offsetof(struct kern_block_q4_K, qs) + 64 * h);
+		transpose16(r);
+		/* qs dword D = 16h + d: low nibbles are quants 64(D/8) + 4(D%8),
+		 * activation dword 16(D/8) + D%8; high nibbles 32 quants on */
+		KQ_UNROLL
+		for (int d = 0; d < 16; d++) {
+			const int D = 16 * h + d, j = 16 * (D / 8) + D % 8;
+			b->q[j] = _mm512_and_si512(r[d], m0f);
+			b->q[j + 8] = _mm512_and_si512(_mm512_srli_epi32(r[d], 4), m0f);
+		}
+	}
+	/* d, dmin, scales: 16 bytes per row -> s[c] lane r = dword c of row r */
+	__m512i z[4];
+	KQ_UNROLL
+	for (int k = 0; k < 4; k++) {
+		__m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rp[k] + off)));
+		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[4 + k] + off)), 1);
+		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[8 + k] + off)), 2);
+		z[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[12 + k] + off)), 3);
+	}
+	const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+	const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+	const __m512i s0 = _mm512_unpacklo_epi64(t0, t2), s1 = _mm512_unpackhi_epi64(t0, t2);
+	const __m512i s2 = _mm512_unpacklo_epi64(t1, t3), s3 = _mm512_unpackhi_epi64(t1, t3);
+	b->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(s0));
+	b->dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(s0, 16)));
+	const __m512i m3f = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
+	const __m512i sc03 = _mm512_and_si512(s1, m3f), mn03 = _mm512_and_si512(s2, m3f);
+	/* 0xE4: per bit, c ? a : b with c = 0x0F */
+	const __m512i sc47 = _mm512_ternarylogic_epi32(s3, _mm512_and_si512(_mm512_srli_epi32(s1, 2), m30), m0f, 0xE4);
+	const __m512i mn47 = _mm512_ternarylogic_epi32(_mm512_srli_epi32(s3, 4),
+						       _mm512_and_si512(_mm512_srli_epi32(s2, 2), m30), m0f, 0xE4);
+	KQ_UNROLL
+	for (int j = 0; j < 4; j++) {
+		b->sc[j] = _mm512_shuffle_epi8(sc03, q4t_pick(j, 0));
+		b->sc[4 + j] = _mm512_shuffle_epi8(sc47, q4t_pick(j, 0));
+		b->mn[j] = _mm512_shuffle_epi8(mn03, q4t_pick(j, 1));
+		b->mn[4 + j] = _mm512_shuffle_epi8(mn47, q4t_pick(j, 1));
+	}
+}
+
+KQ_INLINE __m512i bcast32(const void *p)
+{
+	int32_t v;
+	memcpy(&v, p, 4);
+	return _mm512_set1_epi32(v);
+}
+
+/* Rows rp[0..15] x tokens [0, n_t) (n_t <= Q4T_T), all super-blocks. */
+KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[16], const char *x, size_t x_row, const int n_t,
+			__m512 acc[Q4T_T])
+{
+	struct q4t_block b;
+	for (int64_t i = 0; i < nb; i++) {
+		q4t_prepare(rp, i, &b);
+		const struct kern_block_q8_K *yb[Q4T_T];
+		__m512i s[Q4T_T], m[Q4T_T];
+		KQ_UNROLL
+		for (int t = 0; t < Q4T_T; t++) {
+			yb[t] = (const struct kern_block_q8_K *)(x + (size_t)t * x_row) + i;
+			s[t] = _mm512_setzero_si512();
+			m[t] = _mm512_setzero_si512();
+		}
+		KQ_UNROLL
+		for (int h = 0; h < 16; h++) {
+			const __m512i w0 = b.q[4 * h], w1 = b.q[4 * h + 1], w2 = b.q[4 * h + 2], w3 = b.q[4 * h + 3];
+			KQ_UNROLL
+			for (int t = 0; t < Q4T_T; t++) {
+				if (t >= n_t)
+					break;
+				const int8_t *a = yb[t]->qs + 16 * h;
+				__m512i c = _mm512_dpbusd_epi32(zero_idiom(), w0, bcast32(a));
+				c = _mm512_dpbusd_epi32(c, w1, bcast32(a + 4));
+				c = _mm512_dpbusd_epi32(c, w2, bcast32(a + 8));
+				c = _mm512_dpbusd_epi32(c, w3, bcast32(a + 12));
+				s[t] = _mm512_dpwssd_epi32(s[t], c, b.sc[h / 2]);
+			}
+		}
+		KQ_UNROLL
+		for (int j = 0; j < 8; j++) {
+			const __m512i mn = b.mn[j];
+			KQ_UNROLL
+			for (int t = 0; t < Q4T_T; t++) {
+				if (t >= n_t)
+					break;
+				m[t] = _mm512_dpwssd_epi32(m[t], mn, bcast32(yb[t]->bsums + 2 * j));
+			}
+		}
+		KQ_UNROLL
+		for (int t = 0; t < Q4T_T; t++) {
+			if (t >= n_t)
+				break;
+			const __m512 f = _mm512_fnmadd_ps(b.dmin, _mm512_cvtepi32_ps(m[t]),
+							  _mm512_mul_ps(b.d, _mm512_cvtepi32_ps(s[t])));
+			acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(yb[t]->d), f, acc[t]);
+		}
+	}
+}
+
+static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
+			   int n_t, float *y, int64_t y_stride)
+{
+	const int64_t nb = n / KERN_QK_K;
+	const char *rp[16];
+	KQ_UNROLL
+	for (int r = 0; r < 16; r++)
+		rp[r] = (const char *)w + (size_t)(r < n_r ? r : n_r - 1) * w_row;
+	__m512 acc[Q4T_T];
+	KQ_UNROLL
+	for (int t = 0; t < Q4T_T; t++)
+		acc[t] = _mm512_setzero_ps();
+	if (n_t == Q4T_T)
+		q4t_tile(nb, rp, x, x_row, Q4T_T, acc);
+	else if (n_t == 1)
+		q4t_tile(nb, rp, x, x_row, 1, acc);
+	else
+		q4t_tile(nb, rp, x, x_row, n_t, acc);
+	const __mmask16 k = (__mmask16)((1u << n_r) - 1);
+	for (int t = 0; t < n_t; t++)
+		_mm512_mask_storeu_ps(y + t * y_stride, k, acc[t]);
+}
+
 /* ---------------- entry points ---------------- */
 
 KQ_INLINE void kq_tile_any(enum kq_kind kind, int64_t n, const void *w, size_t w_row, int n_r,
@@ -424,11 +621,6 @@ KQ_INLINE void kq_tile_any(enum kq_kind kind, int64_t n, const void *w, size_t w
 		kq_tile(kind, nb, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }
 
-static void tile_q4_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-		      int n_t, float *y, int64_t y_stride)
-{
-	kq_tile_any(KQ_Q4_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
-}
 
 static void tile_q5_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
 		      int n_t, float *y, int64_t y_stride)
@@ -444,7 +636,7 @@ static void tile_q6_K(int64_t n, const void *w, size_t w_row, int n_r, const voi
 
 int kern_tiles_kq_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K, KQ_R, KQ_T};
+	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T};
 	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K, KQ_R, KQ_T};
 	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K, KQ_R, KQ_T};
 	return 3;
