@@ -584,6 +584,55 @@ KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[16], const char *x, siz
 	}
 }
 
+/* One token (decode): the same per-lane float operations as q4t_tile, but
+ * 4 rows at a time in lockstep (4 weight streams, as the hardware
+ * prefetcher likes) with each row's exact integers from kq_dot1. */
+static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const void *x, float *y)
+{
+	const struct kern_block_q8_K *xb = x;
+	const size_t bs = sizeof(struct kern_block_q4_K);
+	for (int g = 0; 4 * g < n_r; g++) {
+		const char *rb[4];
+		KQ_UNROLL
+		for (int r = 0; r < 4; r++)
+			rb[r] = w + (size_t)(4 * g + r < n_r ? 4 * g + r : n_r - 1) * w_row;
+		__m128 acc = _mm_setzero_ps();
+		for (int64_t i = 0; i < nb; i++) {
+			const __m512i bz = _mm512_permutexvar_epi32(
+				ld(KQ_BZ), _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb[i].bsums)));
+			__m512i s[4], m[4];
+			uint32_t dd[4];
+			KQ_UNROLL
+			for (int r = 0; r < 4; r++) {
+				const char *blk = rb[r] + (size_t)i * bs;
+				struct kq_row q;
+				kq_unpack(KQ_Q4_K, blk, &q);
+				const __m512i s1[2] = {perm_sw(Q4K_S1[0], q.sw), perm_sw(Q4K_S1[1], q.sw)};
+				s[r] = kq_dot1(&q, s1, xb[i].qs);
+				m[r] = _mm512_madd_epi16(perm_sw(Q4K_M[2], q.mw), bz);
+				memcpy(&dd[r], blk, 4);
+			}
+			/* lane r = row r's integers */
+			const __m512i s4 = reduce4(s[0], s[1], s[2], s[3]), m4 = reduce4(m[0], m[1], m[2], m[3]);
+			const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s4), _mm512_extracti64x4_epi64(s4, 1));
+			const __m256i m8 = _mm256_add_epi32(_mm512_castsi512_si256(m4), _mm512_extracti64x4_epi64(m4, 1));
+			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+			const __m128i mi = _mm_add_epi32(_mm256_castsi256_si128(m8), _mm256_extracti128_si256(m8, 1));
+			/* d0 dmin0 d1 dmin1 ... -> [d0..d3], [dmin0..dmin3] */
+			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dd));
+			const __m256 dp = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+			const __m128 f = _mm_fnmadd_ps(_mm256_extractf128_ps(dp, 1), _mm_cvtepi32_ps(mi),
+						       _mm_mul_ps(_mm256_castps256_ps128(dp), _mm_cvtepi32_ps(si)));
+			acc = _mm_fmadd_ps(_mm_set1_ps(xb[i].d), f, acc);
+		}
+		const int nr = n_r - 4 * g < 4 ? n_r - 4 * g : 4;
+		if (nr == 4)
+			_mm_storeu_ps(y + 4 * g, acc);
+		else
+			store_n(y + 4 * g, 1, acc, nr);
+	}
+}
+
 static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
 			   int n_t, float *y, int64_t y_stride)
 {
@@ -596,10 +645,12 @@ static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, cons
 	KQ_UNROLL
 	for (int t = 0; t < Q4T_T; t++)
 		acc[t] = _mm512_setzero_ps();
+	if (n_t == 1) {
+		q4t_decode(nb, w, w_row, n_r, x, y);
+		return;
+	}
 	if (n_t == Q4T_T)
 		q4t_tile(nb, rp, x, x_row, Q4T_T, acc);
-	else if (n_t == 1)
-		q4t_tile(nb, rp, x, x_row, 1, acc);
 	else
 		q4t_tile(nb, rp, x, x_row, n_t, acc);
 	const __mmask16 k = (__mmask16)((1u << n_r) - 1);
