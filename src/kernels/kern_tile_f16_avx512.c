@@ -206,6 +206,16 @@ static ALWAYS_INLINE void tile_big(enum tile_kind kind, const tile_pre_fn pre[TI
 						load16_mask(kind, wr + (size_t)i * es,
 							    (__mmask16)((1u << (nc - i)) - 1)));
 		}
+		/* The weights are read from memory here for the first time
+		 * (once per token block): ask for the next chunk, or the first
+		 * chunk of the rows after these (most likely the next call), while
+		 * this one is multiplied. Prefetches do not fault past the end. */
+		const char *nw = c0 + KC < n ? w + (size_t)(c0 + KC) * es : w + TILE_R * w_row;
+		const size_t nb = (size_t)(c0 + KC < n ? (n - c0 - KC < KC ? n - c0 - KC : KC)
+						       : (n < KC ? n : KC)) * es;
+		for (int r = 0; r < TILE_R; r++)
+			for (size_t b = 0; b < nb; b += 64)
+				_mm_prefetch(nw + r * w_row + b, _MM_HINT_T0);
 		for (int k = 0; k < n_mt; k++) {
 			const int nt = n_t - k * TILE_T < TILE_T ? n_t - k * TILE_T : TILE_T;
 			pre[nt - 1](nc, wf, x + (size_t)k * TILE_T * x_row + (size_t)c0 * es, x_row,
