@@ -27,6 +27,12 @@
 
 #define TA_R 8      /* weight rows per tile: the 8 int32 lanes */
 #define TA_T 8      /* tokens per tile */
+/* Row groups per tile (they share the tokens' tabled scales and sums):
+ * Q4_0 tables a sum per token and block, worth sharing over 32 rows; Q8_0
+ * tables only the scales and keeps 8-row tiles, whose one-token calls
+ * stream best through kern_matmul. */
+#define TA_G 4
+#define TA_G_OF(kind) ((kind) == TA_Q4_0 ? TA_G : 1)
 #define TA_CHUNK 32 /* block columns whose token scales/sums are tabled at once */
 
 enum ta_kind { TA_Q8_0, TA_Q4_0 };
@@ -138,21 +144,18 @@ tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_
 {
 	const size_t wb = kind == TA_Q8_0 ? sizeof(struct kern_block_q8_0) : sizeof(struct kern_block_q4_0);
 	const int64_t nb = n / KERN_QK8_0;
-	const char *rp[TA_R];
 	const char *xp[TA_T];
-	for (int r = 0; r < TA_R; r++) /* missing rows read row 0 and are not stored */
-		rp[r] = w + (size_t)(r < n_r ? r : 0) * w_row;
 	for (int t = 0; t < nt; t++) /* missing tokens repeat the last and are not stored */
 		xp[t] = x + (size_t)(t < n_t ? t : n_t - 1) * x_row;
 	const __m256i ones = _mm256_set1_epi16(1);
-
-	__m256 acc[TA_T];
-#pragma GCC unroll 8
-	for (int t = 0; t < nt; t++)
-		acc[t] = _mm256_setzero_ps();
+	const int n_g = (n_r + TA_R - 1) / TA_R;
+	/* partial sums of each row group between chunks (exact: stored and
+	 * reloaded, not re-rounded) */
+	__m256 part[TA_G][TA_T];
 
 	for (int64_t b0 = 0; b0 < nb; b0 += TA_CHUNK) {
 		const int nc = (int)(nb - b0 < TA_CHUNK ? nb - b0 : TA_CHUNK);
+		/* the tokens' scales and sums for this chunk, shared by the row groups */
 		float dx[TA_T][TA_CHUNK];
 		int32_t corr[TA_T][TA_CHUNK];
 		for (int t = 0; t < nt; t++) {
@@ -162,6 +165,15 @@ tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_
 				corr[t][j] = kind == TA_Q4_0 ? -8 * q8_sum(xb[j].qs) : 0;
 			}
 		}
+		for (int g = 0; g < n_g; g++) {
+		const int g_r = n_r - g * TA_R < TA_R ? n_r - g * TA_R : TA_R;
+		const char *rp[TA_R];
+		for (int r = 0; r < TA_R; r++) /* missing rows read the group's first and are not stored */
+			rp[r] = w + (size_t)(g * TA_R + (r < g_r ? r : 0)) * w_row;
+		__m256 acc[TA_T];
+#pragma GCC unroll 8
+		for (int t = 0; t < nt; t++)
+			acc[t] = b0 == 0 ? _mm256_setzero_ps() : part[g][t];
 		for (int j = 0; j < nc; j++) {
 			const int64_t b = b0 + j;
 			if (nt == 1 && (j & 1) == 0) {
@@ -171,7 +183,7 @@ tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_
 				 * matrix are harmless */
 #pragma GCC unroll 8
 				for (int r = 0; r < TA_R; r++)
-					_mm_prefetch(rp[r] + TA_R * w_row + (size_t)b * wb, _MM_HINT_T1);
+					_mm_prefetch(rp[r] + TA_G_OF(kind) * TA_R * w_row + (size_t)b * wb, _MM_HINT_T1);
 			}
 			const __m256 dw = scales_8(rp, (size_t)b * wb);
 			__m256i a[8], sg[8];
@@ -203,18 +215,24 @@ tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_
 				acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t]);
 			}
 		}
-	}
-	if (n_r == TA_R) {
+		if (b0 + nc < nb) {
 #pragma GCC unroll 8
-		for (int t = 0; t < nt; t++)
-			if (t < n_t)
-				_mm256_storeu_ps(y + t * y_stride, acc[t]);
-	} else {
-		const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n_r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+			for (int t = 0; t < nt; t++)
+				part[g][t] = acc[t];
+		} else if (g_r == TA_R) {
 #pragma GCC unroll 8
-		for (int t = 0; t < nt; t++)
-			if (t < n_t)
-				_mm256_maskstore_ps(y + t * y_stride, m, acc[t]);
+			for (int t = 0; t < nt; t++)
+				if (t < n_t)
+					_mm256_storeu_ps(y + t * y_stride + g * TA_R, acc[t]);
+		} else {
+			const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(g_r),
+							     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 8
+			for (int t = 0; t < nt; t++)
+				if (t < n_t)
+					_mm256_maskstore_ps(y + t * y_stride + g * TA_R, m, acc[t]);
+		}
+		}
 	}
 }
 
@@ -240,8 +258,8 @@ TILE_FN(tile_q4_0_q8_0, TA_Q4_0)
 
 int kern_tiles_q8_avx2(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TA_R, TA_T};
-	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TA_R, TA_T};
+	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TA_G_OF(TA_Q8_0) * TA_R, TA_T};
+	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TA_G_OF(TA_Q4_0) * TA_R, TA_T};
 	return 2;
 }
 
