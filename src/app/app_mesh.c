@@ -909,6 +909,9 @@ static bool front_take(void *ctx, struct evhttp_request *req, int route)
 					                    json_integer((json_int_t)st.epoch));
 					json_object_set_new(w, "batches",
 					                    json_integer((json_int_t)st.n_batches));
+					/* messages of other plans (an old host's) dropped */
+					json_object_set_new(w, "stale_dropped",
+					                    json_integer((json_int_t)st.n_stale));
 					json_object_set_new(sp, "stage", w);
 				}
 			}

@@ -250,6 +250,11 @@ struct mesh_stage_worker {
 	 * newly elected host counts its own */
 	uint8_t host_id[NET_ID_LEN];
 	bool host_known;
+	/* this node's stage in the newest plan (< 1: none) and who sends it
+	 * batches: the host's stream (stage 1) or the previous stage's node */
+	int up_index;
+	uint8_t up_id[NET_ID_LEN];
+	bool stale_logged; /* one log line per plan for dropped messages */
 
 	/* compute thread only */
 	uint64_t gen;                /* gen of the job being run */
@@ -689,6 +694,57 @@ static void worker_wake(evutil_socket_t fd, short what, void *u)
 		                      "this stage cannot send to the next stage");
 }
 
+/* Whether a RUN_BATCH, KV command or ERROR that came on |s| belongs to the
+ * newest plan (|epoch|): batches and KV commands from its upstream with
+ * its epoch, ERRORs from the next stage. What else arrives is what an old
+ * host (one that has not heard of the election yet) or an old plan's stage
+ * still sends after a new plan came. */
+static bool worker_msg_current(const struct mesh_stage_worker *w, struct mesh_stream *s,
+                               uint8_t type, const uint8_t *p, size_t len, uint64_t epoch)
+{
+	if (type == NET_MSG_ERROR)
+		return s == w->next;
+	if (w->up_index < 1 || s == w->next)
+		return false;
+	if (w->up_index == 1 ? s != w->host
+	                     : memcmp(mesh_stream_peer(s), w->up_id, NET_ID_LEN) != 0)
+		return false;
+	uint64_t e;
+	if (mesh_stage_msg_epoch(p, len, &e) < 0)
+		return true; /* from upstream: the compute thread reports it malformed */
+	return e == epoch;
+}
+
+/* Drops a message of another plan (see worker_msg_current), counted. A
+ * RUN_BATCH's sender waits for its result: it hears why on the stream the
+ * batch came on (an old host's link then fails at once instead of timing
+ * out); the current host's stream never carries such an answer. */
+static void worker_drop_stale(struct mesh_stage_worker *w, struct mesh_stream *s, uint8_t type,
+                              const uint8_t *p, size_t len, uint64_t epoch)
+{
+	uint64_t e = 0;
+	bool has_epoch = type != NET_MSG_ERROR && mesh_stage_msg_epoch(p, len, &e) == 0;
+	char b[9], h[9];
+	pthread_mutex_lock(&w->mu);
+	w->st.n_stale++;
+	pthread_mutex_unlock(&w->mu);
+	char why[MESH_STAGE_REASON_MAX + 1];
+	snprintf(why, sizeof(why),
+	         "a %s of epoch %llu%s from node %s is not from this stage's current plan "
+	         "(epoch %llu of host %s); dropped",
+	         net_msg_type_name(type), (unsigned long long)e, has_epoch ? "" : " (unknown)",
+	         short_id(mesh_stream_peer(s), b), (unsigned long long)epoch,
+	         w->host_known ? short_id(w->host_id, h) : "none");
+	if (!w->stale_logged) {
+		w->stale_logged = true;
+		ML_INFO("stage: %s (further ones are counted, not logged)", why);
+	} else {
+		ML_DEBUG("stage: %s", why);
+	}
+	if (type == NET_MSG_STAGE_FORWARD && s != w->host && s != w->next)
+		worker_send_error_now(w, s, MESH_STAGE_E_STALE_EPOCH, why);
+}
+
 static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, size_t len, void *u)
 {
 	struct mesh_stage_worker *w = u;
@@ -714,6 +770,10 @@ static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, si
 		w->host = s;
 		memcpy(w->host_id, peer, NET_ID_LEN);
 		w->host_known = true;
+		w->up_index = mesh_stage_plan_find(&tmp, w->self_id);
+		if (w->up_index >= 1)
+			memcpy(w->up_id, tmp.stages[w->up_index - 1].id, NET_ID_LEN);
+		w->stale_logged = false;
 		if (w->next) {
 			/* the old plan's next hop: whatever it says now is stale */
 			struct mesh_stream *old = w->next;
@@ -721,8 +781,16 @@ static void worker_msg(struct mesh_stream *s, uint8_t type, const uint8_t *p, si
 			mesh_stream_set_callbacks(old, &detached_cb, NULL);
 			mesh_stream_finish(old);
 		}
-	} else if (type != NET_MSG_STAGE_FORWARD && type != NET_MSG_STAGE_KV &&
-	           type != NET_MSG_ERROR) {
+	} else if (type == NET_MSG_STAGE_FORWARD || type == NET_MSG_STAGE_KV ||
+	           type == NET_MSG_ERROR) {
+		pthread_mutex_lock(&w->mu);
+		uint64_t cur = w->loop_epoch;
+		pthread_mutex_unlock(&w->mu);
+		if (!worker_msg_current(w, s, type, p, len, cur)) {
+			worker_drop_stale(w, s, type, p, len, cur);
+			return;
+		}
+	} else {
 		ML_WARN("stage: unexpected %s message on a STAGE stream", net_msg_type_name(type));
 		return;
 	}

@@ -16,8 +16,17 @@
  * only its layer range from its OWN local GGUF (no weights travel), and
  * ACKs; then runs each RUN_BATCH through its layers and forwards the hidden
  * states, or, on the last stage, returns the final RMS-normed rows of the
- * entries that want logits (RESULT, rows NORMED, always f32). Messages of an
- * older epoch are refused with ERROR STALE_EPOCH.
+ * entries that want logits (RESULT, rows NORMED, always f32). A PLAN of an
+ * older epoch (from the same host) is refused with ERROR STALE_EPOCH.
+ *
+ * Stale messages: only the newest plan counts. RUN_BATCH and KV commands
+ * are taken from its upstream only (the host's stream for stage 1, the
+ * previous stage's node for the others) and with its epoch; ERRORs only
+ * from the next stage's stream. Anything else (a late batch of a host that
+ * lost the election, an old plan's stage) is dropped and counted
+ * (n_stale); a dropped RUN_BATCH is answered with ERROR STALE_EPOCH on the
+ * stream it came on, so its sender fails at once instead of timing out,
+ * and never on the current host's stream.
  *
  * Host (mesh_stage_link_new): an eng_link (engine/eng_link.h). The engine
  * thread encodes each batch and blocks on a condition variable; the event
@@ -82,6 +91,11 @@ struct mesh_stage_worker_stats {
 	double compute_s;             /* of those, seconds in the forward pass */
 	uint64_t n_kv;                /* KV commands applied */
 	uint64_t n_errors;            /* ERRORs sent */
+	/* RUN_BATCH, KV and ERROR messages dropped because they are not the
+	 * current plan's (an old host's batch, an old stage's output, another
+	 * epoch): they never reach the compute thread nor, as an error, the
+	 * current host */
+	uint64_t n_stale;
 	uint64_t weight_bytes_mapped; /* from the local file */
 	char last_refusal[MESH_STAGE_REASON_MAX + 1];
 };

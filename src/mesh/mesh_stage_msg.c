@@ -51,6 +51,21 @@ static int stale(const char *fn, uint64_t epoch, uint64_t current)
 	                fn, (unsigned long long)epoch, (unsigned long long)current);
 }
 
+int mesh_stage_msg_epoch(const uint8_t *p, size_t len, uint64_t *epoch)
+{
+	struct net_reader r;
+	net_reader_init(&r, p, len);
+	uint8_t ver = net_reader_u8(&r);
+	uint64_t e = net_reader_u64(&r);
+	if (net_reader_error(&r))
+		return ml_error(ML_ERR_FORMAT, "%s: %zu bytes, no epoch", __func__, len);
+	if (ver != MESH_STAGE_MSG_VERSION)
+		return ml_error(ML_ERR_UNSUPPORTED, "%s: message version %u, this node speaks %d",
+		                __func__, ver, MESH_STAGE_MSG_VERSION);
+	*epoch = e;
+	return 0;
+}
+
 /* Ends a framed message begun at |mark|; on any error restores |out| to
  * |mark| with its earlier error state. */
 static int finish(struct net_buf *out, size_t mark, int prev_err)

@@ -108,6 +108,12 @@ enum mesh_stage_err {
 /* "internal", "malformed", ... or "?". */
 const char *mesh_stage_err_name(int code);
 
+/* The epoch of a RUN_BATCH, RESULT or KV payload (the u64 after the
+ * version byte), read without decoding the rest, so a receiver can tell a
+ * message of another plan before it queues it. Returns 0, ML_ERR_FORMAT
+ * (shorter than 9 bytes) or ML_ERR_UNSUPPORTED (another version). */
+int mesh_stage_msg_epoch(const uint8_t *p, size_t len, uint64_t *epoch);
+
 /* --- RUN_BATCH / RESULT ------------------------------------------------- */
 
 /* What an encoder takes: arrays shaped like struct model_batch. */

@@ -561,6 +561,115 @@ static void test_mesh_stage_replan(void **state)
 	}
 }
 
+/* Election: node 2 is the new host and gives node 1 a plan while the old
+ * host (node 0) still runs its pipeline through node 1, with the same
+ * epoch number (each host counts its own). The old host's late batches
+ * (and KV commands) must not reach the new pipeline: node 1 drops them,
+ * counts them, and tells the old host on its own stream, whose requests
+ * fail at once; the new host's requests give the solo tokens. */
+static void test_mesh_stage_stale_host(void **state)
+{
+	(void)state;
+	struct eng_params sp = engine_params(F32_MODEL);
+	struct eng *solo = NULL;
+	assert_int_equal(eng_init(&solo, &sp), 0);
+	static struct coll ref[N_REQ], got[N_REQ], old[N_REQ];
+	run_all(solo, ref);
+	eng_free(solo);
+
+	const char *paths[3] = {F32_MODEL, F32_MODEL, F32_MODEL};
+	mesh_up(3, paths);
+	loop_start();
+	/* the old host: node 0 runs 0-1, node 1 2-3, epoch 3 */
+	struct mesh_stage_plan plan;
+	int b1[1] = {2};
+	make_plan(&plan, 2, b1, 4, 3);
+	struct mesh_stage_link_params lp = {.mesh = nodes[0].m,
+	                                    .base = base,
+	                                    .model_path = F32_MODEL,
+	                                    .plan = &plan,
+	                                    .act_dtype = ML_DTYPE_F32,
+	                                    .timeout_ms = 20000};
+	struct eng_params p = engine_params(F32_MODEL);
+	assert_int_equal(mesh_stage_link_new(&p.link, &lp), 0);
+	p.layer_end = 2;
+	p.link_owned = true;
+	p.link_wait_ms = 0;
+	struct eng *e_old = NULL;
+	assert_int_equal(eng_init(&e_old, &p), 0);
+
+	/* the new host: node 2 runs 0-1, node 1 2-3, also epoch 3 */
+	struct mesh_stage_plan other;
+	memset(&other, 0, sizeof(other));
+	other.epoch = 3;
+	other.n_layer = 4;
+	other.n_stages = 2;
+	memcpy(other.stages[0].id, nodes[2].id.pk, NET_ID_LEN);
+	memcpy(other.stages[1].id, nodes[1].id.pk, NET_ID_LEN);
+	other.stages[0].layer_end = other.stages[1].layer_begin = 2;
+	other.stages[1].layer_end = 4;
+	memcpy(other.stages[0].next, nodes[1].id.pk, NET_ID_LEN);
+	memcpy(other.stages[1].next, nodes[2].id.pk, NET_ID_LEN);
+	lp.mesh = nodes[2].m;
+	lp.plan = &other;
+	struct eng_params p2 = engine_params(F32_MODEL);
+	assert_int_equal(mesh_stage_link_new(&p2.link, &lp), 0);
+	p2.layer_end = 2;
+	p2.link_owned = true;
+	struct eng *e_new = NULL;
+	assert_int_equal(eng_init(&e_new, &p2), 0);
+
+	/* the old host's requests go first, then the new host's run */
+	for (int i = 0; i < N_REQ; i++) {
+		memset(&old[i], 0, sizeof(old[i]));
+		pthread_mutex_init(&old[i].mu, NULL);
+		pthread_cond_init(&old[i].cv, NULL);
+		struct eng_request r;
+		memset(&r, 0, sizeof(r));
+		r.prompt = prompts[i];
+		r.n_prompt = n_prompt[i];
+		r.max_tokens = GEN;
+		r.sampling = smp_default_params();
+		r.sampling.temp = 0.0f;
+		r.ignore_eos = true;
+		assert_int_equal(eng_submit(e_old, &r, on_event, &old[i], NULL), 0);
+	}
+	run_all(e_new, got);
+	for (int i = 0; i < N_REQ; i++)
+		assert_int_equal(got[i].finish, ENG_FINISH_LENGTH);
+	assert_true(same_tokens(ref, got));
+	for (int i = 0; i < N_REQ; i++) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 10; /* well under the link's 20 s timeout */
+		pthread_mutex_lock(&old[i].mu);
+		int rc = 0;
+		while (!old[i].done && rc != ETIMEDOUT)
+			rc = pthread_cond_timedwait(&old[i].cv, &old[i].mu, &ts);
+		pthread_mutex_unlock(&old[i].mu);
+		assert_true(old[i].done);
+		assert_int_equal(old[i].finish, ENG_FINISH_ERROR);
+	}
+	struct mesh_stage_worker_stats ws;
+	mesh_stage_worker_get_stats(nodes[1].w, &ws);
+	printf("stale host: node 1 dropped %llu messages of the old host, ran %llu batches\n",
+	       (unsigned long long)ws.n_stale, (unsigned long long)ws.n_batches);
+	assert_true(ws.n_stale >= 1);
+	assert_int_equal(ws.epoch, 3);
+	eng_free(e_old);
+	eng_free(e_new);
+	loop_end();
+	mesh_down();
+	for (int i = 0; i < N_REQ; i++) {
+		pthread_mutex_destroy(&ref[i].mu);
+		pthread_cond_destroy(&ref[i].cv);
+		pthread_mutex_destroy(&got[i].mu);
+		pthread_cond_destroy(&got[i].cv);
+		pthread_mutex_destroy(&old[i].mu);
+		pthread_cond_destroy(&old[i].cv);
+	}
+}
+
 static void kill_node2(void *u)
 {
 	(void)u;
@@ -774,6 +883,7 @@ int main(void)
 	    cmocka_unit_test(test_mesh_stage_three_quant),
 	    cmocka_unit_test(test_mesh_stage_replan),
 	    cmocka_unit_test(test_mesh_stage_dead_stage),
+	    cmocka_unit_test(test_mesh_stage_stale_host),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	event_base_free(base);

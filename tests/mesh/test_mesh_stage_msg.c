@@ -460,6 +460,17 @@ static void test_stale_epoch(void **state)
 	assert_int_equal(d.epoch, 7); /* the header is still there for the reply */
 	/* malformed beats stale: a broken old message is still a violation */
 	assert_int_equal(mesh_stage_batch_decode(&d, p, len - 1, 8, 4, 1), ML_ERR_FORMAT);
+	/* the epoch alone, as a worker reads it before queueing a message */
+	uint64_t ep = 0;
+	assert_int_equal(mesh_stage_msg_epoch(p, len, &ep), 0);
+	assert_int_equal(ep, 7);
+	for (size_t k = 0; k < 9; k++)
+		assert_int_equal(mesh_stage_msg_epoch(p, k, &ep), ML_ERR_FORMAT);
+	assert_int_equal(mesh_stage_msg_epoch(p, 9, &ep), 0);
+	uint8_t v2[9];
+	memcpy(v2, p, 9);
+	v2[0] = 2;
+	assert_int_equal(mesh_stage_msg_epoch(v2, 9, &ep), ML_ERR_UNSUPPORTED);
 
 	struct mesh_stage_kv kv = {.epoch = 3, .op = MESH_STAGE_KV_CLEAR, .seq = 1};
 	net_buf_reset(&b);
