@@ -2,7 +2,7 @@
  * Q8_0 activations. Compiled with the AVX-512 flags of the Makefile
  * (F/BW/VL/DQ + VNNI); called by kern_init() only when the CPU has them.
  *
- * Tiles are 64 weight rows (4 groups of 16) x up to 16 tokens. One 512-bit
+ * Tiles are 64 weight rows (4 groups of 16) x up to 32 tokens. One 512-bit
  * register holds one int32 lane per row of a group, so a whole output is
  * one lane and needs no horizontal sum. For each block column b the
  * group's 16 rows' quants are transposed in registers (lane r = 4 bytes of
@@ -14,8 +14,8 @@
  * dot products (8 lanes per block, one scale and one horizontal sum per
  * output) slow for batches. The 4 row groups share one staging of the
  * tokens (below), which would otherwise cost a fifth of the time.
- * Q8_0, 512 tokens x 2048 x 2048, one thread (Xeon SPR VM, CPU time): 245
- * GFLOP/s vs 53 for the vec_dot_x4 path; one token: 1.0x-1.2x vec_dot GB/s.
+ * Q8_0, 512 tokens x 2048 x 2048, one thread (Xeon SPR VM, CPU time): 275
+ * GFLOP/s vs 50 for the vec_dot_x4 path; one token: 1.0x-1.2x vec_dot GB/s.
  *
  * vpdpbusd multiplies unsigned by signed bytes: the weights (Q8_0 as
  * stored, Q4_0 as nibble - 8) are the signed side, and the tile's
@@ -38,14 +38,14 @@
 
 #define TQ_R 16   /* weight rows per group: the 16 int32 lanes */
 #define TQ_G 4    /* row groups per tile (they share the staged tokens) */
-#define TQ_T 16   /* tokens per tile */
+#define TQ_T 32   /* tokens per tile (accumulators partly spill; still pays) */
 /* How many rows ahead a one-token tile prefetches. kern_matmul's one-token
  * loop also prefetches each whole tile (64 rows, 139 KiB at 2048 columns)
  * just before calling it; a tile ahead (64) keeps that burst in L2 (Q8_0,
  * 1 thread: 11.3 GB/s at 2048 and 5632 columns). Without that burst, one
  * row group ahead (16) streams best (12.4 / 14.1 GB/s). */
 #define TQ_PF_ROWS (TQ_G * TQ_R)
-#define TQ_CHUNK 32 /* block columns whose tokens are staged at once */
+#define TQ_CHUNK 16 /* block columns whose tokens are staged at once (16 KiB) */
 
 enum tq_kind { TQ_Q8_0, TQ_Q4_0 };
 
@@ -64,7 +64,7 @@ static inline __attribute__((always_inline)) void prep_q8_0(const char *const rp
 	__m512i z[8];
 	/* z[i] = rows i | i+4 for i < 4, rows 8+i | 12+i for 4 <= i < 8, so the
 	 * 128-bit lane shuffle at the end leaves the rows in natural order */
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 	for (int i = 0; i < 4; i++) {
 		z[i] = _mm512_inserti64x4(
 			_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(rp[i] + off))),
@@ -74,7 +74,7 @@ static inline __attribute__((always_inline)) void prep_q8_0(const char *const rp
 			_mm256_loadu_si256((const __m256i *)(rp[12 + i] + off)), 1);
 	}
 	__m512i t[8], u[8];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 	for (int h = 0; h < 2; h++) {
 		__m512i *zz = z + 4 * h, *tt = t + 4 * h, *uu = u + 4 * h;
 		tt[0] = _mm512_unpacklo_epi32(zz[0], zz[1]);
@@ -88,7 +88,7 @@ static inline __attribute__((always_inline)) void prep_q8_0(const char *const rp
 	}
 	/* u[k] 128-bit lanes: (rows 0-3, dw k), (rows 0-3, dw k+4), (rows 4-7, dw k), (rows 4-7, dw k+4);
 	 * u[4+k] likewise for rows 8-15 */
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 	for (int k = 0; k < 4; k++) {
 		v[k] = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88);
 		v[k + 4] = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
@@ -102,7 +102,7 @@ static inline __attribute__((always_inline)) void prep_q4_0(const char *const rp
 {
 	const size_t off = (size_t)b * sizeof(struct kern_block_q4_0) + 2;
 	__m512i z[4];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 	for (int i = 0; i < 4; i++) {
 		__m512i a = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rp[i] + off)));
 		a = _mm512_inserti32x4(a, _mm_loadu_si128((const __m128i *)(rp[i + 4] + off)), 1);
@@ -116,7 +116,7 @@ static inline __attribute__((always_inline)) void prep_q4_0(const char *const rp
 	const __m512i u[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
 			      _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
 	const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 	for (int k = 0; k < 4; k++) {
 		v[k] = _mm512_sub_epi8(_mm512_and_si512(u[k], m4), eight);
 		v[k + 4] = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(u[k], 4), m4), eight);
@@ -174,7 +174,7 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 		for (int r = 0; r < TQ_R; r++) /* missing rows read the group's first and are not stored */
 			rp[r] = w + (size_t)(g * TQ_R + (r < g_r ? r : 0)) * w_row;
 		__m512 acc[TQ_T];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 		for (int t = 0; t < nt; t++)
 			acc[t] = b0 == 0 ? _mm512_setzero_ps() : part[g][t];
 		for (int j = 0; j < nc; j++) {
@@ -185,7 +185,7 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 				 * few KiB are too short for the hardware prefetcher to
 				 * get ahead on 16 streams; prefetches past the matrix are
 				 * harmless. */
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 				for (int r = 0; r < TQ_R; r++)
 					_mm_prefetch(rp[r] + TQ_PF_ROWS * w_row + (size_t)b * wb, _MM_HINT_T1);
 			}
@@ -225,12 +225,12 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 			}
 		}
 		if (b0 + nc < nb) {
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 			for (int t = 0; t < nt; t++)
 				part[g][t] = acc[t];
 		} else {
 			const __mmask16 m = (__mmask16)((1u << g_r) - 1);
-#pragma GCC unroll 16
+#pragma GCC unroll 32
 			for (int t = 0; t < nt; t++)
 				if (t < n_t)
 					_mm512_mask_storeu_ps(y + t * y_stride + g * TQ_R, m, acc[t]);
@@ -239,7 +239,7 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 	}
 }
 
-/* Token counts are rounded up to 1, 2, 4, 8 or 16 (one specialization
+/* Token counts are rounded up to 1, 2, 4, 8, 16 or 32 (one specialization
  * each); the extra token slots repeat the last token and are not stored,
  * which changes no output's bits. */
 #define TILE_FN(name, kind)                                                                      \
@@ -254,8 +254,10 @@ tile_body(const enum tq_kind kind, const int nt, int64_t n, const char *w, size_
 			tile_body(kind, 4, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
 		else if (n_t <= 8)                                                               \
 			tile_body(kind, 8, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
-		else                                                                             \
+		else if (n_t <= 16)                                                              \
 			tile_body(kind, 16, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);       \
+		else                                                                             \
+			tile_body(kind, 32, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);       \
 	}
 
 TILE_FN(tile_q8_0_q8_0, TQ_Q8_0)
