@@ -87,9 +87,13 @@ struct app_mesh {
  * is ready, then this long for its running requests. */
 #define APP_MESH_RELEASE_WAIT_S 60.0
 #define APP_MESH_DRAIN_WAIT_S 30.0
-/* A newly elected host waits at most this long for the old host to stop
- * using its pipeline before it sends its own plan to the stages. */
-#define APP_MESH_OLD_HOST_WAIT_S 5.0
+/* A newly elected host gives the old host at most this long to leave its
+ * pipeline before it sends its own plan to the stages. Only a courtesy: a
+ * stage drops (and refuses on the old host's stream) whatever an old plan
+ * still sends once it has our plan (mesh_stage.h, stale messages), so our
+ * pipeline is safe either way; the grace only spares the old host's running
+ * requests a failed batch when it steps down at about the same time. */
+#define APP_MESH_OLD_HOST_WAIT_S 0.5
 
 static double now_s(void)
 {
