@@ -19,9 +19,11 @@
  *     acc = fnma(dmin_w * d_x, (float)imins, acc)     (Q4_K, Q5_K)
  * with the output = lane k + lane 4 + k at the end: one fixed sequence per
  * output whatever n_r, n_t or its place in the tile. Tiles: 4 rows x 4
- * tokens, 4 rows x 1 token for decode. */
+ * tokens, 4 rows x 1 token for decode. Q5_K and Q6_K use this layout; Q4_K
+ * has its own rows-in-lanes tile below (8 rows x 32 tokens). */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels/kern_impl.h"
@@ -271,11 +273,243 @@ KQ_INLINE void kq_tile_any(enum kq_kind kind, int64_t n, const void *w, size_t w
 		kq_tile(kind, nb, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }
 
-static void tile_q4_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-		      int n_t, float *y, int64_t y_stride)
+/* ---------------- Q4_K, rows in lanes ---------------- */
+
+/* As in kern_tile_kq_avx512.c: lane r of a register is weight row r of an
+ * 8-row tile; the rows' quants are transposed once per super-block (4
+ * quants of a row per int32 lane) and meet each token's 4 activation quants
+ * broadcast from memory. Without VNNI a 4-quant dot is vpmaddubsw (two
+ * int16 per lane); four of them add up a 16-quant half sub-block in int16
+ * (at most 8 * 15 * 127 per word) and one vpmaddwd by the scale (in both
+ * words) gives its int32 share. Every output is one lane:
+ *     acc = fma(d_x, fnma(dmin_w, (float)imins, d_w * (float)isum), acc)
+ * Decode (n_t = 1) walks 4 rows in lockstep through kq_dots and puts each
+ * row's integers in its lane before the same float operations. */
+#define Q4T_R 8
+#define Q4T_T 32
+#define Q4T_P 4 /* tokens per pass: their integer sums stay in registers */
+
+/* 8 x 8 int32 transpose: on return r[d] lane i = old r[i] lane d. */
+KQ_INLINE void transpose8(__m256i r[8])
 {
-	kq_tile_any(KQ_Q4_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
+	__m256i t[8], u[8];
+	KQ_UNROLL
+	for (int i = 0; i < 8; i += 2) {
+		t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+		t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+	}
+	KQ_UNROLL
+	for (int g = 0; g < 8; g += 4) {
+		u[g + 0] = _mm256_unpacklo_epi64(t[g + 0], t[g + 2]);
+		u[g + 1] = _mm256_unpackhi_epi64(t[g + 0], t[g + 2]);
+		u[g + 2] = _mm256_unpacklo_epi64(t[g + 1], t[g + 3]);
+		u[g + 3] = _mm256_unpackhi_epi64(t[g + 1], t[g + 3]);
+	}
+	/* u[4g + c], 128-bit lane k = rows 4g..4g+3 of dword 4k + c */
+	KQ_UNROLL
+	for (int c = 0; c < 4; c++) {
+		r[c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x20);
+		r[4 + c] = _mm256_permute2x128_si256(u[c], u[4 + c], 0x31);
+	}
 }
+
+struct q4t_block {
+	__m256i q[64]; /* quants 4j..4j+3 of row r in lane r, as the activation's dword j */
+	__m256i sc[8]; /* scale of sub-block j in both words of lane r */
+	__m256i mn[8]; /* min of sub-block j in both words of lane r */
+	__m256 d, dmin;
+};
+
+/* vpshufb control: byte j of each dword to both words, zero-extended. */
+KQ_INLINE __m256i q4t_pick(int j)
+{
+	int32_t v[8];
+	for (int m = 0; m < 8; m++) {
+		const uint32_t b = (uint32_t)(4 * (m % 4) + j);
+		v[m] = (int32_t)(0x80008000u | (b << 16) | b);
+	}
+	return _mm256_loadu_si256((const __m256i *)v);
+}
+
+/* Packs the low words of the 8 int32 of |v| into 8 halves -> floats. */
+KQ_INLINE __m256 f16_lo_words(__m256i v)
+{
+	const __m256i p = _mm256_packus_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0xFFFF)), v);
+	return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08)));
+}
+
+KQ_INLINE void q4t_prepare(const char *const rp[8], int64_t i, struct q4t_block *b)
+{
+	const __m256i m0f = _mm256_set1_epi8(0x0F);
+	const size_t off = (size_t)i * sizeof(struct kern_block_q4_K);
+	KQ_UNROLL
+	for (int h = 0; h < 4; h++) {
+		__m256i r[8];
+		KQ_UNROLL
+		for (int k = 0; k < 8; k++)
+			r[k] = _mm256_loadu_si256(
+				(const __m256i *)(rp[k] + off + offsetof(struct kern_block_q4_K, qs) + 32 * h));
+		transpose8(r);
+		/* qs dword D = 8h + d: low nibbles are quants 64(D/8) + 4(D%8),
+		 * activation dword 16(D/8) + D%8; high nibbles 32 quants on */
+		KQ_UNROLL
+		for (int d = 0; d < 8; d++) {
+			const int D = 8 * h + d, j = 16 * (D / 8) + D % 8;
+			b->q[j] = _mm256_and_si256(r[d], m0f);
+			b->q[j + 8] = _mm256_and_si256(_mm256_srli_epi32(r[d], 4), m0f);
+		}
+	}
+	/* d, dmin, scales: 16 bytes per row -> s[c] lane r = dword c of row r */
+	__m256i z[4];
+	KQ_UNROLL
+	for (int k = 0; k < 4; k++)
+		z[k] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)(rp[k] + off)),
+					 _mm_loadu_si128((const __m128i *)(rp[4 + k] + off)));
+	const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+	const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+	const __m256i s0 = _mm256_unpacklo_epi64(t0, t2), s1 = _mm256_unpackhi_epi64(t0, t2);
+	const __m256i s2 = _mm256_unpacklo_epi64(t1, t3), s3 = _mm256_unpackhi_epi64(t1, t3);
+	b->d = f16_lo_words(s0);
+	b->dmin = f16_lo_words(_mm256_srli_epi32(s0, 16));
+	const __m256i m3f = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30);
+	const __m256i sc03 = _mm256_and_si256(s1, m3f), mn03 = _mm256_and_si256(s2, m3f);
+	const __m256i sc47 = _mm256_or_si256(_mm256_and_si256(s3, m0f), _mm256_and_si256(_mm256_srli_epi32(s1, 2), m30));
+	const __m256i mn47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(s3, 4), m0f),
+					     _mm256_and_si256(_mm256_srli_epi32(s2, 2), m30));
+	KQ_UNROLL
+	for (int j = 0; j < 4; j++) {
+		b->sc[j] = _mm256_shuffle_epi8(sc03, q4t_pick(j));
+		b->sc[4 + j] = _mm256_shuffle_epi8(sc47, q4t_pick(j));
+		b->mn[j] = _mm256_shuffle_epi8(mn03, q4t_pick(j));
+		b->mn[4 + j] = _mm256_shuffle_epi8(mn47, q4t_pick(j));
+	}
+}
+
+KQ_INLINE __m256i bcast32(const void *p)
+{
+	int32_t v;
+	memcpy(&v, p, 4);
+	return _mm256_set1_epi32(v);
+}
+
+/* Rows rp[0..7] x tokens [0, n_t) (n_t <= Q4T_T), all super-blocks. */
+KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[8], const char *x, size_t x_row, const int n_t,
+			__m256 acc[Q4T_T])
+{
+	struct q4t_block b;
+	for (int64_t i = 0; i < nb; i++) {
+		q4t_prepare(rp, i, &b);
+		KQ_UNROLL
+		for (int p = 0; p < Q4T_T; p += Q4T_P) {
+			if (p >= n_t)
+				break;
+			const int np = n_t - p;
+			const struct kern_block_q8_K *yb[Q4T_P];
+			__m256i s[Q4T_P];
+			KQ_UNROLL
+			for (int t = 0; t < Q4T_P; t++) {
+				yb[t] = (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) + i;
+				s[t] = _mm256_setzero_si256();
+			}
+			KQ_UNROLL
+			for (int h = 0; h < 16; h++) {
+				const __m256i w0 = b.q[4 * h], w1 = b.q[4 * h + 1], w2 = b.q[4 * h + 2], w3 = b.q[4 * h + 3];
+				KQ_UNROLL
+				for (int t = 0; t < Q4T_P; t++) {
+					if (t >= np)
+						break;
+					const int8_t *a = yb[t]->qs + 16 * h;
+					__m256i c = _mm256_maddubs_epi16(w0, bcast32(a));
+					c = _mm256_add_epi16(c, _mm256_maddubs_epi16(w1, bcast32(a + 4)));
+					c = _mm256_add_epi16(c, _mm256_maddubs_epi16(w2, bcast32(a + 8)));
+					c = _mm256_add_epi16(c, _mm256_maddubs_epi16(w3, bcast32(a + 12)));
+					s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(c, b.sc[h / 2]));
+				}
+			}
+			KQ_UNROLL
+			for (int t = 0; t < Q4T_P; t++) {
+				if (t >= np)
+					break;
+				__m256i m = _mm256_setzero_si256();
+				KQ_UNROLL
+				for (int j = 0; j < 8; j++)
+					m = _mm256_add_epi32(m, _mm256_madd_epi16(b.mn[j], bcast32(yb[t]->bsums + 2 * j)));
+				const __m256 f = _mm256_fnmadd_ps(b.dmin, _mm256_cvtepi32_ps(m),
+								  _mm256_mul_ps(b.d, _mm256_cvtepi32_ps(s[t])));
+				acc[p + t] = _mm256_fmadd_ps(_mm256_set1_ps(yb[t]->d), f, acc[p + t]);
+			}
+		}
+	}
+}
+
+/* One token: 4 rows in lockstep, each row's integers from kq_dots. */
+static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const void *x, float *y)
+{
+	const struct kern_block_q8_K *xb = x;
+	const size_t bs = sizeof(struct kern_block_q4_K);
+	for (int g = 0; 4 * g < n_r; g++) {
+		const char *rb[4];
+		KQ_UNROLL
+		for (int r = 0; r < 4; r++)
+			rb[r] = w + (size_t)(4 * g + r < n_r ? 4 * g + r : n_r - 1) * w_row;
+		__m128 acc = _mm_setzero_ps();
+		for (int64_t i = 0; i < nb; i++) {
+			const struct kern_block_q8_K *const a[4] = {&xb[i], &xb[i], &xb[i], &xb[i]};
+			__m256i s[4], m[4];
+			uint32_t dd[4];
+			KQ_UNROLL
+			for (int r = 0; r < 4; r++) {
+				struct kq_row q;
+				kq_prepare(KQ_Q4_K, rb[r] + (size_t)i * bs, &q);
+				__m256i sr[4], mr[4];
+				kq_dots(KQ_Q4_K, &q, a, 1, sr, mr);
+				s[r] = sr[0];
+				m[r] = mr[0];
+				memcpy(&dd[r], q.blk, 4);
+			}
+			const __m256i s4 = reduce4(s[0], s[1], s[2], s[3]), m4 = reduce4(m[0], m[1], m[2], m[3]);
+			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+			const __m128i mi = _mm_add_epi32(_mm256_castsi256_si128(m4), _mm256_extracti128_si256(m4, 1));
+			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dd));
+			const __m256 dp = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+			const __m128 f = _mm_fnmadd_ps(_mm256_extractf128_ps(dp, 1), _mm_cvtepi32_ps(mi),
+						       _mm_mul_ps(_mm256_castps256_ps128(dp), _mm_cvtepi32_ps(si)));
+			acc = _mm_fmadd_ps(_mm_set1_ps(xb[i].d), f, acc);
+		}
+		const int nr = n_r - 4 * g < 4 ? n_r - 4 * g : 4;
+		if (nr == 4)
+			_mm_storeu_ps(y + 4 * g, acc);
+		else
+			store_n(y + 4 * g, 1, acc, nr);
+	}
+}
+
+static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
+			   int n_t, float *y, int64_t y_stride)
+{
+	const int64_t nb = n / KERN_QK_K;
+	if (n_t == 1) {
+		q4t_decode(nb, w, w_row, n_r, x, y);
+		return;
+	}
+	const char *rp[8];
+	KQ_UNROLL
+	for (int r = 0; r < 8; r++)
+		rp[r] = (const char *)w + (size_t)(r < n_r ? r : n_r - 1) * w_row;
+	__m256 acc[Q4T_T];
+	KQ_UNROLL
+	for (int t = 0; t < Q4T_T; t++)
+		acc[t] = _mm256_setzero_ps();
+	if (n_t == Q4T_T)
+		q4t_tile(nb, rp, x, x_row, Q4T_T, acc);
+	else
+		q4t_tile(nb, rp, x, x_row, n_t, acc);
+	const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(n_r), lane);
+	for (int t = 0; t < n_t; t++)
+		_mm256_maskstore_ps(y + t * y_stride, k, acc[t]);
+}
+
 
 static void tile_q5_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
 		      int n_t, float *y, int64_t y_stride)
@@ -291,7 +525,7 @@ static void tile_q6_K(int64_t n, const void *w, size_t w_row, int n_r, const voi
 
 int kern_tiles_kq_avx2(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K, KQ_R, KQ_T};
+	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T};
 	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K, KQ_R, KQ_T};
 	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K, KQ_R, KQ_T};
 	return 3;
