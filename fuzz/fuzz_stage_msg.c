@@ -5,7 +5,8 @@
  *                 convert rows; a decoded batch re-encoded must decode to
  *                 the same header and rows (f16 rows bit for bit)
  *   1 RESULT      the same with empty batches allowed
- *   2 PLAN        decode; re-encode must give the same bytes
+ *   2 PLAN        decode; re-encode must give the same bytes (a version 1
+ *                 PLAN comes back as version 2 with an F16 KV byte)
  *   3 KV          decode; re-encode must give the same bytes
  *   4 ACK         decode; re-encode must give the same bytes
  *   5 ERROR       decode; re-encode must give the same bytes
@@ -27,6 +28,18 @@ static void same_bytes(const struct net_buf *b, const uint8_t *p, size_t len)
 {
 	if (b->err || b->len != len + NET_FRAME_HDR_LEN ||
 	    memcmp(b->data + NET_FRAME_HDR_LEN, p, len) != 0)
+		abort();
+}
+
+/* A version 1 PLAN [p, len) re-encoded: version 2, the same fields, an F16
+ * KV type inserted after the activation type. */
+static void plan_v1_as_v2(const struct net_buf *b, const uint8_t *p, size_t len)
+{
+	const size_t kv = 1 + 8 + MESH_STAGE_FP_LEN + 16 + 1; /* offset of the KV byte */
+	const uint8_t *q = b->data + NET_FRAME_HDR_LEN;
+	if (b->err || len < kv || b->len != len + 1 + NET_FRAME_HDR_LEN ||
+	    q[0] != MESH_STAGE_PLAN_VERSION || memcmp(q + 1, p + 1, kv - 1) != 0 ||
+	    q[kv] != ML_DTYPE_F16 || memcmp(q + kv + 1, p + kv, len - kv) != 0)
 		abort();
 }
 
@@ -95,7 +108,10 @@ static void one(uint8_t type, const uint8_t *p, size_t len, uint64_t epoch)
 		if (pl && mesh_stage_plan_decode(pl, p, len, epoch) == 0) {
 			if (mesh_stage_plan_put(&b, pl) != 0)
 				abort();
-			same_bytes(&b, p, len);
+			if (p[0] == 1)
+				plan_v1_as_v2(&b, p, len);
+			else
+				same_bytes(&b, p, len);
 		}
 		free(pl);
 		break;

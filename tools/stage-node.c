@@ -6,7 +6,7 @@
  *       founds (or joins) a mesh, writes its invite token to F, and serves as a
  *       pipeline stage (layers assigned by the host's PLAN) until killed.
  *   stage-node host --model PATH --join TOKEN --split A[,B...] [--threads N]
- *             [--n-gen N] [--parallel N] [--f16] [--delay-ms MS]
+ *             [--n-gen N] [--parallel N] [--f16] [--kv-f32] [--delay-ms MS]
  *       joins, waits for as many connected peers as --split has bounds
  *       (taken in node id order), runs layers [0,A) itself, the peers
  *       [A,B), ..., [last,n_layer). It first runs the same requests solo
@@ -318,7 +318,8 @@ static void print_list(const char *key, const double *v, int n)
 }
 
 static int host_main(const char *path, const char *join, const char *split, int n_threads,
-                     int n_gen, int n_parallel, bool f16, int delay_ms, int runs, bool bench)
+                     int n_gen, int n_parallel, bool f16, bool kv_f32, int delay_ms, int runs,
+                     bool bench)
 {
 	int bounds[MESH_STAGE_MAX_STAGES], n_bounds = 0;
 	for (const char *p = split; *p && n_bounds < MESH_STAGE_MAX_STAGES - 1;) {
@@ -367,6 +368,8 @@ static int host_main(const char *path, const char *join, const char *split, int 
 	ep.n_ctx = 256;
 	ep.n_batch = 64;
 	ep.n_threads = n_threads;
+	if (kv_f32) /* solo and split alike; the PLAN gives the workers this type */
+		ep.kv_type = MODEL_KV_F32;
 	/* the mesh keeps answering pings while we compute */
 	pthread_t th;
 	pthread_create(&th, NULL, loop_main, NULL);
@@ -549,12 +552,16 @@ int main(int argc, char **argv)
 	}
 	const char *mode = argv[1], *path = NULL, *token_file = NULL, *join = NULL, *split = "1";
 	int n_threads = 1, n_gen = 32, n_parallel = 4, delay_ms = 0, runs = 1;
-	bool f16 = false, bench = false;
+	bool f16 = false, bench = false, kv_f32 = false;
 	const char *marker = NULL;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--f16")) {
 			f16 = true;
+			continue;
+		}
+		if (!strcmp(a, "--kv-f32")) {
+			kv_f32 = true;
 			continue;
 		}
 		if (!strcmp(a, "--bench")) {
@@ -604,8 +611,8 @@ int main(int argc, char **argv)
 		return worker_main(path, join, token_file, n_threads, delay_ms);
 	g_marker = marker;
 	if (!strcmp(mode, "host") && join)
-		return host_main(path, join, split, n_threads, n_gen, n_parallel, f16, delay_ms, runs,
-		                 bench);
+		return host_main(path, join, split, n_threads, n_gen, n_parallel, f16, kv_f32,
+		                 delay_ms, runs, bench);
 	fprintf(stderr, "stage-node: mode worker, or host with --join\n");
 	return 1;
 }

@@ -78,8 +78,8 @@ static void usage(FILE *f)
 	       "                    503 busy (default: 16; 0: none wait)\n"
 	       "  --kv-type f16|f32 KV cache element type (default: f16, half the memory of\n"
 	       "                    f32; llama.cpp's --cache-type-k/-ctk and\n"
-	       "                    --cache-type-v/-ctv are accepted, K and V share one type).\n"
-	       "                    Split serving needs f16 (the stages keep f16)\n"
+	       "                    --cache-type-v/-ctv are accepted, K and V share one type;\n"
+	       "                    a split's stages get the host's type with its plan)\n"
 	       "  --mmap            use the weights through a mapping of the file (loads\n"
 	       "                    lazily, shares the page cache) instead of reading them\n"
 	       "                    into huge-page memory at start (default; faster decode)\n"
@@ -467,10 +467,6 @@ int app_cmd_serve(int argc, char **argv)
 		return usage_error("--client needs the mesh; drop '--no-mesh'%s%s", "", "");
 	if (sv.no_mesh && sv.mo.n_join)
 		return usage_error("--join needs the mesh; drop '--no-mesh'%s%s", "", "");
-	if (sv.mo.force_split && sv.ep.kv_type != MODEL_KV_F16)
-		return usage_error("--split needs the f16 KV cache (the stages keep f16); drop "
-		                   "'%s f32'%s",
-		                   sv.kv_flag, "");
 	sv.has_model = !sv.mo.client && (model || sv.mo.n_join == 0);
 	if (!sv.has_model) {
 		snprintf(sv.model_id, sizeof(sv.model_id), "mesh");

@@ -364,7 +364,7 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 	bool same = w->model && w->plan.stages[w->index].layer_begin == me->layer_begin &&
 	            w->plan.stages[w->index].layer_end == me->layer_end &&
 	            w->plan.n_ctx == p->n_ctx && w->plan.n_seq == p->n_seq &&
-	            w->plan.n_batch == p->n_batch;
+	            w->plan.n_batch == p->n_batch && w->plan.kv_dtype == p->kv_dtype;
 	if (same) {
 		/* a new epoch over the same range: sequences start over */
 		for (uint32_t s = 0; s < p->n_seq; s++)
@@ -388,12 +388,12 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 		              w->path, hp->n_layer);
 		goto fail;
 	}
-	/* F16 KV as the host's engine by default (the PLAN does not carry a
-	 * KV type yet; the host link refuses another one) */
+	/* the host engine's KV type, or split output would differ from solo */
 	struct model_ctx_params cp = {.n_seq = (int)p->n_seq,
 	                              .n_ctx = (int)p->n_ctx,
 	                              .n_batch = (int)p->n_batch,
-	                              .kv_type = MODEL_KV_F16};
+	                              .kv_type = p->kv_dtype == ML_DTYPE_F32 ? MODEL_KV_F32
+	                                                                     : MODEL_KV_F16};
 	rc = model_ctx_init_params(&w->ctx, w->model, w->pool, &cp);
 	if (rc < 0)
 		goto fail;
@@ -464,10 +464,11 @@ static void worker_on_plan(struct mesh_stage_worker *w, const struct mesh_stage_
 	w->index = idx;
 	uint64_t mapped = model_weight_bytes(w->model);
 	ML_INFO("stage %d/%u: layers %u-%u of %u loaded from local file %s (%.1f MB mapped, 0 "
-	        "weight bytes received) in %.2f s, plan epoch %llu",
+	        "weight bytes received) in %.2f s, plan epoch %llu, %s KV cache",
 	        idx + 1, plan->n_stages, plan->stages[idx].layer_begin,
 	        plan->stages[idx].layer_end - 1, plan->n_layer, w->path, (double)mapped / 1e6,
-	        ml_time_s() - t0, (unsigned long long)plan->epoch);
+	        ml_time_s() - t0, (unsigned long long)plan->epoch,
+	        plan->kv_dtype == ML_DTYPE_F32 ? "f32" : "f16");
 	struct net_buf *b = out_begin(w);
 	w->st.epoch = plan->epoch;
 	w->st.stage = idx;
@@ -1259,10 +1260,8 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 		                "host 0-%u of %u",
 		                s->layer_begin - 1, s->n_layer, k->plan.stages[0].layer_end - 1,
 		                k->plan.n_layer);
-	if (s->kv_type != MODEL_KV_F16)
-		return ml_error(ML_ERR_UNSUPPORTED,
-		                "split: stages on other nodes keep an F16 KV cache; an engine "
-		                "with an F32 one would give other output than solo (use f16)");
+	if (s->kv_type != MODEL_KV_F16 && s->kv_type != MODEL_KV_F32)
+		return ml_error(ML_ERR_UNSUPPORTED, "split: KV cache type %d", (int)s->kv_type);
 	k->setup = *s;
 
 	/* The output head, mapped from our own file. */
@@ -1304,6 +1303,7 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 	k->plan.n_seq = (uint32_t)s->n_seq;
 	k->plan.n_batch = (uint32_t)s->n_batch;
 	k->plan.act_dtype = k->act_dtype;
+	k->plan.kv_dtype = s->kv_type == MODEL_KV_F32 ? ML_DTYPE_F32 : ML_DTYPE_F16;
 
 	double t0 = ml_time_s();
 	pthread_mutex_lock(&k->mu);

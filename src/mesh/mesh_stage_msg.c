@@ -339,6 +339,9 @@ static int plan_check(const struct mesh_stage_plan *p, int bad, const char *fn)
 	if (!elem_size(p->act_dtype))
 		return ml_error(bad == ML_ERR_FORMAT ? ML_ERR_UNSUPPORTED : bad,
 		                "%s: activation type %u, want F32 or F16", fn, p->act_dtype);
+	if (!elem_size(p->kv_dtype))
+		return ml_error(bad == ML_ERR_FORMAT ? ML_ERR_UNSUPPORTED : bad,
+		                "%s: KV cache type %u, want F32 or F16", fn, p->kv_dtype);
 	uint32_t b = 0;
 	for (uint32_t s = 0; s < p->n_stages; s++) {
 		const struct mesh_stage_plan_stage *st = &p->stages[s];
@@ -388,7 +391,7 @@ int mesh_stage_plan_put(struct net_buf *out, const struct mesh_stage_plan *p)
 	const size_t mark = out->len;
 	const int prev_err = out->err;
 	net_frame_begin(out, NET_MSG_STAGE_OPEN);
-	net_buf_put_u8(out, MESH_STAGE_MSG_VERSION);
+	net_buf_put_u8(out, MESH_STAGE_PLAN_VERSION);
 	net_buf_put_u64(out, p->epoch);
 	net_buf_put_bytes(out, p->fingerprint, MESH_STAGE_FP_LEN);
 	net_buf_put_u32(out, p->n_layer);
@@ -396,6 +399,7 @@ int mesh_stage_plan_put(struct net_buf *out, const struct mesh_stage_plan *p)
 	net_buf_put_u32(out, p->n_seq);
 	net_buf_put_u32(out, p->n_batch);
 	net_buf_put_u8(out, p->act_dtype);
+	net_buf_put_u8(out, p->kv_dtype);
 	net_buf_put_u8(out, (uint8_t)p->n_stages);
 	for (uint32_t s = 0; s < p->n_stages; s++) {
 		net_buf_put_bytes(out, p->stages[s].id, NET_ID_LEN);
@@ -420,12 +424,14 @@ int mesh_stage_plan_decode(struct mesh_stage_plan *p, const uint8_t *payload, si
 	p->n_seq = net_reader_u32(&r);
 	p->n_batch = net_reader_u32(&r);
 	p->act_dtype = net_reader_u8(&r);
+	/* version 1 had no KV type: its stages kept F16 caches */
+	p->kv_dtype = ver == 1 ? ML_DTYPE_F16 : net_reader_u8(&r);
 	p->n_stages = net_reader_u8(&r);
 	if (net_reader_error(&r))
 		return ml_error(ML_ERR_FORMAT, "%s: truncated header (%zu bytes)", __func__, len);
-	if (ver != MESH_STAGE_MSG_VERSION)
-		return ml_error(ML_ERR_UNSUPPORTED, "%s: message version %u, this node speaks %d",
-		                __func__, ver, MESH_STAGE_MSG_VERSION);
+	if (ver != 1 && ver != MESH_STAGE_PLAN_VERSION)
+		return ml_error(ML_ERR_UNSUPPORTED, "%s: PLAN version %u, this node speaks 1..%d",
+		                __func__, ver, MESH_STAGE_PLAN_VERSION);
 	if (p->n_stages < 1 || p->n_stages > MESH_STAGE_MAX_STAGES)
 		return ml_error(ML_ERR_RANGE, "%s: %u stages, want 1..%d", __func__, p->n_stages,
 		                MESH_STAGE_MAX_STAGES);

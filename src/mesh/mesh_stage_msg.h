@@ -26,14 +26,18 @@
  *     <= INT32_MAX, and the framed message <= NET_FRAME_MAX_STAGE (64 MiB),
  *     so the largest f32 batch of a 4096-wide model is 4093 tokens.
  *   PLAN
- *     u8 version (1) | u64 epoch | fingerprint[32] | u32 n_layer | u32 n_ctx
- *     | u32 n_seq | u32 n_batch | u8 activation dtype | u8 n_stages
+ *     u8 version (2) | u64 epoch | fingerprint[32] | u32 n_layer | u32 n_ctx
+ *     | u32 n_seq | u32 n_batch | u8 activation dtype | u8 KV cache dtype
+ *     | u8 n_stages
  *     | n_stages x (id[32] | u32 layer begin | u32 layer end | next hop id[32])
  *     stages cover [0, n_layer) contiguously in order, each non-empty
  *     (so n_stages <= n_layer <= 4096); 1 <= n_stages <= MESH_STAGE_MAX_STAGES;
  *     no node twice; stage i's next hop is stage i+1 and the last stage's is
  *     the host (stage 0); n_ctx, n_seq, n_batch in 1..INT32_MAX; activation
- *     dtype F32 or F16.
+ *     and KV cache dtypes F32 or F16 (every stage's cache has the host
+ *     engine's type, or split output would differ from solo). Version 1
+ *     (the same without the KV byte, whose stages kept F16 caches) still
+ *     decodes, with an F16 KV type; it is no longer sent.
  *   KV_TRUNCATE / KV_CLEAR
  *     u8 version (1) | u64 epoch | u8 op (1 truncate, 2 clear) | u32 seq | u32 pos
  *     truncate: drop positions >= pos of seq; clear: pos must be 0, seq may be
@@ -62,6 +66,7 @@
 struct mesh_plan;
 
 #define MESH_STAGE_MSG_VERSION 1
+#define MESH_STAGE_PLAN_VERSION 2 /* PLAN only: version 1 + the KV type */
 #define MESH_STAGE_MAX_TOKENS 4096
 #define MESH_STAGE_MAX_EMBD 65536
 #define MESH_STAGE_MAX_STAGES 64 /* = MESH_PLAN_MAX_STAGES */
@@ -192,21 +197,22 @@ struct mesh_stage_plan {
 	uint32_t n_layer;
 	uint32_t n_ctx, n_seq, n_batch; /* KV cache and batch sizes every stage allocates */
 	uint8_t act_dtype;              /* activations on the wire: ML_DTYPE_F32 / F16 */
+	uint8_t kv_dtype;               /* every stage's KV cache: ML_DTYPE_F32 / F16 */
 	uint32_t n_stages;
 	struct mesh_stage_plan_stage stages[MESH_STAGE_MAX_STAGES];
 };
 
 /* Fills |out| from an OK |plan| (ids, ranges, epoch, n_layer; next hops
  * stage i -> i+1, last -> host). The caller sets fingerprint, n_ctx,
- * n_seq, n_batch, act_dtype. Returns 0 or ML_ERR_INVALID (plan not OK). */
+ * n_seq, n_batch, act_dtype, kv_dtype. Returns 0 or ML_ERR_INVALID (plan not OK). */
 int mesh_stage_plan_from(struct mesh_stage_plan *out, const struct mesh_plan *plan);
 
 /* Appends a framed PLAN (NET_MSG_STAGE_OPEN). Returns 0, ML_ERR_INVALID
  * (a plan the decoder would refuse) or the buffer's error. */
 int mesh_stage_plan_put(struct net_buf *out, const struct mesh_stage_plan *p);
-/* Strict decode; checks the layout rules above. Returns 0, ML_ERR_FORMAT,
- * ML_ERR_UNSUPPORTED (version), ML_ERR_RANGE (counts over caps) or
- * MESH_STAGE_ERR_STALE. */
+/* Strict decode of version 1 or 2; checks the layout rules above. Returns
+ * 0, ML_ERR_FORMAT, ML_ERR_UNSUPPORTED (version, dtypes), ML_ERR_RANGE
+ * (counts over caps) or MESH_STAGE_ERR_STALE. */
 int mesh_stage_plan_decode(struct mesh_stage_plan *p, const uint8_t *payload, size_t len,
                            uint64_t current_epoch);
 /* Index of |id| among the plan's stages, or -1. */

@@ -292,10 +292,14 @@ static void run_all(struct eng *e, struct coll *out)
 	}
 }
 
+/* The KV type of the engines below (solo and split alike). */
+static enum model_kv_type test_kv = MODEL_KV_F16;
+
 static struct eng_params engine_params(const char *path)
 {
 	struct eng_params p = eng_default_params();
 	p.model_path = path;
+	p.kv_type = test_kv;
 	p.n_parallel = 4;
 	p.n_ctx = 128;
 	p.n_batch = 16;
@@ -465,6 +469,36 @@ static bool same_tokens(const struct coll *a, const struct coll *b)
 		    memcmp(a[i].tokens, b[i].tokens, sizeof(int32_t) * (size_t)a[i].n_tokens) != 0)
 			return false;
 	return true;
+}
+
+/* An engine with an F32 KV cache: the PLAN gives the workers that type,
+ * and split output equals solo output with F32 KV. For this model F16 KV
+ * gives other tokens (small logit margins), so a stage that kept F16
+ * would show. */
+static void test_mesh_stage_kv_f32(void **state)
+{
+	(void)state;
+	static struct coll r16[N_REQ], r32[N_REQ];
+	struct eng_params sp = engine_params(Q8_MODEL);
+	struct eng *solo = NULL;
+	assert_int_equal(eng_init(&solo, &sp), 0);
+	run_all(solo, r16);
+	eng_free(solo);
+	test_kv = MODEL_KV_F32;
+	sp = engine_params(Q8_MODEL);
+	assert_int_equal(eng_init(&solo, &sp), 0);
+	run_all(solo, r32);
+	eng_free(solo);
+	assert_false(same_tokens(r16, r32));
+	int b[2] = {2, 3};
+	split_equals_solo(Q8_MODEL, 3, b, 4);
+	test_kv = MODEL_KV_F16;
+	for (int i = 0; i < N_REQ; i++) {
+		pthread_mutex_destroy(&r16[i].mu);
+		pthread_cond_destroy(&r16[i].cv);
+		pthread_mutex_destroy(&r32[i].mu);
+		pthread_cond_destroy(&r32[i].cv);
+	}
 }
 
 /* The same workers take a new plan (epoch 2, other layer ranges: they drop
@@ -884,6 +918,7 @@ int main(void)
 	    cmocka_unit_test(test_mesh_stage_replan),
 	    cmocka_unit_test(test_mesh_stage_dead_stage),
 	    cmocka_unit_test(test_mesh_stage_stale_host),
+	    cmocka_unit_test(test_mesh_stage_kv_f32),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	event_base_free(base);

@@ -520,6 +520,7 @@ static void sample_plan(struct mesh_stage_plan *sp)
 	sp->n_seq = 4;
 	sp->n_batch = 512;
 	sp->act_dtype = ML_DTYPE_F16;
+	sp->kv_dtype = ML_DTYPE_F32;
 }
 
 static void test_plan_roundtrip(void **state)
@@ -536,7 +537,8 @@ static void test_plan_roundtrip(void **state)
 	const uint8_t *p;
 	size_t len;
 	frame(&b, NET_MSG_STAGE_OPEN, &p, &len);
-	assert_int_equal(len, 1 + 8 + 32 + 4 * 4 + 1 + 1 + 3 * 72);
+	assert_int_equal(len, 1 + 8 + 32 + 4 * 4 + 1 + 1 + 1 + 3 * 72);
+	assert_int_equal(p[0], MESH_STAGE_PLAN_VERSION);
 	assert_int_equal(mesh_stage_plan_decode(&d, p, len, 12), 0);
 	assert_memory_equal(&d, &sp, sizeof(d));
 	assert_int_equal(mesh_stage_plan_find(&d, sp.stages[1].id), 1);
@@ -550,11 +552,26 @@ static void test_plan_roundtrip(void **state)
 	assert_int_equal(mesh_stage_plan_decode(&d, q, len + 1, 0), ML_ERR_FORMAT);
 	/* stale */
 	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 13), MESH_STAGE_ERR_STALE);
-	/* tampering: version, stage count, a range, a next hop, activation type */
-	const size_t off_nst = 1 + 8 + 32 + 16 + 1, off_st = off_nst + 1;
-	q[0] = 2;
+	/* tampering: version, stage count, a range, a next hop, activation
+	 * and KV types */
+	const size_t off_nst = 1 + 8 + 32 + 16 + 2, off_st = off_nst + 1;
+	q[0] = 3;
 	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_UNSUPPORTED);
+	q[0] = 0;
+	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_UNSUPPORTED);
+	/* version 1 with the KV byte: read as version 1, the KV byte (F32 = 0)
+	 * is its stage count */
 	q[0] = 1;
+	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_RANGE);
+	q[0] = 2;
+	q[off_nst - 1] = ML_DTYPE_Q8_0;
+	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_UNSUPPORTED);
+	q[off_nst - 1] = 0xff;
+	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_UNSUPPORTED);
+	q[off_nst - 1] = ML_DTYPE_F16;
+	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), 0);
+	assert_int_equal(d.kv_dtype, ML_DTYPE_F16);
+	q[off_nst - 1] = ML_DTYPE_F32;
 	q[off_nst] = MESH_STAGE_MAX_STAGES + 1;
 	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_RANGE);
 	q[off_nst] = 0;
@@ -568,10 +585,36 @@ static void test_plan_roundtrip(void **state)
 	q[off_st + 40] ^= 1; /* stage 0 next hop */
 	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_FORMAT);
 	q[off_st + 40] ^= 1;
-	q[off_nst - 1] = ML_DTYPE_Q4_0;
+	q[off_nst - 2] = ML_DTYPE_Q4_0;
 	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), ML_ERR_UNSUPPORTED);
-	q[off_nst - 1] = ML_DTYPE_F16;
+	q[off_nst - 2] = ML_DTYPE_F16;
 	assert_int_equal(mesh_stage_plan_decode(&d, q, len, 0), 0);
+	assert_memory_equal(&d, &sp, sizeof(d));
+
+	/* version 1 (no KV byte) still decodes, with F16 caches; strict all
+	 * the same: every truncation and a trailing byte are refused */
+	uint8_t *v1 = malloc(len);
+	memcpy(v1, q, off_nst - 1);
+	memcpy(v1 + off_nst - 1, q + off_nst, len - off_nst);
+	v1[0] = 1;
+	const size_t len1 = len - 1;
+	assert_int_equal(mesh_stage_plan_decode(&d, v1, len1, 0), 0);
+	assert_int_equal(d.kv_dtype, ML_DTYPE_F16);
+	assert_int_equal(d.act_dtype, ML_DTYPE_F16);
+	assert_int_equal(d.n_stages, 3);
+	assert_memory_equal(d.stages, sp.stages, sizeof(sp.stages));
+	for (size_t k = 0; k < len1; k++)
+		assert_int_equal(mesh_stage_plan_decode(&d, v1, k, 0), ML_ERR_FORMAT);
+	assert_int_equal(mesh_stage_plan_decode(&d, q, len1 + 1, 0), 0); /* v2 */
+	v1[0] = 2; /* read as version 2: the first id byte is the stage count */
+	assert_int_equal(mesh_stage_plan_decode(&d, v1, len1, 0), ML_ERR_RANGE);
+	free(v1);
+	/* the encoder refuses what the decoder would */
+	struct mesh_stage_plan bad = sp;
+	bad.kv_dtype = ML_DTYPE_Q8_0;
+	net_buf_reset(&b);
+	assert_int_equal(mesh_stage_plan_put(&b, &bad), ML_ERR_INVALID);
+	assert_int_equal(b.len, 0);
 	free(q);
 	net_buf_free(&b);
 }

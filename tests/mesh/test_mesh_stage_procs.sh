@@ -87,6 +87,16 @@ run two-q4km ../shared/refdata/models/syn-qwen2-Q4_K_M.gguf 1 1
 run two-stories models/stories260K.gguf 3 1
 run three-f32 ../shared/refdata/models/syn-qwen2-F32.gguf 1,3 2
 run three-q8 ../shared/refdata/models/syn-llama-Q8_0.gguf 2,3 2
+# --kv-f32: solo and split with an F32 KV cache (F16 gives other tokens for
+# this model); the PLAN carries the type to both workers
+run three-kv-f32 ../shared/refdata/models/syn-llama-Q8_0.gguf 2,3 2 --kv-f32
+n=$(cat "$DIR"/three-kv-f32-w*.log | grep -c 'f32 KV cache')
+if [ "$n" -eq 2 ]; then
+	echo "ok   three-kv-f32: both workers keep an f32 KV cache"
+else
+	echo "FAIL three-kv-f32: $n of 2 workers say they keep an f32 KV cache"
+	fail=1
+fi
 "$BUILD/mesh-llm-gen" --arch llama --n-layer 8 --n-embd 512 --n-ff 1536 --n-head 8 \
 	--n-head-kv 4 --n-vocab 4096 --type Q8_0 -o "$DIR/gen-q8.gguf" >/dev/null ||
 	{ echo "FAIL mesh-llm-gen"; fail=1; }
