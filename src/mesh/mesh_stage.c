@@ -377,8 +377,11 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 		                "the plan asks for %u sequences of %u positions and batches of %u "
 		                "(limits 4096, %u, %u)",
 		                p->n_seq, p->n_ctx, p->n_batch, 1u << 24, MESH_STAGE_MAX_TOKENS);
-	struct model_params mp = {
-	    .path = w->path, .layer_begin = (int)me->layer_begin, .layer_end = (int)me->layer_end};
+	/* the host computes the logits: a last stage maps the final norm only */
+	struct model_params mp = {.path = w->path,
+	                          .layer_begin = (int)me->layer_begin,
+	                          .layer_end = (int)me->layer_end,
+	                          .no_output_head = true};
 	int rc = model_load(&w->model, &mp);
 	if (rc < 0)
 		return rc;

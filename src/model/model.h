@@ -55,6 +55,12 @@ struct model_params {
 	int layer_begin; /* first layer to run (0 for the first stage) */
 	int layer_end;   /* one past the last layer; -1 means n_layer */
 	bool mmap;       /* weights as views of the file mapping instead of resident */
+	/* A last stage whose logits another node computes (a network pipeline's
+	 * last worker): output.weight (or, tied, token_embd.weight unless this
+	 * is also the first stage) is neither mapped nor counted; output_norm
+	 * is. Such a model must be run with model_forward(ctx, b, NULL): the
+	 * final-normed rows are in model_ctx_result_norm(). */
+	bool no_output_head;
 };
 
 struct model;

@@ -272,6 +272,7 @@ static void weight_from(struct model_weight *w, const struct gguf_tensor *t)
 struct map_filter {
 	int layer_begin, layer_end;
 	bool first, last, tied;
+	bool head; /* the last stage maps the output head (model_params.no_output_head) */
 };
 
 static bool want_tensor(const struct gguf_tensor *t, void *user)
@@ -286,9 +287,11 @@ static bool want_tensor(const struct gguf_tensor *t, void *user)
 	if (strcmp(n, "rope_freqs.weight") == 0)
 		return true;
 	if (strcmp(n, "token_embd.weight") == 0)
-		return f->first || (f->last && f->tied);
-	if (strcmp(n, "output_norm.weight") == 0 || strcmp(n, "output.weight") == 0)
+		return f->first || (f->last && f->tied && f->head);
+	if (strcmp(n, "output_norm.weight") == 0)
 		return f->last;
+	if (strcmp(n, "output.weight") == 0)
+		return f->last && f->head;
 	return false;
 }
 
@@ -347,7 +350,7 @@ static int layer_tensors(struct model *m, int il, struct model_layer *L)
 
 /* Checks (before mapping, data pointers NULL) or fetches (after) all tensors
  * of this stage. */
-static int stage_tensors(struct model *m)
+static int stage_tensors(struct model *m, bool head)
 {
 	const struct gguf_file *gf = m->gf;
 	struct model_hparams *hp = &m->hp;
@@ -372,6 +375,8 @@ static int stage_tensors(struct model *m)
 			return rc;
 		m->output_norm = (const float *)t->data;
 		m->weight_bytes += t->n_bytes;
+	}
+	if (model_is_last(m) && head) {
 		const char *out_name = hp->tied_output ? "token_embd.weight" : "output.weight";
 		if ((rc = check_mat(gf, out_name, hp->n_embd, hp->n_vocab, &t, hp->arch_name)) < 0)
 			return rc;
@@ -426,19 +431,21 @@ int model_load(struct model **out, const struct model_params *p)
 		goto fail;
 	}
 	/* Check everything before mapping anything, then map and fetch. */
-	if ((rc = stage_tensors(m)) < 0)
+	const bool head = !p->no_output_head;
+	if ((rc = stage_tensors(m, head)) < 0)
 		goto fail;
 	struct map_filter f = {m->layer_begin, m->layer_end, model_is_first(m), model_is_last(m),
-			       hp->tied_output};
+			       hp->tied_output, head};
 	gguf_set_resident(m->gf, !p->mmap);
 	if ((rc = gguf_map(m->gf, want_tensor, &f)) < 0)
 		goto fail;
-	if ((rc = stage_tensors(m)) < 0)
+	if ((rc = stage_tensors(m, head)) < 0)
 		goto fail;
 
 	ML_INFO("loading layers %d-%d of %d of %s model %s%s%s (%.1f MB %s)", m->layer_begin,
 		m->layer_end - 1, hp->n_layer, hp->arch_name, p->path, model_is_first(m) ? ", with embeddings" : "",
-		model_is_last(m) ? ", with output head" : "", (double)m->weight_bytes / 1e6,
+		!model_is_last(m) ? "" : head ? ", with output head" : ", with final norm (no output head)",
+		(double)m->weight_bytes / 1e6,
 		p->mmap ? "mapped" : "resident");
 	*out = m;
 	return 0;

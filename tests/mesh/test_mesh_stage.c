@@ -25,6 +25,7 @@
 #include "base/ml_time.h"
 #include "engine/eng.h"
 #include "engine/eng_link.h"
+#include "gguf/gguf.h"
 #include "mesh/mesh.h"
 #include "mesh/mesh_stage.h"
 #include "model/model.h"
@@ -547,6 +548,16 @@ static void test_mesh_stage_replan(void **state)
 	assert_int_equal(ws.layer_begin, 2);
 	assert_int_equal(ws.layer_end, 3);
 	assert_int_equal(ws.n_plans, 2);
+	/* the last stage maps no output head (the host computes the logits) */
+	mesh_stage_worker_get_stats(nodes[2].w, &ws);
+	struct model *full = NULL;
+	struct model_params mp = {.path = F32_MODEL, .layer_begin = 3, .layer_end = 4};
+	assert_int_equal(model_load(&full, &mp), 0);
+	const struct gguf_tensor *head = gguf_find_tensor(model_gguf(full), "output.weight");
+	assert_non_null(head);
+	assert_int_equal(ws.layer_begin, 3);
+	assert_int_equal(ws.weight_bytes_mapped, model_weight_bytes(full) - head->n_bytes);
+	model_free(full);
 
 	/* an older plan is refused */
 	int rc = split_engine_epoch(&e, F32_MODEL, 3, b1, 4, ML_DTYPE_F32, &link, 1);

@@ -1072,6 +1072,73 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* model_params.no_output_head (a network pipeline's last worker; the host
+ * computes the logits): the head's bytes are neither mapped nor counted,
+ * the final norm is, and model_forward(ctx, b, NULL) leaves the same
+ * normed rows as the model with its head. */
+static void no_head_case(const char *path, int lb)
+{
+	struct model *full = NULL, *nh = NULL;
+	struct model_params mp = {.path = path, .layer_begin = lb, .layer_end = -1};
+	assert_int_equal(model_load(&full, &mp), 0);
+	mp.no_output_head = true;
+	assert_int_equal(model_load(&nh, &mp), 0);
+	const struct gguf_file *gf = model_gguf(full);
+	const struct gguf_tensor *o = gguf_find_tensor(gf, "output.weight");
+	const char *head_name = o ? "output.weight" : "token_embd.weight";
+	/* tied and first: token_embd stays for the embeddings */
+	const bool head_gone = o || lb > 0;
+	const uint64_t head = head_gone ? gguf_find_tensor(gf, head_name)->n_bytes : 0;
+	printf("%s [%d, n): %.2f MB with the head, %.2f MB without (%s, %llu bytes)\n", path, lb,
+	       model_weight_bytes(full) / 1e6, model_weight_bytes(nh) / 1e6, head_name,
+	       (unsigned long long)head);
+	assert_int_equal(model_weight_bytes(full) - model_weight_bytes(nh), head);
+	if (head_gone)
+		assert_null(gguf_find_tensor(model_gguf(nh), head_name)->data);
+	assert_non_null(gguf_find_tensor(model_gguf(nh), "output_norm.weight")->data);
+	assert_true(model_is_last(nh));
+
+	const struct model_hparams *hp = model_hparams(full);
+	const int n = 4, E = hp->n_embd;
+	struct model_ctx *cf = NULL, *cn = NULL;
+	assert_int_equal(model_ctx_init(&cf, full, pool, 1, 32, 8), 0);
+	assert_int_equal(model_ctx_init(&cn, nh, pool, 1, 32, 8), 0);
+	float *in = malloc((size_t)n * (size_t)E * sizeof(float));
+	float *lg = malloc((size_t)n * (size_t)hp->n_vocab * sizeof(float));
+	int32_t ids[4] = {1, 7, 42, 3};
+	for (int i = 0; i < n * E; i++)
+		in[i] = (float)((i * 37) % 101 - 50) / 50.0f;
+	int32_t pos[4] = {0, 1, 2, 3}, seq[4] = {0, 0, 0, 0};
+	int8_t want[4] = {0, 0, 1, 1};
+	struct model_batch b = {.n_tokens = n, .pos = pos, .seq = seq, .logits = want};
+	if (lb == 0)
+		b.tokens = ids;
+	else
+		b.embd = in;
+	assert_int_equal(model_forward(cf, &b, lg), 0);
+	assert_int_equal(model_forward(cn, &b, NULL), 0);
+	assert_memory_equal(model_ctx_result_norm(cf), model_ctx_result_norm(cn),
+	                    2 * (size_t)E * sizeof(float));
+	free(in);
+	free(lg);
+	model_ctx_free(cf);
+	model_ctx_free(cn);
+	model_free(full);
+	model_free(nh);
+}
+
+static void test_model_no_output_head(void **state)
+{
+	(void)state;
+	no_head_case("../shared/refdata/models/syn-llama-Q8_0.gguf", 2);
+	no_head_case("../shared/refdata/models/syn-qwen2-F32.gguf", 3);
+	no_head_case("../shared/refdata/models/syn-qwen2-F32.gguf", 0);
+	if (access("models/stories260K.gguf", R_OK) == 0) {
+		no_head_case("models/stories260K.gguf", 3);
+		no_head_case("models/stories260K.gguf", 0);
+	}
+}
+
 int main(void)
 {
 	const char *env = getenv("MESH_LLM_SHARED");
@@ -1120,6 +1187,7 @@ int main(void)
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_all_weight_types);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_memory);
 	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_kv_f16);
+	tests[nt++] = (struct CMUnitTest)cmocka_unit_test(test_model_no_output_head);
 	int rc = _cmocka_run_group_tests("model_refdata", tests, (size_t)nt, NULL, NULL);
 	for (int i = 0; i < nf; i++)
 		free(files[i]);
