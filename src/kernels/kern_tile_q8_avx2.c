@@ -25,8 +25,8 @@
 
 #include "kernels/kern_impl.h"
 
-#define TA_R 8      /* weight rows per tile: the 8 int32 lanes */
-#define TA_T 8      /* tokens per tile */
+#define TA_R 8 /* weight rows per tile: the 8 int32 lanes */
+#define TA_T 8 /* tokens per tile */
 /* Row groups per tile (they share the tokens' tabled scales and sums):
  * Q4_0 tables a sum per token and block, worth sharing over 32 rows; Q8_0
  * tables only the scales and keeps 8-row tiles, whose one-token calls
@@ -71,7 +71,7 @@ static inline __attribute__((always_inline)) void transpose_8x8(const __m256i in
 /* Q8_0: 8 rows x 32 quants of block column |b| -> a[k] = |dword k| and
  * sg[k] = dword k (the signs) of rows 0..7. */
 static inline __attribute__((always_inline)) void prep_q8_0(const char *const rp[TA_R], int64_t b,
-							    __m256i a[8], __m256i sg[8])
+                                                            __m256i a[8], __m256i sg[8])
 {
 	const size_t off = (size_t)b * sizeof(struct kern_block_q8_0) + 2;
 	__m256i in[8];
@@ -87,21 +87,21 @@ static inline __attribute__((always_inline)) void prep_q8_0(const char *const rp
 /* Q4_0: 8 rows x 16 packed bytes -> a[k] low nibbles (elements 4k..4k+3)
  * and a[4+k] high nibbles (elements 16+4k..), unsigned 0..15. */
 static inline __attribute__((always_inline)) void prep_q4_0(const char *const rp[TA_R], int64_t b,
-							    __m256i a[8])
+                                                            __m256i a[8])
 {
 	const size_t off = (size_t)b * sizeof(struct kern_block_q4_0) + 2;
 	__m256i z[4];
 #pragma GCC unroll 4
 	for (int i = 0; i < 4; i++)
 		z[i] = _mm256_inserti128_si256(
-			_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(rp[i] + off))),
-			_mm_loadu_si128((const __m128i *)(rp[i + 4] + off)), 1);
+		    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(rp[i] + off))),
+		    _mm_loadu_si128((const __m128i *)(rp[i + 4] + off)), 1);
 	const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]);
 	const __m256i t1 = _mm256_unpackhi_epi32(z[0], z[1]);
 	const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]);
 	const __m256i t3 = _mm256_unpackhi_epi32(z[2], z[3]);
 	const __m256i u[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),
-			      _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};
+	                      _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};
 	const __m256i m4 = _mm256_set1_epi8(0x0F);
 #pragma GCC unroll 4
 	for (int k = 0; k < 4; k++) {
@@ -113,8 +113,8 @@ static inline __attribute__((always_inline)) void prep_q4_0(const char *const rp
 /* Sum of the 32 signed quants of an activation block. */
 static inline int32_t q8_sum(const int8_t *qs)
 {
-	const __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)qs),
-					   _mm256_set1_epi8((char)0x80));
+	const __m256i q =
+	    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)qs), _mm256_set1_epi8((char)0x80));
 	const __m256i s = _mm256_sad_epu8(q, _mm256_setzero_si256());
 	__m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 	h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
@@ -138,11 +138,13 @@ static inline __attribute__((always_inline)) __m256 scales_8(const char *const r
 	return _mm256_cvtph_ps(_mm_set_epi64x((long long)q[1], (long long)q[0]));
 }
 
-static inline __attribute__((always_inline)) void
-tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_t w_row, int n_r,
-	  const char *x, size_t x_row, int n_t, float *y, int64_t y_stride)
+static inline __attribute__((always_inline)) void tile_body(const enum ta_kind kind, const int nt,
+                                                            int64_t n, const char *w, size_t w_row,
+                                                            int n_r, const char *x, size_t x_row,
+                                                            int n_t, float *y, int64_t y_stride)
 {
-	const size_t wb = kind == TA_Q8_0 ? sizeof(struct kern_block_q8_0) : sizeof(struct kern_block_q4_0);
+	const size_t wb =
+	    kind == TA_Q8_0 ? sizeof(struct kern_block_q8_0) : sizeof(struct kern_block_q4_0);
 	const int64_t nb = n / KERN_QK8_0;
 	const char *xp[TA_T];
 	for (int t = 0; t < nt; t++) /* missing tokens repeat the last and are not stored */
@@ -159,79 +161,95 @@ tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_
 		float dx[TA_T][TA_CHUNK];
 		int32_t corr[TA_T][TA_CHUNK];
 		for (int t = 0; t < nt; t++) {
-			const struct kern_block_q8_0 *xb = (const struct kern_block_q8_0 *)xp[t] + b0;
+			const struct kern_block_q8_0 *xb =
+			    (const struct kern_block_q8_0 *)xp[t] + b0;
 			for (int j = 0; j < nc; j++) {
 				dx[t][j] = _cvtsh_ss(xb[j].d);
 				corr[t][j] = kind == TA_Q4_0 ? -8 * q8_sum(xb[j].qs) : 0;
 			}
 		}
 		for (int g = 0; g < n_g; g++) {
-		const int g_r = n_r - g * TA_R < TA_R ? n_r - g * TA_R : TA_R;
-		const char *rp[TA_R];
-		for (int r = 0; r < TA_R; r++) /* missing rows read the group's first and are not stored */
-			rp[r] = w + (size_t)(g * TA_R + (r < g_r ? r : 0)) * w_row;
-		__m256 acc[TA_T];
+			const int g_r = n_r - g * TA_R < TA_R ? n_r - g * TA_R : TA_R;
+			const char *rp[TA_R];
+			/* missing rows read the group's first and are not stored */
+			for (int r = 0; r < TA_R; r++)
+				rp[r] = w + (size_t)(g * TA_R + (r < g_r ? r : 0)) * w_row;
+			__m256 acc[TA_T];
 #pragma GCC unroll 8
-		for (int t = 0; t < nt; t++)
-			acc[t] = b0 == 0 ? _mm256_setzero_ps() : part[g][t];
-		for (int j = 0; j < nc; j++) {
-			const int64_t b = b0 + j;
-			if (nt == 1 && (j & 1) == 0) {
-				/* one token streams the weights once: ask for the same
-				 * bytes of the next 8 rows (the next tile, as kern_matmul
-				 * walks them) into L2, a tile ahead; prefetches past the
-				 * matrix are harmless */
+			for (int t = 0; t < nt; t++)
+				acc[t] = b0 == 0 ? _mm256_setzero_ps() : part[g][t];
+			for (int j = 0; j < nc; j++) {
+				const int64_t b = b0 + j;
+				if (nt == 1 && (j & 1) == 0) {
+					/* one token streams the weights once: ask for the same
+					 * bytes of the next 8 rows (the next tile, as kern_matmul
+					 * walks them) into L2, a tile ahead; prefetches past the
+					 * matrix are harmless */
 #pragma GCC unroll 8
-				for (int r = 0; r < TA_R; r++)
-					_mm_prefetch(rp[r] + TA_G_OF(kind) * TA_R * w_row + (size_t)b * wb, _MM_HINT_T1);
-			}
-			const __m256 dw = scales_8(rp, (size_t)b * wb);
-			__m256i a[8], sg[8];
-			if (kind == TA_Q8_0)
-				prep_q8_0(rp, b, a, sg);
-			else
-				prep_q4_0(rp, b, a);
-#pragma GCC unroll 8
-			for (int t = 0; t < nt; t++) {
-				const char *xq = xp[t] + (size_t)b * sizeof(struct kern_block_q8_0) + 2;
-				__m256i s;
-				if (kind == TA_Q8_0) {
-					s = _mm256_setzero_si256();
-#pragma GCC unroll 8
-					for (int k = 0; k < 8; k++) {
-						const __m256i xk = _mm256_set1_epi32(load_i32(xq + 4 * k));
-						const __m256i p = _mm256_maddubs_epi16(a[k], _mm256_sign_epi8(xk, sg[k]));
-						s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
-					}
-				} else {
-					__m256i p = _mm256_maddubs_epi16(a[0], _mm256_set1_epi32(load_i32(xq)));
-#pragma GCC unroll 8
-					for (int k = 1; k < 8; k++)
-						p = _mm256_add_epi16(p, _mm256_maddubs_epi16(
-										a[k], _mm256_set1_epi32(load_i32(xq + 4 * k))));
-					s = _mm256_add_epi32(_mm256_madd_epi16(p, ones), _mm256_set1_epi32(corr[t][j]));
+					for (int r = 0; r < TA_R; r++)
+						_mm_prefetch(rp[r] + TA_G_OF(kind) * TA_R * w_row +
+						                 (size_t)b * wb,
+						             _MM_HINT_T1);
 				}
-				const __m256 d = _mm256_mul_ps(dw, _mm256_set1_ps(dx[t][j]));
-				acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t]);
+				const __m256 dw = scales_8(rp, (size_t)b * wb);
+				__m256i a[8], sg[8];
+				if (kind == TA_Q8_0)
+					prep_q8_0(rp, b, a, sg);
+				else
+					prep_q4_0(rp, b, a);
+#pragma GCC unroll 8
+				for (int t = 0; t < nt; t++) {
+					const char *xq =
+					    xp[t] + (size_t)b * sizeof(struct kern_block_q8_0) + 2;
+					__m256i s;
+					if (kind == TA_Q8_0) {
+						s = _mm256_setzero_si256();
+#pragma GCC unroll 8
+						for (int k = 0; k < 8; k++) {
+							const __m256i xk =
+							    _mm256_set1_epi32(load_i32(xq + 4 * k));
+							const __m256i p = _mm256_maddubs_epi16(
+							    a[k], _mm256_sign_epi8(xk, sg[k]));
+							s = _mm256_add_epi32(
+							    s, _mm256_madd_epi16(p, ones));
+						}
+					} else {
+						__m256i p = _mm256_maddubs_epi16(
+						    a[0], _mm256_set1_epi32(load_i32(xq)));
+#pragma GCC unroll 8
+						for (int k = 1; k < 8; k++)
+							p = _mm256_add_epi16(
+							    p, _mm256_maddubs_epi16(
+							           a[k], _mm256_set1_epi32(load_i32(
+							                     xq + 4 * k))));
+						s = _mm256_add_epi32(_mm256_madd_epi16(p, ones),
+						                     _mm256_set1_epi32(corr[t][j]));
+					}
+					const __m256 d =
+					    _mm256_mul_ps(dw, _mm256_set1_ps(dx[t][j]));
+					acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t]);
+				}
 			}
-		}
-		if (b0 + nc < nb) {
+			if (b0 + nc < nb) {
 #pragma GCC unroll 8
-			for (int t = 0; t < nt; t++)
-				part[g][t] = acc[t];
-		} else if (g_r == TA_R) {
+				for (int t = 0; t < nt; t++)
+					part[g][t] = acc[t];
+			} else if (g_r == TA_R) {
 #pragma GCC unroll 8
-			for (int t = 0; t < nt; t++)
-				if (t < n_t)
-					_mm256_storeu_ps(y + t * y_stride + g * TA_R, acc[t]);
-		} else {
-			const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(g_r),
-							     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+				for (int t = 0; t < nt; t++)
+					if (t < n_t)
+						_mm256_storeu_ps(y + t * y_stride + g * TA_R,
+						                 acc[t]);
+			} else {
+				const __m256i m =
+				    _mm256_cmpgt_epi32(_mm256_set1_epi32(g_r),
+				                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 #pragma GCC unroll 8
-			for (int t = 0; t < nt; t++)
-				if (t < n_t)
-					_mm256_maskstore_ps(y + t * y_stride + g * TA_R, m, acc[t]);
-		}
+				for (int t = 0; t < nt; t++)
+					if (t < n_t)
+						_mm256_maskstore_ps(y + t * y_stride + g * TA_R, m,
+						                    acc[t]);
+			}
 		}
 	}
 }
@@ -239,18 +257,18 @@ tile_body(const enum ta_kind kind, const int nt, int64_t n, const char *w, size_
 /* Token counts are rounded up to 1, 2, 4 or 8 (one specialization each);
  * the extra token slots repeat the last token and are not stored, which
  * changes no output's bits. */
-#define TILE_FN(name, kind)                                                                      \
-	static void name(int64_t n, const void *w, size_t w_row, int n_r, const void *x,         \
-			 size_t x_row, int n_t, float *y, int64_t y_stride)                       \
-	{                                                                                        \
-		if (n_t <= 1)                                                                    \
-			tile_body(kind, 1, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
-		else if (n_t <= 2)                                                               \
-			tile_body(kind, 2, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
-		else if (n_t <= 4)                                                               \
-			tile_body(kind, 4, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
-		else                                                                             \
-			tile_body(kind, 8, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);        \
+#define TILE_FN(name, kind)                                                                        \
+	static void name(int64_t n, const void *w, size_t w_row, int n_r, const void *x,           \
+	                 size_t x_row, int n_t, float *y, int64_t y_stride)                        \
+	{                                                                                          \
+		if (n_t <= 1)                                                                      \
+			tile_body(kind, 1, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);          \
+		else if (n_t <= 2)                                                                 \
+			tile_body(kind, 2, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);          \
+		else if (n_t <= 4)                                                                 \
+			tile_body(kind, 4, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);          \
+		else                                                                               \
+			tile_body(kind, 8, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);          \
 	}
 
 TILE_FN(tile_q8_0_q8_0, TA_Q8_0)
