@@ -24,7 +24,9 @@
 #include "base/ml_log.h"
 #include "base/ml_time.h"
 #include "engine/eng.h"
+#include "engine/eng_link.h"
 #include "mesh/mesh_plan.h"
+#include "mesh/mesh_stage.h"
 #include "net/net_quic.h"
 
 #define DEFAULT_MODEL "stories260K.gguf"
@@ -256,6 +258,26 @@ static void start_engine(void *user, struct eng_link *link, int layer_end)
 	sv->ep.layer_end = link ? layer_end : 0;
 	sv->ep.link_owned = link != NULL;
 	sv->ep.link_wait_ms = 30000;
+	if (link) {
+		/* The stages load their layers while we load ours: the PLAN goes
+		 * now with the setup eng_init() will derive from these parameters
+		 * (its defaults; the context length is a guess when not given:
+		 * the engine takes the model's if shorter than 4096, and start()
+		 * then sends the plan again). */
+		struct eng_params d = eng_default_params();
+		int n_seq = sv->ep.n_parallel > 0 ? sv->ep.n_parallel : d.n_parallel;
+		int n_batch = sv->ep.n_batch > 0 ? sv->ep.n_batch : d.n_batch;
+		struct eng_link_setup ex = {
+		    .n_seq = n_seq,
+		    .n_ctx = sv->ep.n_ctx > 0 ? sv->ep.n_ctx : 4096,
+		    .n_batch = n_batch < n_seq ? n_seq : n_batch,
+		    .kv_type = sv->ep.kv_type,
+		};
+		if (mesh_stage_link_send_plan(link, &ex))
+			ML_WARN("split: cannot send the plan early (%s); it goes when this node "
+			        "has loaded its layers",
+			        ml_last_error());
+	}
 	if (start_loader(sv)) {
 		sv->exit_code = 1;
 		event_base_loopbreak(sv->base);

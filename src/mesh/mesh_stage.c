@@ -972,6 +972,7 @@ struct mesh_stage_link {
 	pthread_cond_t cv;
 	/* under mu: work for the loop */
 	bool want_plan;
+	bool plan_early; /* mesh_stage_link_send_plan() sent it before start() */
 	struct mesh_stage_kv kvq[LINK_KVQ];
 	int kv_head, kv_n;
 	bool batch_ready;
@@ -1150,8 +1151,10 @@ static void link_wake(evutil_socket_t fd, short what, void *u)
 	pthread_mutex_unlock(&k->mu);
 	if (want_plan) {
 		for (uint32_t i = 1; i < k->plan.n_stages; i++) {
-			int rc = mesh_stream_open(k->mesh, k->plan.stages[i].id, NET_STREAM_STAGE,
-			                          &link_cb, k, &k->st[i]);
+			/* a plan sent again (start() after an early one) reuses the stream */
+			int rc = k->st[i] ? 0
+			                  : mesh_stream_open(k->mesh, k->plan.stages[i].id,
+			                                     NET_STREAM_STAGE, &link_cb, k, &k->st[i]);
 			if (rc < 0) {
 				k->st[i] = NULL;
 				link_fail(k, rc,
@@ -1266,11 +1269,15 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 	if (s->kv_type != MODEL_KV_F16 && s->kv_type != MODEL_KV_F32)
 		return ml_error(ML_ERR_UNSUPPORTED, "split: KV cache type %d", (int)s->kv_type);
 	k->setup = *s;
+	pthread_mutex_lock(&k->mu);
+	const bool early = k->plan_early;
+	pthread_mutex_unlock(&k->mu);
 
 	/* The output head, mapped from our own file. */
 	if ((rc = gguf_open(&k->gf, k->path)) < 0)
 		return rc;
-	if ((rc = mesh_stage_fingerprint(k->gf, k->plan.fingerprint)) < 0)
+	/* (an early plan is the loop's to read: its fingerprint is already set) */
+	if (!early && (rc = mesh_stage_fingerprint(k->gf, k->plan.fingerprint)) < 0)
 		return rc;
 	const char *name =
 	    gguf_find_tensor(k->gf, "output.weight") ? "output.weight" : "token_embd.weight";
@@ -1302,22 +1309,41 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 	if ((rc = net_buf_reserve(&k->tx_batch, (size_t)need)) < 0)
 		return ml_error(rc, "split: out of memory for the batch buffer");
 
-	k->plan.n_ctx = (uint32_t)s->n_ctx;
-	k->plan.n_seq = (uint32_t)s->n_seq;
-	k->plan.n_batch = (uint32_t)s->n_batch;
-	k->plan.act_dtype = k->act_dtype;
-	k->plan.kv_dtype = s->kv_type == MODEL_KV_F32 ? ML_DTYPE_F32 : ML_DTYPE_F16;
-
+	const uint8_t kv = s->kv_type == MODEL_KV_F32 ? ML_DTYPE_F32 : ML_DTYPE_F16;
 	double t0 = ml_time_s();
 	pthread_mutex_lock(&k->mu);
-	k->want_plan = true;
-	link_poke(k);
-	rc = link_wait(k, all_acked, "plan acknowledgements");
+	if (early) {
+		/* the stages loaded while we did: their acks may be in already */
+		rc = link_wait(k, all_acked, "plan acknowledgements");
+		if (rc == 0 &&
+		    (k->plan.n_ctx != (uint32_t)s->n_ctx || k->plan.n_seq != (uint32_t)s->n_seq ||
+		     k->plan.n_batch != (uint32_t)s->n_batch || k->plan.kv_dtype != kv)) {
+			ML_INFO("split: the engine runs %d sequences of %d positions, batches of %d, "
+			        "%s KV; the plan sent early said %u, %u, %u, %s: sending it again",
+			        s->n_seq, s->n_ctx, s->n_batch, kv == ML_DTYPE_F32 ? "f32" : "f16",
+			        k->plan.n_seq, k->plan.n_ctx, k->plan.n_batch,
+			        k->plan.kv_dtype == ML_DTYPE_F32 ? "f32" : "f16");
+			k->n_acked = 0;
+			k->plan_early = false;
+		}
+	}
+	if (rc == 0 && !k->plan_early) {
+		k->plan.n_ctx = (uint32_t)s->n_ctx;
+		k->plan.n_seq = (uint32_t)s->n_seq;
+		k->plan.n_batch = (uint32_t)s->n_batch;
+		k->plan.act_dtype = k->act_dtype;
+		k->plan.kv_dtype = kv;
+		k->want_plan = true;
+		link_poke(k);
+		rc = link_wait(k, all_acked, "plan acknowledgements");
+	}
+	bool was_early = k->plan_early;
 	pthread_mutex_unlock(&k->mu);
 	if (rc < 0)
 		return rc;
-	ML_INFO("split: plan epoch %llu acknowledged by %u stages in %.2f s; layers 0-%d here",
+	ML_INFO("split: plan epoch %llu acknowledged by %u stages in %.2f s%s; layers 0-%d here",
 	        (unsigned long long)k->plan.epoch, k->plan.n_stages - 1, ml_time_s() - t0,
+	        was_early ? " after loading ours (the stages loaded theirs meanwhile)" : "",
 	        s->layer_begin - 1);
 	return 0;
 }
@@ -1577,6 +1603,34 @@ int mesh_stage_link_new(struct eng_link **out, const struct mesh_stage_link_para
 		return ml_error(ML_ERR_NOMEM, "mesh_stage_link_new: out of memory");
 	}
 	*out = &k->link;
+	return 0;
+}
+
+int mesh_stage_link_send_plan(struct eng_link *l, const struct eng_link_setup *expect)
+{
+	struct mesh_stage_link *k = (struct mesh_stage_link *)l;
+	if (!k || !expect || expect->n_seq < 1 || expect->n_ctx < 1 || expect->n_batch < 1 ||
+	    (expect->kv_type != MODEL_KV_F16 && expect->kv_type != MODEL_KV_F32))
+		return ml_error(ML_ERR_INVALID, "%s: no link or a bad setup", __func__);
+	pthread_mutex_lock(&k->mu);
+	bool sent = k->plan_early || k->want_plan || k->n_acked > 0;
+	pthread_mutex_unlock(&k->mu);
+	if (sent)
+		return ml_error(ML_ERR_INVALID, "%s: the plan was sent already", __func__);
+	/* the loop thread reads the plan only once want_plan is set (under mu) */
+	int rc = mesh_stage_fingerprint_file(k->path, k->plan.fingerprint);
+	if (rc < 0)
+		return rc;
+	k->plan.n_ctx = (uint32_t)expect->n_ctx;
+	k->plan.n_seq = (uint32_t)expect->n_seq;
+	k->plan.n_batch = (uint32_t)expect->n_batch;
+	k->plan.act_dtype = k->act_dtype;
+	k->plan.kv_dtype = expect->kv_type == MODEL_KV_F32 ? ML_DTYPE_F32 : ML_DTYPE_F16;
+	pthread_mutex_lock(&k->mu);
+	k->plan_early = true;
+	k->want_plan = true;
+	link_poke(k);
+	pthread_mutex_unlock(&k->mu);
 	return 0;
 }
 

@@ -58,6 +58,7 @@ struct mesh;
 struct mesh_stream;
 struct event_base;
 struct eng_link;
+struct eng_link_setup;
 struct gguf_file;
 
 /* --- fingerprint --------------------------------------------------------- */
@@ -149,6 +150,16 @@ struct mesh_stage_link_stats {
  * (plan with fewer than 2 stages, not starting at this node) or
  * ML_ERR_NOMEM. */
 int mesh_stage_link_new(struct eng_link **out, const struct mesh_stage_link_params *p);
+/* Sends the PLAN now, before the engine starts the link, with the setup
+ * the caller expects the engine to pass to start() (n_seq, n_ctx, n_batch
+ * and kv_type are used): the stages then load their layers while this node
+ * loads its own, instead of after. start() waits for these acks and, when
+ * the engine's setup differs after all, sends the plan again (same epoch)
+ * with the engine's values, so a wrong guess costs a second load on the
+ * stages, never a wrong cache. Call at most once, from any thread, with
+ * the loop running or about to run. Returns 0, ML_ERR_INVALID (bad values,
+ * called twice) or the fingerprint's error (the model file). */
+int mesh_stage_link_send_plan(struct eng_link *l, const struct eng_link_setup *expect);
 /* Thread-safe snapshot. */
 void mesh_stage_link_get_stats(struct eng_link *l, struct mesh_stage_link_stats *out);
 /* Fails the link now (any thread), e.g. when membership says a stage is

@@ -715,6 +715,72 @@ static void test_mesh_stage_stale_host(void **state)
 	}
 }
 
+/* The PLAN sent before the engine loads its layers
+ * (mesh_stage_link_send_plan): the stage has loaded its own before
+ * eng_init() starts; with the setup guessed right the stage loads once,
+ * with a wrong guess start() sends the plan again with the engine's
+ * values; the tokens are the solo ones either way. */
+static void test_mesh_stage_plan_early(void **state)
+{
+	(void)state;
+	struct eng_params sp = engine_params(F32_MODEL);
+	struct eng *solo = NULL;
+	assert_int_equal(eng_init(&solo, &sp), 0);
+	static struct coll ref[N_REQ], got[N_REQ];
+	run_all(solo, ref);
+	eng_free(solo);
+
+	const char *paths[2] = {F32_MODEL, F32_MODEL};
+	mesh_up(2, paths);
+	loop_start();
+	for (int round = 0; round < 2; round++) {
+		struct mesh_stage_plan plan;
+		int b[1] = {2};
+		make_plan(&plan, 2, b, 4, (uint64_t)round + 1);
+		struct mesh_stage_link_params lp = {.mesh = nodes[0].m,
+		                                    .base = base,
+		                                    .model_path = F32_MODEL,
+		                                    .plan = &plan,
+		                                    .act_dtype = ML_DTYPE_F32,
+		                                    .timeout_ms = 20000};
+		struct eng_params p = engine_params(F32_MODEL);
+		assert_int_equal(mesh_stage_link_new(&p.link, &lp), 0);
+		struct eng_link_setup ex = {.n_seq = p.n_parallel,
+		                            .n_ctx = round == 0 ? p.n_ctx : p.n_ctx / 2,
+		                            .n_batch = p.n_batch,
+		                            .kv_type = p.kv_type};
+		assert_int_equal(mesh_stage_link_send_plan(p.link, &ex), 0);
+		assert_int_equal(mesh_stage_link_send_plan(p.link, &ex), ML_ERR_INVALID);
+		struct mesh_stage_worker_stats ws;
+		for (int i = 0; i < 2000; i++) {
+			mesh_stage_worker_get_stats(nodes[1].w, &ws);
+			if (ws.epoch == (uint64_t)round + 1)
+				break;
+			struct timespec ts = {0, 2000000};
+			nanosleep(&ts, NULL);
+		}
+		assert_int_equal(ws.epoch, round + 1); /* loaded before the engine starts */
+		p.layer_end = 2;
+		p.link_owned = true;
+		struct eng *e = NULL;
+		assert_int_equal(eng_init(&e, &p), 0);
+		run_all(e, got);
+		assert_true(same_tokens(ref, got));
+		eng_free(e);
+		mesh_stage_worker_get_stats(nodes[1].w, &ws);
+		/* round 0: one plan; round 1: the early one and the engine's */
+		assert_int_equal(ws.n_plans, round == 0 ? 1 : 3);
+	}
+	loop_end();
+	mesh_down();
+	for (int i = 0; i < N_REQ; i++) {
+		pthread_mutex_destroy(&ref[i].mu);
+		pthread_cond_destroy(&ref[i].cv);
+		pthread_mutex_destroy(&got[i].mu);
+		pthread_cond_destroy(&got[i].cv);
+	}
+}
+
 static void kill_node2(void *u)
 {
 	(void)u;
@@ -930,6 +996,7 @@ int main(void)
 	    cmocka_unit_test(test_mesh_stage_dead_stage),
 	    cmocka_unit_test(test_mesh_stage_stale_host),
 	    cmocka_unit_test(test_mesh_stage_kv_f32),
+	    cmocka_unit_test(test_mesh_stage_plan_early),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	event_base_free(base);
