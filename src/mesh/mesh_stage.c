@@ -1152,9 +1152,10 @@ static void link_wake(evutil_socket_t fd, short what, void *u)
 	if (want_plan) {
 		for (uint32_t i = 1; i < k->plan.n_stages; i++) {
 			/* a plan sent again (start() after an early one) reuses the stream */
-			int rc = k->st[i] ? 0
-			                  : mesh_stream_open(k->mesh, k->plan.stages[i].id,
-			                                     NET_STREAM_STAGE, &link_cb, k, &k->st[i]);
+			int rc = k->st[i]
+			             ? 0
+			             : mesh_stream_open(k->mesh, k->plan.stages[i].id,
+			                                NET_STREAM_STAGE, &link_cb, k, &k->st[i]);
 			if (rc < 0) {
 				k->st[i] = NULL;
 				link_fail(k, rc,
@@ -1318,11 +1319,12 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 		if (rc == 0 &&
 		    (k->plan.n_ctx != (uint32_t)s->n_ctx || k->plan.n_seq != (uint32_t)s->n_seq ||
 		     k->plan.n_batch != (uint32_t)s->n_batch || k->plan.kv_dtype != kv)) {
-			ML_INFO("split: the engine runs %d sequences of %d positions, batches of %d, "
-			        "%s KV; the plan sent early said %u, %u, %u, %s: sending it again",
-			        s->n_seq, s->n_ctx, s->n_batch, kv == ML_DTYPE_F32 ? "f32" : "f16",
-			        k->plan.n_seq, k->plan.n_ctx, k->plan.n_batch,
-			        k->plan.kv_dtype == ML_DTYPE_F32 ? "f32" : "f16");
+			ML_INFO(
+			    "split: the engine runs %d sequences of %d positions, batches of %d, "
+			    "%s KV; the plan sent early said %u, %u, %u, %s: sending it again",
+			    s->n_seq, s->n_ctx, s->n_batch, kv == ML_DTYPE_F32 ? "f32" : "f16",
+			    k->plan.n_seq, k->plan.n_ctx, k->plan.n_batch,
+			    k->plan.kv_dtype == ML_DTYPE_F32 ? "f32" : "f16");
 			k->n_acked = 0;
 			k->plan_early = false;
 		}
@@ -1388,7 +1390,8 @@ static void head_run(struct mesh_stage_link *k, int n_out, float *logits)
 	struct head_job j = {k, kern_type_traits(k->w_type)->vec_dot_type, n_out, logits};
 	const int nth = ml_pool_size(k->pool);
 	if (j.vdt != ML_DTYPE_F32)
-		ml_pool_run_items(k->pool, head_quant_fn, &j, nth > 1 ? nth * HEAD_ITEMS_PER_THREAD : 1);
+		ml_pool_run_items(k->pool, head_quant_fn, &j,
+		                  nth > 1 ? nth * HEAD_ITEMS_PER_THREAD : 1);
 	int chunks = nth > 1 ? nth * HEAD_CHUNKS_PER_THREAD : 1;
 	if (chunks > k->setup.n_vocab / 16)
 		chunks = k->setup.n_vocab / 16 > 1 ? k->setup.n_vocab / 16 : 1;
