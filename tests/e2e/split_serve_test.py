@@ -26,9 +26,12 @@ loopback, one HOME per node.
      stage is kept): the stream is not aborted and nothing is recomputed. SIGKILL of EB: EA is elected again, reloads
      its engine and splits over ES with the same output. A host waiting
      for memory (WA) steps down for a bigger node (WB), which serves alone.
+  6. --kv-type f32 with --split (refused before the PLAN carried the KV
+     type): the stage keeps an f32 KV cache too, and the concurrent greedy
+     output equals the f32 solo output.
 Joining nodes with the same model get a smaller --max-vram than the host
 so that the election (highest memory, then node id) is deterministic.
-ONLY=election runs part 5 alone.
+ONLY=election runs part 5 alone, ONLY=kv part 6.
 """
 import json
 import os
@@ -256,14 +259,37 @@ def election(w, common):
         n.kill()
 
 
+def kv_f32(w, common):
+    c32 = common + ["--kv-type", "f32"]
+    a = w.node("KA", c32 + ["--split"]).start(timeout=120)
+    ref = {p: chat(a, p) for p in PROMPTS}
+    check("--split --kv-type f32: solo answers", all(v[0] == 200 for v in ref.values()), ref)
+    b = w.node("KB", c32 + ["--max-vram", "2", "--join", a.token]).start(timeout=120)
+    t = wait_until(lambda: split_info(a).get("n_stages") == 2 and "stage" in split_info(b),
+                   60, 0.2)
+    check("--kv-type f32: 2 stages", t is not None, (split_info(a), split_info(b)))
+    check("--kv-type f32: the stage keeps an f32 KV cache (from the plan)",
+          "f32 KV cache" in b.read_log(), b.read_log()[-1500:])
+    res = {}
+    ths = [threading.Thread(target=lambda p=p: res.__setitem__(p, chat(a, p))) for p in PROMPTS]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    check("--kv-type f32: concurrent split greedy output identical to f32 solo",
+          all(res[p] == ref[p] for p in PROMPTS), (res, ref))
+    for n in (a, b):
+        n.kill()
+
+
 def main():
     w = Work(keep=os.environ.get("KEEP") == "1")
     ok = False
     try:
         common = ["--model", MODEL_PATH, "--parallel", "2", "--ctx-size", "512",
                   "--threads", "2"]
-        if os.environ.get("ONLY") == "election":
-            election(w, common)
+        if os.environ.get("ONLY") in ("election", "kv"):
+            (election if os.environ["ONLY"] == "election" else kv_f32)(w, common)
             ok = not failures
             return 0 if ok else 1
         a = w.node("A", common + ["--split"]).start(timeout=120)
@@ -429,6 +455,7 @@ def main():
             n.kill()
 
         election(w, common)
+        kv_f32(w, common)
 
         # quantized (Q8_0) split, and no weights on the network
         qdir = os.path.join(w.dir, "q")
