@@ -66,6 +66,44 @@ static void case_free(struct tile_case *c)
 	free(c->xq);
 }
 
+/* Overwrites |c| with the extremes the integer paths must hold without
+ * int16 saturation or int32 overflow: every other weight super-block all
+ * 0xFF bytes (largest quants, scales and mins; Q6_K scales -1), the others
+ * random bytes (Q6_K scales down to -128); activation quants all +-127 with
+ * random signs. Block scales are set to finite values. */
+static void case_extreme(struct tile_case *c, struct ml_rng *rng)
+{
+	const size_t bsz = ml_dtype_row_size(c->wt, KERN_QK_K);
+	const int64_t nb = c->n_cols / KERN_QK_K;
+	for (int64_t r = 0; r < c->n_rows; r++)
+		for (int64_t b = 0; b < nb; b++) {
+			unsigned char *blk = (unsigned char *)c->w + r * c->w_row + b * bsz;
+			for (size_t k = 0; k < bsz; k++)
+				blk[k] = (r + b) % 2 ? 0xFF : (unsigned char)ml_rng_next(rng);
+			const kern_f16 d = 0x2400, dmin = 0x2200; /* 2^-6, 2^-7 */
+			if (c->wt == ML_DTYPE_Q6_K) {
+				memcpy(blk + offsetof(struct kern_block_q6_K, d), &d, 2);
+			} else {
+				memcpy(blk, &d, 2);
+				memcpy(blk + 2, &dmin, 2);
+			}
+		}
+	for (int64_t t = 0; t < c->n_tok; t++)
+		for (int64_t b = 0; b < nb; b++) {
+			struct kern_block_q8_K *y = (struct kern_block_q8_K *)(c->xq + t * c->x_row) + b;
+			y->d = 0.01f;
+			for (int g = 0; g < KERN_QK_K / 16; g++) {
+				int sum = 0;
+				for (int k = 0; k < 16; k++) {
+					const int v = (t + b) % 3 == 0 ? 127 : ml_rng_next(rng) % 2 ? 127 : -127;
+					y->qs[16 * g + k] = (int8_t)v;
+					sum += v;
+				}
+				y->bsums[g] = (int16_t)sum;
+			}
+		}
+}
+
 /* The tiles of |isa| ("avx2" or "avx512") if this CPU runs them. */
 static int tiles_of(const char *isa, struct kern_dispatch *d)
 {
@@ -104,18 +142,19 @@ static void check_isa(const char *isa)
 	}
 	struct ml_rng rng;
 	ml_rng_seed(&rng, 51);
-	/* one super-block, a few, and a 2048-wide row */
-	const int64_t cols[] = {256, 768, 2048};
+	/* one super-block, a few, a 2048-wide row; negative: extreme values */
+	const int64_t cols[] = {256, 768, 2048, -1024};
 	for (size_t ti = 0; ti < sizeof(TILE_TYPES) / sizeof(TILE_TYPES[0]); ti++) {
 		const enum ml_dtype wt = TILE_TYPES[ti];
 		const struct kern_tile tl = d.tile[wt];
-		if (tl.fn == NULL)
-			continue; /* not (yet) tiled on this ISA */
+		assert_non_null(tl.fn);
 		assert_true(tl.r >= 1 && tl.t >= 1);
 		const struct kern_type_traits *gen = kern_type_traits_generic(wt);
 		for (size_t ci = 0; ci < sizeof(cols) / sizeof(cols[0]); ci++) {
 			struct tile_case c;
-			case_init(&c, wt, 2 * tl.r + 3, cols[ci], 2 * tl.t + 1, &rng);
+			case_init(&c, wt, 2 * tl.r + 3, llabs(cols[ci]), 2 * tl.t + 1, &rng);
+			if (cols[ci] < 0)
+				case_extreme(&c, &rng);
 			const int64_t n_out = c.n_rows * c.n_tok;
 			float *full = malloc(n_out * sizeof(float));
 			float *part = malloc(n_out * sizeof(float));
