@@ -20,6 +20,7 @@
 #include "base/ml_err.h"
 #include "base/ml_log.h"
 #include "engine/eng.h"
+#include "engine/eng_link.h"
 #include "gguf/gguf.h"
 #include "mesh/mesh.h"
 #include "mesh/mesh_local.h"
@@ -337,9 +338,19 @@ static void replan(struct app_mesh *am)
 	ML_INFO("split: plan %s", am->plan_words);
 	uint32_t end = am->plan->stages[0].layer_end;
 	mesh_set_serving(am->mesh, am->model_id, am->fp_hex, NULL, 0, end, am->plan->n_layer);
-	if (am->link) /* the old pipeline goes; the engine frees it */
+	struct eng_link_setup prev = {0};
+	if (am->link) { /* the old pipeline goes; the engine frees it */
+		mesh_stage_link_get_setup(am->link, &prev);
 		mesh_stage_link_abort(am->link, "re-planned");
+	}
 	am->link = link;
+	/* A running engine keeps its slots, context and KV type: the stages get
+	 * the plan now and load while the engine loads its new range (the
+	 * first plan goes from start_engine, which knows the engine's setup). */
+	if (link && am->engine_started && prev.n_seq > 0 && mesh_stage_link_send_plan(link, &prev))
+		ML_WARN("split: cannot send the plan early (%s); it goes when this node has "
+		        "loaded its layers",
+		        ml_last_error());
 	if (!am->engine_started) {
 		am->engine_started = true;
 		am->o.start_engine(am->o.start_user, link, layer_end);

@@ -1260,6 +1260,9 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 {
 	struct mesh_stage_link *k = (struct mesh_stage_link *)l;
 	int rc;
+	pthread_mutex_lock(&k->mu);
+	k->setup = *s;
+	pthread_mutex_unlock(&k->mu);
 	if (s->layer_begin != (int)k->plan.stages[0].layer_end ||
 	    s->n_layer != (int)k->plan.n_layer)
 		return ml_error(ML_ERR_INVALID,
@@ -1269,7 +1272,6 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 		                k->plan.n_layer);
 	if (s->kv_type != MODEL_KV_F16 && s->kv_type != MODEL_KV_F32)
 		return ml_error(ML_ERR_UNSUPPORTED, "split: KV cache type %d", (int)s->kv_type);
-	k->setup = *s;
 	pthread_mutex_lock(&k->mu);
 	const bool early = k->plan_early;
 	pthread_mutex_unlock(&k->mu);
@@ -1345,7 +1347,9 @@ static int link_start(struct eng_link *l, const struct eng_link_setup *s)
 		return rc;
 	ML_INFO("split: plan epoch %llu acknowledged by %u stages in %.2f s%s; layers 0-%d here",
 	        (unsigned long long)k->plan.epoch, k->plan.n_stages - 1, ml_time_s() - t0,
-	        was_early ? " after loading ours (the stages loaded theirs meanwhile)" : "",
+	        was_early ? " (sent before this node loaded its layers: the stages loaded theirs "
+	                    "meanwhile)"
+	                  : "",
 	        s->layer_begin - 1);
 	return 0;
 }
@@ -1635,6 +1639,14 @@ int mesh_stage_link_send_plan(struct eng_link *l, const struct eng_link_setup *e
 	link_poke(k);
 	pthread_mutex_unlock(&k->mu);
 	return 0;
+}
+
+void mesh_stage_link_get_setup(struct eng_link *l, struct eng_link_setup *out)
+{
+	struct mesh_stage_link *k = (struct mesh_stage_link *)l;
+	pthread_mutex_lock(&k->mu);
+	*out = k->setup;
+	pthread_mutex_unlock(&k->mu);
 }
 
 void mesh_stage_link_get_stats(struct eng_link *l, struct mesh_stage_link_stats *out)

@@ -160,6 +160,9 @@ int mesh_stage_link_new(struct eng_link **out, const struct mesh_stage_link_para
  * the loop running or about to run. Returns 0, ML_ERR_INVALID (bad values,
  * called twice) or the fingerprint's error (the model file). */
 int mesh_stage_link_send_plan(struct eng_link *l, const struct eng_link_setup *expect);
+/* The setup the engine passed to start() (all zero before; thread-safe):
+ * what the next plan's mesh_stage_link_send_plan() can expect. */
+void mesh_stage_link_get_setup(struct eng_link *l, struct eng_link_setup *out);
 /* Thread-safe snapshot. */
 void mesh_stage_link_get_stats(struct eng_link *l, struct mesh_stage_link_stats *out);
 /* Fails the link now (any thread), e.g. when membership says a stage is

@@ -29,9 +29,12 @@ loopback, one HOME per node.
   6. --kv-type f32 with --split (refused before the PLAN carried the KV
      type): the stage keeps an f32 KV cache too, and the concurrent greedy
      output equals the f32 solo output.
+  7. re-plan from one split to another: A splits over B, C joins (plan
+     kept), B is killed: A re-plans over C and sends C the plan before it
+     loads its own new range (both load at once), same greedy output.
 Joining nodes with the same model get a smaller --max-vram than the host
 so that the election (highest memory, then node id) is deterministic.
-ONLY=election runs part 5 alone, ONLY=kv part 6.
+ONLY=election runs part 5 alone, ONLY=kv part 6, ONLY=replan part 7.
 """
 import json
 import os
@@ -282,14 +285,42 @@ def kv_f32(w, common):
         n.kill()
 
 
+def replan_early(w, common):
+    a = w.node("RA", common + ["--split"]).start(timeout=120)
+    ref = {p: chat(a, p) for p in PROMPTS}
+    b = w.node("RB", common + ["--max-vram", "2", "--join", a.token]).start(timeout=120)
+    t = wait_until(lambda: split_info(a).get("n_stages") == 2 and "stage" in split_info(b),
+                   60, 0.2)
+    check("re-plan: A splits over B", t is not None, split_info(a))
+    c = w.node("RC", common + ["--max-vram", "1", "--join", a.token]).start(timeout=120)
+    cid = c.node_id()
+    t = wait_until(lambda: any(n["id"] == cid and n.get("state") == "alive"
+                               for n in (a.status() or {}).get("nodes", [])), 30, 0.2)
+    check("re-plan: C joined", t is not None, (a.status() or {}).get("nodes"))
+    ep = split_info(a).get("epoch")
+    mark = len(a.read_log())
+    b.kill()
+    t = wait_until(lambda: split_info(a).get("n_stages") == 2 and
+                   split_info(a).get("epoch") != ep and "stage" in split_info(c), 60, 0.2)
+    check("re-plan: B killed, A splits over C", t is not None, (split_info(a), split_info(c)))
+    la = a.read_log()[mark:]
+    check("re-plan: the plan went to C before A loaded its layers (loaded at once)",
+          "sent before this node loaded its layers" in la, la[-2000:])
+    got = {p: chat(a, p) for p in PROMPTS}
+    check("re-plan: greedy output identical to solo", got == ref, (got, ref))
+    for n in (a, c):
+        n.kill()
+
+
 def main():
     w = Work(keep=os.environ.get("KEEP") == "1")
     ok = False
     try:
         common = ["--model", MODEL_PATH, "--parallel", "2", "--ctx-size", "512",
                   "--threads", "2"]
-        if os.environ.get("ONLY") in ("election", "kv"):
-            (election if os.environ["ONLY"] == "election" else kv_f32)(w, common)
+        only = {"election": election, "kv": kv_f32, "replan": replan_early}
+        if os.environ.get("ONLY") in only:
+            only[os.environ["ONLY"]](w, common)
             ok = not failures
             return 0 if ok else 1
         a = w.node("A", common + ["--split"]).start(timeout=120)
@@ -456,6 +487,7 @@ def main():
 
         election(w, common)
         kv_f32(w, common)
+        replan_early(w, common)
 
         # quantized (Q8_0) split, and no weights on the network
         qdir = os.path.join(w.dir, "q")
