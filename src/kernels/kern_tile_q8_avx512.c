@@ -42,8 +42,9 @@
 /* How many rows ahead a one-token tile prefetches. kern_matmul's one-token
  * loop also prefetches each whole tile (64 rows, 139 KiB at 2048 columns)
  * just before calling it; a tile ahead (64) keeps that burst in L2 (Q8_0,
- * 1 thread: 11.3 GB/s at 2048 and 5632 columns). Without that burst, one
- * row group ahead (16) streams best (12.4 / 14.1 GB/s). */
+ * 1 thread: 11.1 / 12.6 GB/s at 2048 / 5632 columns; 32 or 128 ahead are
+ * slower). Without that burst a shorter distance may stream better (16-row
+ * tiles one group ahead: 12.4 / 14.1 GB/s). */
 #define TQ_PF_ROWS (TQ_G * TQ_R)
 #define TQ_CHUNK 16 /* block columns whose tokens are staged at once (16 KiB) */
 
@@ -158,19 +159,22 @@ static inline __attribute__((always_inline)) void tile_body(const enum tq_kind k
 	 * reloaded, not re-rounded) */
 	__m512 part[TQ_G][TQ_T];
 	const __m512i bias = _mm512_set1_epi8((char)0x80);
-	for (int64_t b0 = 0; b0 < nb; b0 += TQ_CHUNK) {
-		const int nc = (int)(nb - b0 < TQ_CHUNK ? nb - b0 : TQ_CHUNK);
+	/* one token stages whole rows of up to 16384 columns at once, so each
+	 * row group streams its rows from start to end */
+	const int cs = nt == 1 ? TQ_T * TQ_CHUNK : TQ_CHUNK;
+	for (int64_t b0 = 0; b0 < nb; b0 += cs) {
+		const int nc = (int)(nb - b0 < cs ? nb - b0 : cs);
 		/* the tile's tokens for this chunk, shared by its row groups:
 		 * quants biased to unsigned, scales in float */
-		__m256i xu[TQ_T][TQ_CHUNK];
-		float dx[TQ_T][TQ_CHUNK];
+		__m256i xu[TQ_T * TQ_CHUNK]; /* [t * cs + j] */
+		float dx[TQ_T * TQ_CHUNK];
 		for (int t = 0; t < nt; t++) {
 			/* tokens past n_t repeat the last one and are not stored */
 			const char *xt = x + (size_t)(t < n_t ? t : n_t - 1) * x_row;
 			const struct kern_block_q8_0 *xb = (const struct kern_block_q8_0 *)xt + b0;
 			for (int j = 0; j < nc; j++) {
-				dx[t][j] = _cvtsh_ss(xb[j].d);
-				xu[t][j] =
+				dx[t * cs + j] = _cvtsh_ss(xb[j].d);
+				xu[t * cs + j] =
 				    _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)xb[j].qs),
 				                     _mm512_castsi512_si256(bias));
 			}
@@ -228,13 +232,14 @@ static inline __attribute__((always_inline)) void tile_body(const enum tq_kind k
 							s[i] = _mm512_dpbusd_epi32(
 							    s[i],
 							    _mm512_set1_epi32(load_i32(
-							        (const char *)&xu[t0 + i][j] +
+							        (const char
+							             *)&xu[(t0 + i) * cs + j] +
 							        4 * k)),
 							    v[k]);
 #pragma GCC unroll 4
 					for (int i = 0; i < g_n; i++) {
 						const __m512 d = _mm512_mul_ps(
-						    dw, _mm512_set1_ps(dx[t0 + i][j]));
+						    dw, _mm512_set1_ps(dx[(t0 + i) * cs + j]));
 						acc[t0 + i] = _mm512_fmadd_ps(
 						    _mm512_cvtepi32_ps(s[i]), d, acc[t0 + i]);
 					}
