@@ -28,8 +28,8 @@
  *
  * Tiles: 4 rows x 8 tokens (two groups of four) for batches, each weight
  * block unpacked once per 8 tokens; 4 rows x 1 token for decode, so four
- * weight streams are in flight. Q5_K and Q6_K use this layout; Q4_K, the
- * bulk of Q4_K_M files, has its own rows-in-lanes tile below. */
+ * weight streams are in flight. Q6_K uses this layout; Q4_K (the bulk of
+ * Q4_K_M files) and Q5_K have a rows-in-lanes tile below. */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <stddef.h>
@@ -412,7 +412,7 @@ KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_r
 		store_n(y, 1, r4, n_r);
 }
 
-/* ---------------- Q4_K, rows in lanes ---------------- */
+/* ---------------- Q4_K and Q5_K, rows in lanes ---------------- */
 
 /* Q4_K has 32-quant sub-blocks whose partial dots overflow int16, so the
  * layout above pays a scale multiply per 4 quants. Here lane r of a
@@ -420,7 +420,8 @@ KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_r
  * transposed once per super-block (4 quants of a row per int32 lane), each
  * vpdpbusd takes 4 activation quants broadcast from memory, four of them
  * chain over a 16-quant half sub-block (at most 16 * 15 * 127 < 32767) and
- * one vpdpwssd applies the 16 rows' scales to it. Every output is one lane:
+ * one vpdpwssd applies the 16 rows' scales to it (Q5_K, quants up to 31:
+ * two chains of two per half). Every output is one lane:
  *     isum, imins exact per super-block;
  *     acc = fma(d_x, fnma(dmin_w, (float)imins, d_w * (float)isum), acc)
  * with no horizontal sum, so outputs do not depend on the tile shape.
@@ -481,16 +482,17 @@ KQ_INLINE __m512i q4t_pick(int j, int dup)
 	return _mm512_loadu_si512(v);
 }
 
-KQ_INLINE void q4t_prepare(const char *const rp[16], int64_t i, struct q4t_block *b)
+KQ_INLINE void q4t_prepare(enum kq_kind kind, const char *const rp[16], int64_t i, struct q4t_block *b)
 {
 	const __m512i m0f = _mm512_set1_epi8(0x0F);
-	const size_t off = (size_t)i * sizeof(struct kern_block_q4_K);
+	const size_t off = (size_t)i * kq_block_size(kind);
+	const size_t qs_off = kind == KQ_Q4_K ? offsetof(struct kern_block_q4_K, qs) : offsetof(struct kern_block_q5_K, qs);
 	KQ_UNROLL
 	for (int h = 0; h < 2; h++) {
 		__m512i r[16];
 		KQ_UNROLL
 		for (int k = 0; k < 16; k++)
-			r[k] = ld(rp[k] + off + offsetof(struct kern_block_q4_K, qs) + 64 * h);
+			r[k] = ld(rp[k] + off + qs_off + 64 * h);
 		transpose16(r);
 		/* qs dword D = 16h + d: low nibbles are quants 64(D/8) + 4(D%8),
 		 * activation dword 16(D/8) + D%8; high nibbles 32 quants on */
@@ -499,6 +501,23 @@ KQ_INLINE void q4t_prepare(const char *const rp[16], int64_t i, struct q4t_block
 			const int D = 16 * h + d, j = 16 * (D / 8) + D % 8;
 			b->q[j] = _mm512_and_si512(r[d], m0f);
 			b->q[j + 8] = _mm512_and_si512(_mm512_srli_epi32(r[d], 4), m0f);
+		}
+	}
+	if (kind == KQ_Q5_K) {
+		/* 5th bit of quant 32c + l is bit c of qh[l]: qh dword e of a row
+		 * holds those of quant dwords 8c + e */
+		__m512i r[16];
+		KQ_UNROLL
+		for (int k = 0; k < 16; k++)
+			r[k] = _mm512_zextsi256_si512(_mm256_loadu_si256(
+				(const __m256i *)(rp[k] + off + offsetof(struct kern_block_q5_K, qh))));
+		transpose16(r);
+		const __m512i m10 = _mm512_set1_epi8(0x10);
+		KQ_UNROLL
+		for (int m = 0; m < 64; m++) {
+			const int c = m / 8;
+			const __m512i hb = c <= 4 ? _mm512_slli_epi32(r[m % 8], 4 - c) : _mm512_srli_epi32(r[m % 8], c - 4);
+			b->q[m] = _mm512_ternarylogic_epi32(b->q[m], hb, m10, 0xF8); /* a | (b & c) */
 		}
 	}
 	/* d, dmin, scales: 16 bytes per row -> s[c] lane r = dword c of row r */
@@ -539,12 +558,12 @@ KQ_INLINE __m512i bcast32(const void *p)
 }
 
 /* Rows rp[0..15] x tokens [0, n_t) (n_t <= Q4T_T), all super-blocks. */
-KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[16], const char *x, size_t x_row, const int n_t,
+KQ_INLINE void q4t_tile(enum kq_kind kind, int64_t nb, const char *const rp[16], const char *x, size_t x_row, const int n_t,
 			__m512 acc[Q4T_T])
 {
 	struct q4t_block b;
 	for (int64_t i = 0; i < nb; i++) {
-		q4t_prepare(rp, i, &b);
+		q4t_prepare(kind, rp, i, &b);
 		KQ_UNROLL
 		for (int p = 0; p < Q4T_T; p += 8) {
 			if (p >= n_t)
@@ -568,7 +587,13 @@ KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[16], const char *x, siz
 					const int8_t *a = yb[t]->qs + 16 * h;
 					__m512i c = _mm512_dpbusd_epi32(zero_idiom(), w0, bcast32(a));
 					c = _mm512_dpbusd_epi32(c, w1, bcast32(a + 4));
-					c = _mm512_dpbusd_epi32(c, w2, bcast32(a + 8));
+					if (kind == KQ_Q5_K) {
+						/* 8 quants up to 31: 8 * 31 * 127 < 32767 */
+						s[t] = _mm512_dpwssd_epi32(s[t], c, b.sc[h / 2]);
+						c = _mm512_dpbusd_epi32(zero_idiom(), w2, bcast32(a + 8));
+					} else {
+						c = _mm512_dpbusd_epi32(c, w2, bcast32(a + 8));
+					}
 					c = _mm512_dpbusd_epi32(c, w3, bcast32(a + 12));
 					s[t] = _mm512_dpwssd_epi32(s[t], c, b.sc[h / 2]);
 				}
@@ -598,10 +623,11 @@ KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[16], const char *x, siz
 /* One token (decode): the same per-lane float operations as q4t_tile, but
  * 4 rows at a time in lockstep (4 weight streams, as the hardware
  * prefetcher likes) with each row's exact integers from kq_dot1. */
-static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const void *x, float *y)
+static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, int64_t nb, const char *w,
+									size_t w_row, int n_r, const void *x, float *y)
 {
 	const struct kern_block_q8_K *xb = x;
-	const size_t bs = sizeof(struct kern_block_q4_K);
+	const size_t bs = kq_block_size(kind);
 	for (int g = 0; 4 * g < n_r; g++) {
 		const char *rb[4];
 		KQ_UNROLL
@@ -617,7 +643,7 @@ static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 			for (int r = 0; r < 4; r++) {
 				const char *blk = rb[r] + (size_t)i * bs;
 				struct kq_row q;
-				kq_unpack(KQ_Q4_K, blk, &q);
+				kq_unpack(kind, blk, &q);
 				const __m512i s1[2] = {perm_sw(Q4K_S1[0], q.sw), perm_sw(Q4K_S1[1], q.sw)};
 				s[r] = kq_dot1(&q, s1, xb[i].qs);
 				m[r] = _mm512_madd_epi16(perm_sw(Q4K_M[2], q.mw), bz);
@@ -644,7 +670,7 @@ static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 	}
 }
 
-static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
+KQ_INLINE void q4t_rows_any(enum kq_kind kind, int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
 			   int n_t, float *y, int64_t y_stride)
 {
 	const int64_t nb = n / KERN_QK_K;
@@ -657,16 +683,28 @@ static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, cons
 	for (int t = 0; t < Q4T_T; t++)
 		acc[t] = _mm512_setzero_ps();
 	if (n_t == 1) {
-		q4t_decode(nb, w, w_row, n_r, x, y);
+		q4t_decode(kind, nb, w, w_row, n_r, x, y);
 		return;
 	}
 	if (n_t == Q4T_T)
-		q4t_tile(nb, rp, x, x_row, Q4T_T, acc);
+		q4t_tile(kind, nb, rp, x, x_row, Q4T_T, acc);
 	else
-		q4t_tile(nb, rp, x, x_row, n_t, acc);
+		q4t_tile(kind, nb, rp, x, x_row, n_t, acc);
 	const __mmask16 k = (__mmask16)((1u << n_r) - 1);
 	for (int t = 0; t < n_t; t++)
 		_mm512_mask_storeu_ps(y + t * y_stride, k, acc[t]);
+}
+
+static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
+			   int n_t, float *y, int64_t y_stride)
+{
+	q4t_rows_any(KQ_Q4_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
+}
+
+static void tile_q5_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
+			   int n_t, float *y, int64_t y_stride)
+{
+	q4t_rows_any(KQ_Q5_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }
 
 /* ---------------- entry points ---------------- */
@@ -684,11 +722,6 @@ KQ_INLINE void kq_tile_any(enum kq_kind kind, int64_t n, const void *w, size_t w
 }
 
 
-static void tile_q5_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-		      int n_t, float *y, int64_t y_stride)
-{
-	kq_tile_any(KQ_Q5_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
-}
 
 static void tile_q6_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
 		      int n_t, float *y, int64_t y_stride)
@@ -699,7 +732,7 @@ static void tile_q6_K(int64_t n, const void *w, size_t w_row, int n_r, const voi
 int kern_tiles_kq_avx512(struct kern_dispatch *d)
 {
 	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T};
-	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K, KQ_R, KQ_T};
+	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K_rows, Q4T_R, Q4T_T};
 	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K, KQ_R, KQ_T};
 	return 3;
 }
