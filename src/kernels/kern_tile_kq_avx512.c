@@ -3,33 +3,29 @@
  * Makefile (F/BW/VL/DQ + VNNI); called by kern_init() only when the CPU has
  * them.
  *
- * Integer part. A weight row's super-block (256 quants) is unpacked once per
- * tile into four registers of 64 unsigned bytes in element order (Q4_K
- * 0..15, Q5_K 0..31, Q6_K 0..63 = quant + 32). Against a token, each 64-byte
- * chunk is one vpdpbusd (u8 x s8, four products per int32, at most
- * 4 * 63 * 127 < 32767), and the sub-block scales are applied to pairs of
- * those int32 packed to int16 (vpackssdw, exact) with vpmaddwd/vpdpwssd.
- * Each 128-bit lane l of a chunk's vpdpbusd covers quants 16l..16l+15 of the
- * chunk, all under one scale; so the integer that lane l of an output
- * collects is fixed: its quarter of every chunk, plus, for Q6_K, the exact
- * -32 * scale * block-sum correction of four 16-quant groups.
+ * Rows in lanes. Lane r of a 512-bit register is weight row r of a 16-row
+ * tile. A super-block (256 quants) of the 16 rows is transposed once per
+ * tile into 64 registers of unsigned quants (Q4_K 0..15, Q5_K 0..31, Q6_K
+ * quant + 32 in 0..63), lane r holding 4 quants of row r, and meets each
+ * token's 4 activation quants broadcast from memory in one vpdpbusd: 64
+ * multiply-adds per instruction with no shuffles in the token loop. Sub-
+ * block scales are applied with vpdpwssd to int32 partial dots that fit
+ * int16 (Q4_K 16 quants, Q5_K 8, Q6_K 4 per partial), the Q4_K/Q5_K mins and
+ * the Q6_K -32 through the tokens' 16-quant sums; all integer sums exact.
  *
- * Float part. Lane 4l + k of one register holds lane l's integer of output
- * k: four tokens of one row in the batched tile (two tokens are packed per
- * vpackssdw there, so the scale multiply is shared), four rows of one token
- * in the decode tile (n_t = 1). Per super-block each lane gets
- *     acc = fma(d_w * d_x, (float)isum, acc)
- * and Q4_K/Q5_K then acc = fnma(dmin_w * d_x, (float)imins, acc); an output
- * is the fixed tree (l0 + l2) + (l1 + l3) of its four lanes at the end.
- * Every output sees exactly those operations whatever n_r, n_t or its place
- * in the tile, so a token's logits are the same alone or in a batch. The
- * float work is one operation per four outputs, and 512-bit operations are
- * all full-width, which also suits Zen 4's double-pumped units.
+ * Float part. Per super-block, lane r of token t's accumulator gets
+ *     Q4_K/Q5_K: acc = fma(d_x, fnma(dmin_w, (float)imins, d_w * (float)isum), acc)
+ *     Q6_K:      acc = fma(d_x, d_w * (float)isum, acc)
+ * and is the output: no horizontal sums, and every output sees exactly
+ * these operations whatever n_r, n_t or its place in the tile, so a
+ * token's logits are the same alone or in a batch.
  *
- * Tiles: 4 rows x 8 tokens (two groups of four) for batches, each weight
- * block unpacked once per 8 tokens; 4 rows x 1 token for decode, so four
- * weight streams are in flight. Q6_K uses this layout; Q4_K (the bulk of
- * Q4_K_M files) and Q5_K have a rows-in-lanes tile below. */
+ * Decode (n_t = 1) is bound by memory, not by the transpose: it walks 4
+ * rows in lockstep (4 weight streams), computes each row's exact integers
+ * with per-row dots (kq_dot1: a vpdpbusd per 64 quants, scales through
+ * vpackssdw + vpdpwssd), moves them into lanes and applies the same float
+ * operations. The 512-bit operations are full-width ones, which also suits
+ * Zen 4's double-pumped units. */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <stddef.h>
@@ -37,39 +33,22 @@
 
 #include "kernels/kern_impl.h"
 
-#define KQ_R 4 /* weight rows per tile */
-#define KQ_T 8 /* tokens per tile: two groups of four */
-#define KQ_G (KQ_T / 4)
-
 #define KQ_INLINE static inline __attribute__((always_inline))
 /* -O2 leaves small constant loops rolled, which puts register arrays on the stack */
 #define KQ_UNROLL _Pragma("GCC unroll 8")
 
 enum kq_kind { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K };
 
-/* ---------------- index tables (vpermw / vpermd) ---------------- */
+/* ---------------- per-row dots (decode) ---------------- */
 
-/* Scale words |sw| per kind: Q4_K/Q5_K (k4_words) sc0-3 mn0-3 sc4-7 mn4-7;
- * Q6_K the 16 scales. Words 16..31 are zero. The mins (Q4_K/Q5_K) and the
- * -32 * scale corrections (Q6_K) are in |mw|, indexed alike. */
+/* A row's super-block unpacked (kq_unpack) is four registers of 64 quants
+ * in element order; 128-bit lane l of a chunk's vpdpbusd covers quants
+ * 16l..16l+15 of the chunk, all under one scale. Scale words |sw| per kind:
+ * Q4_K/Q5_K (k4_words) sc0-3 mn0-3 sc4-7 mn4-7; Q6_K the 16 scales. Words
+ * 16..31 are zero. The mins (Q4_K/Q5_K) and the -32 * scale corrections
+ * (Q6_K) are in |mw|, indexed alike. vpermw index tables: */
 
-/* Pair tile, chunk c: 128-bit lane l -> scale of quants 64c + 16l.. */
-static const int16_t Q4K_SP[4][32] = {
-	{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-	{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
-	{8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9},
-	{10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10,
-	 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11, 11},
-};
-static const int16_t Q6K_SP[4][32] = {
-	{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
-	{4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-	{8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9,
-	 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
-	{12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
-	 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
-};
-/* One token, packs(chunk 0, chunk 1) and packs(chunk 2, chunk 3). */
+/* Scales for packs(chunk 0, chunk 1) and packs(chunk 2, chunk 3). */
 static const int16_t Q4K_S1[2][32] = {
 	{0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3},
 	{8, 8, 8, 8, 10, 10, 10, 10, 8, 8, 8, 8, 10, 10, 10, 10,
@@ -80,33 +59,16 @@ static const int16_t Q6K_S1[2][32] = {
 	{8, 8, 8, 8, 12, 12, 12, 12, 9, 9, 9, 9, 13, 13, 13, 13,
 	 10, 10, 10, 10, 14, 14, 14, 14, 11, 11, 11, 11, 15, 15, 15, 15},
 };
-/* Min/correction words against the tokens' block sums: lane l of an output
- * collects groups 2l, 2l+1 (sub-block l) and 8+2l, 9+2l (sub-block 4+l).
- * [0], [1]: batch layout, dword 4l + t against B0 / B1 (tok_group); [2]:
- * decode layout, 128-bit lane l against BZ. */
-static const int16_t Q4K_M[3][32] = {
-	{4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
-	{12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13,
-	 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15},
-	{4, 4, 12, 12, 16, 16, 16, 16, 5, 5, 13, 13, 16, 16, 16, 16,
-	 6, 6, 14, 14, 16, 16, 16, 16, 7, 7, 15, 15, 16, 16, 16, 16},
-};
-static const int16_t Q6K_M[3][32] = {
-	{0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7},
-	{8, 9, 8, 9, 8, 9, 8, 9, 10, 11, 10, 11, 10, 11, 10, 11,
-	 12, 13, 12, 13, 12, 13, 12, 13, 14, 15, 14, 15, 14, 15, 14, 15},
-	{0, 1, 8, 9, 16, 16, 16, 16, 2, 3, 10, 11, 16, 16, 16, 16,
-	 4, 5, 12, 13, 16, 16, 16, 16, 6, 7, 14, 15, 16, 16, 16, 16},
-};
-/* Token block sums as dwords (pairs of 16-quant sums): dword 4l + t = pair
- * l (B0) / 4 + l (B1) of token t, from [tok0 tok1] [tok2 tok3]; decode: 128-bit
- * lane l = pair l, pair 4 + l, (unused). */
-static const int32_t KQ_B0[16] = {0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27};
-static const int32_t KQ_B1[16] = {4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31};
+/* Min (Q4_K/Q5_K) or -32 * scale (Q6_K) words against the token's block
+ * sums in KQ_BZ layout: 128-bit lane l collects groups 2l, 2l+1 (sub-block
+ * l) and 8+2l, 9+2l (sub-block 4+l); summed over lanes, a row's total. */
+static const int16_t Q4K_MZ[32] = {4, 4, 12, 12, 16, 16, 16, 16, 5, 5, 13, 13, 16, 16, 16, 16,
+				   6, 6, 14, 14, 16, 16, 16, 16, 7, 7, 15, 15, 16, 16, 16, 16};
+static const int16_t Q6K_MZ[32] = {0, 1, 8, 9, 16, 16, 16, 16, 2, 3, 10, 11, 16, 16, 16, 16,
+				   4, 5, 12, 13, 16, 16, 16, 16, 6, 7, 14, 15, 16, 16, 16, 16};
+/* Token block sums as dwords (pairs of 16-quant sums): 128-bit lane l =
+ * pair l, pair 4 + l, (unused). */
 static const int32_t KQ_BZ[16] = {0, 4, 0, 0, 1, 5, 1, 1, 2, 6, 2, 2, 3, 7, 3, 3};
-/* Two pair results [a a b b] [c c d d] per 128-bit lane -> halves of lanes 4l + t. */
-static const int32_t KQ_EVEN[16] = {0, 2, 16, 18, 4, 6, 20, 22, 8, 10, 24, 26, 12, 14, 28, 30};
-static const int32_t KQ_ODD[16] = {1, 3, 17, 19, 5, 7, 21, 23, 9, 11, 25, 27, 13, 15, 29, 31};
 
 /* A zero register from its own zeroing idiom: vpdpbusd accumulates in
  * place, and from one shared zero GCC would copy it before every vpdpbusd
@@ -131,13 +93,6 @@ KQ_INLINE __m512i reduce4(__m512i s0, __m512i s1, __m512i s2, __m512i s3)
 	const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
 	const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
 	return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
-}
-
-/* lane k of the result = (acc[k] + acc[8 + k]) + (acc[4 + k] + acc[12 + k]) */
-KQ_INLINE __m128 hsum4(__m512 acc)
-{
-	const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
-	return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
 /* Stores the |n| first lanes of |v| at |y|, |stride| floats apart. */
@@ -226,24 +181,12 @@ KQ_INLINE void kq_unpack(enum kq_kind kind, const void *blk, struct kq_row *w)
 	w->mw = w->sw;
 }
 
-/* Weight scales d (and dmin) of a block as floats. */
-KQ_INLINE float kq_d(enum kq_kind kind, const void *blk)
-{
-	return kind == KQ_Q6_K ? _cvtsh_ss(((const struct kern_block_q6_K *)blk)->d)
-			       : _cvtsh_ss(*(const kern_f16 *)blk);
-}
-
-KQ_INLINE float kq_dmin(const void *blk)
-{
-	return _cvtsh_ss(((const kern_f16 *)blk)[1]);
-}
-
 KQ_INLINE __m512i perm_sw(const int16_t *idx, __m512i sw)
 {
 	return _mm512_permutexvar_epi16(ld(idx), sw);
 }
 
-/* One token: the exact integer dot, lane l as described at the top. */
+/* One row against one token: the exact integer dot (summed over its lanes). */
 KQ_INLINE __m512i kq_dot1(const struct kq_row *w, const __m512i s1[2], const int8_t *a)
 {
 	__m512i p[4];
@@ -254,169 +197,9 @@ KQ_INLINE __m512i kq_dot1(const struct kq_row *w, const __m512i s1[2], const int
 	return _mm512_dpwssd_epi32(s, _mm512_packs_epi32(p[2], p[3]), s1[1]);
 }
 
-/* Two tokens: 128-bit lane l = [a a b b], the two a's summing to lane l of
- * kq_dot1 for token a (without the Q6_K correction). */
-KQ_INLINE __m512i kq_dot2(const struct kq_row *w, const __m512i sp[4], const int8_t *a, const int8_t *b)
-{
-	__m512i s = _mm512_setzero_si512();
-	KQ_UNROLL
-	for (int c = 0; c < 4; c++) {
-		const __m512i pa = _mm512_dpbusd_epi32(zero_idiom(), w->q[c], ld(a + 64 * c));
-		const __m512i pb = _mm512_dpbusd_epi32(zero_idiom(), w->q[c], ld(b + 64 * c));
-		s = c == 0 ? _mm512_madd_epi16(_mm512_packs_epi32(pa, pb), sp[0])
-			   : _mm512_dpwssd_epi32(s, _mm512_packs_epi32(pa, pb), sp[c]);
-	}
-	return s;
-}
-
-/* Token-group constants of super-block |i|: lane 4l + t = d of token t, and
- * the block-sum dwords in batch layout. */
-KQ_INLINE void kq_tokens(const struct kern_block_q8_K *const yb[4], __m512 *ydv, __m512i *b0, __m512i *b1)
-{
-	*ydv = _mm512_broadcast_f32x4(_mm_set_ps(yb[3]->d, yb[2]->d, yb[1]->d, yb[0]->d));
-	const __m512i z01 = _mm512_inserti64x4(
-		_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)yb[0]->bsums)),
-		_mm256_loadu_si256((const __m256i *)yb[1]->bsums), 1);
-	const __m512i z23 = _mm512_inserti64x4(
-		_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)yb[2]->bsums)),
-		_mm256_loadu_si256((const __m256i *)yb[3]->bsums), 1);
-	*b0 = _mm512_permutex2var_epi32(z01, ld(KQ_B0), z23);
-	*b1 = _mm512_permutex2var_epi32(z01, ld(KQ_B1), z23);
-}
-
-/* ---------------- batched tile ---------------- */
-
-/* Rows [0, n_r) x tokens [0, n_t), n_t >= 2; inlined with constant n_r,
- * n_t for full tiles so that the accumulators stay in registers. Tokens
- * past n_t repeat the last one (computed, never stored). */
-KQ_INLINE void kq_tile(enum kq_kind kind, int64_t nb, const char *w, size_t w_row, const int n_r,
-		       const char *x, size_t x_row, const int n_t, float *y, int64_t y_stride)
-{
-	const size_t bs = kq_block_size(kind);
-	const int16_t(*sp_idx)[32] = kind == KQ_Q6_K ? Q6K_SP : Q4K_SP;
-	const int16_t(*m_idx)[32] = kind == KQ_Q6_K ? Q6K_M : Q4K_M;
-	const struct kern_block_q8_K *tb[KQ_T];
-	KQ_UNROLL
-	for (int t = 0; t < KQ_T; t++)
-		tb[t] = (const struct kern_block_q8_K *)(x + (size_t)(t < n_t ? t : n_t - 1) * x_row);
-	const int ng = (n_t + 3) / 4;
-	__m512 acc[KQ_R][KQ_G];
-	KQ_UNROLL
-	for (int r = 0; r < KQ_R; r++)
-		KQ_UNROLL
-		for (int g = 0; g < KQ_G; g++)
-			acc[r][g] = _mm512_setzero_ps();
-	for (int64_t i = 0; i < nb; i++) {
-		const struct kern_block_q8_K *yb[KQ_G][4];
-		__m512 ydv[KQ_G];
-		__m512i b0[KQ_G], b1[KQ_G];
-		KQ_UNROLL
-		for (int g = 0; g < KQ_G; g++) {
-			KQ_UNROLL
-			for (int k = 0; k < 4; k++)
-				yb[g][k] = &tb[4 * g + k][i];
-			kq_tokens(yb[g], &ydv[g], &b0[g], &b1[g]);
-		}
-		KQ_UNROLL
-		for (int r = 0; r < n_r; r++) {
-			const char *blk = w + (size_t)r * w_row + (size_t)i * bs;
-			struct kq_row q;
-			kq_unpack(kind, blk, &q);
-			__m512i sp[4];
-			KQ_UNROLL
-			for (int c = 0; c < 4; c++)
-				sp[c] = perm_sw(sp_idx[c], q.sw);
-			const __m512i m0 = perm_sw(m_idx[0], q.mw), m1 = perm_sw(m_idx[1], q.mw);
-			const __m512 xd = _mm512_set1_ps(kq_d(kind, blk));
-			const __m512 xdmin = _mm512_set1_ps(kind == KQ_Q6_K ? 0.0f : kq_dmin(blk));
-			KQ_UNROLL
-			for (int g = 0; g < ng; g++) {
-				const int nt = n_t - 4 * g;
-				const __m512i s01 = kq_dot2(&q, sp, yb[g][0]->qs, yb[g][1]->qs);
-				const __m512i s23 = nt > 2 ? kq_dot2(&q, sp, yb[g][2]->qs, yb[g][3]->qs)
-							   : _mm512_setzero_si512();
-				__m512i u = _mm512_add_epi32(_mm512_permutex2var_epi32(s01, ld(KQ_EVEN), s23),
-							     _mm512_permutex2var_epi32(s01, ld(KQ_ODD), s23));
-				const __m512i m = _mm512_add_epi32(_mm512_madd_epi16(m0, b0[g]),
-								   _mm512_madd_epi16(m1, b1[g]));
-				if (kind == KQ_Q6_K) {
-					u = _mm512_add_epi32(u, m);
-					acc[r][g] = _mm512_fmadd_ps(_mm512_mul_ps(xd, ydv[g]), _mm512_cvtepi32_ps(u),
-								    acc[r][g]);
-				} else {
-					const __m512 t = _mm512_fnmadd_ps(xdmin, _mm512_cvtepi32_ps(m),
-									  _mm512_mul_ps(xd, _mm512_cvtepi32_ps(u)));
-					acc[r][g] = _mm512_fmadd_ps(ydv[g], t, acc[r][g]);
-				}
-			}
-		}
-	}
-	KQ_UNROLL
-	for (int r = 0; r < n_r; r++)
-		KQ_UNROLL
-		for (int g = 0; g < ng; g++) {
-			const int nt = n_t - 4 * g;
-			store_n(y + (4 * g) * y_stride + r, y_stride, hsum4(acc[r][g]), nt < 4 ? nt : 4);
-		}
-}
-
-/* ---------------- decode tile ---------------- */
-
-/* Up to 4 rows (missing ones repeat the last, never stored) x 1 token. */
-KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_row, int n_r,
-			const void *x, float *y)
-{
-	const size_t bs = kq_block_size(kind);
-	const int16_t(*s1_idx)[32] = kind == KQ_Q6_K ? Q6K_S1 : Q4K_S1;
-	const int16_t(*m_idx)[32] = kind == KQ_Q6_K ? Q6K_M : Q4K_M;
-	const char *rb[4];
-	KQ_UNROLL
-	for (int r = 0; r < 4; r++)
-		rb[r] = w + (size_t)(r < n_r ? r : n_r - 1) * w_row;
-	const struct kern_block_q8_K *xb = x;
-	__m512 acc = _mm512_setzero_ps();
-	for (int64_t i = 0; i < nb; i++) {
-		const __m512i bz = _mm512_permutexvar_epi32(
-			ld(KQ_BZ), _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb[i].bsums)));
-		__m512i s[4], m[4];
-		float d[4], dmin[4];
-		KQ_UNROLL
-		for (int r = 0; r < 4; r++) {
-			const char *blk = rb[r] + (size_t)i * bs;
-			struct kq_row q;
-			kq_unpack(kind, blk, &q);
-			const __m512i s1[2] = {perm_sw(s1_idx[0], q.sw), perm_sw(s1_idx[1], q.sw)};
-			s[r] = kq_dot1(&q, s1, xb[i].qs);
-			m[r] = _mm512_madd_epi16(perm_sw(m_idx[2], q.mw), bz);
-			if (kind == KQ_Q6_K)
-				s[r] = _mm512_add_epi32(s[r], m[r]);
-			d[r] = kq_d(kind, blk);
-			dmin[r] = kind == KQ_Q6_K ? 0.0f : kq_dmin(blk);
-		}
-		const __m512 dv = _mm512_broadcast_f32x4(_mm_loadu_ps(d));
-		const __m512 u = _mm512_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3]));
-		if (kind == KQ_Q6_K) {
-			const __m512 dyv = _mm512_broadcast_f32x4(_mm_mul_ps(_mm_loadu_ps(d), _mm_set1_ps(xb[i].d)));
-			acc = _mm512_fmadd_ps(dyv, u, acc);
-		} else {
-			const __m512 dmv = _mm512_broadcast_f32x4(_mm_loadu_ps(dmin));
-			const __m512 t = _mm512_fnmadd_ps(dmv, _mm512_cvtepi32_ps(reduce4(m[0], m[1], m[2], m[3])),
-							  _mm512_mul_ps(dv, u));
-			acc = _mm512_fmadd_ps(_mm512_set1_ps(xb[i].d), t, acc);
-		}
-	}
-	const __m128 r4 = hsum4(acc);
-	if (n_r == 4)
-		_mm_storeu_ps(y, r4);
-	else
-		store_n(y, 1, r4, n_r);
-}
-
 /* ---------------- Q4_K and Q5_K, rows in lanes ---------------- */
 
-/* Q4_K has 32-quant sub-blocks whose partial dots overflow int16, so the
- * layout above pays a scale multiply per 4 quants. Here lane r of a
- * register is weight row r of a 16-row tile: the 16 rows' quants are
+/* Lane r of a register is weight row r of a 16-row tile: the 16 rows' quants are
  * transposed once per super-block (4 quants of a row per int32 lane), each
  * vpdpbusd takes 4 activation quants broadcast from memory, four of them
  * chain over a 16-quant half sub-block (at most 16 * 15 * 127 < 32767) and
@@ -646,7 +429,7 @@ static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, 
 				kq_unpack(kind, blk, &q);
 				const __m512i s1[2] = {perm_sw(Q4K_S1[0], q.sw), perm_sw(Q4K_S1[1], q.sw)};
 				s[r] = kq_dot1(&q, s1, xb[i].qs);
-				m[r] = _mm512_madd_epi16(perm_sw(Q4K_M[2], q.mw), bz);
+				m[r] = _mm512_madd_epi16(perm_sw(Q4K_MZ, q.mw), bz);
 				memcpy(&dd[r], blk, 4);
 			}
 			/* lane r = row r's integers */
@@ -707,33 +490,207 @@ static void tile_q5_K_rows(int64_t n, const void *w, size_t w_row, int n_r, cons
 	q4t_rows_any(KQ_Q5_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }
 
-/* ---------------- entry points ---------------- */
+/* ---------------- Q6_K, rows in lanes ---------------- */
 
-KQ_INLINE void kq_tile_any(enum kq_kind kind, int64_t n, const void *w, size_t w_row, int n_r,
-			   const void *x, size_t x_row, int n_t, float *y, int64_t y_stride)
+/* The same 16-row tile for Q6_K: quants u = quant + 32 (0..63) transposed
+ * with their 2-bit highs; a 4-quant vpdpbusd is already up to 4 * 63 * 127,
+ * so each one gets its group's scale through a vpdpwssd, and the -32 is
+ * applied exactly through the tokens' 16-quant sums. Every output is one
+ * lane: acc = fma(d_x, d_w * (float)isum, acc). */
+struct q6t_block {
+	__m512i q[64];  /* u of quants 4m..4m+3 of row r in lane r */
+	__m512i sc[16]; /* scale of group g, sign-extended in the low word of lane r */
+	__m512i nsc[8]; /* -32 * scales 2p, 2p+1 in the two words of lane r */
+	__m512 d;
+};
+
+KQ_INLINE void q6t_prepare(const char *const rp[16], int64_t i, struct q6t_block *b)
+{
+	const __m512i m0f = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+	const size_t off = (size_t)i * sizeof(struct kern_block_q6_K);
+	__m512i qh[16];
+	KQ_UNROLL
+	for (int k = 0; k < 16; k++)
+		qh[k] = ld(rp[k] + off + offsetof(struct kern_block_q6_K, qh));
+	transpose16(qh);
+	KQ_UNROLL
+	for (int h = 0; h < 2; h++) {
+		__m512i r[16];
+		KQ_UNROLL
+		for (int k = 0; k < 16; k++)
+			r[k] = ld(rp[k] + off + offsetof(struct kern_block_q6_K, ql) + 64 * h);
+		transpose16(r);
+		/* ql bytes 64h + 4d.. hold quants 128h + 32k + l (k = kl low
+		 * nibbles, kl + 2 high), their highs bits 2k of qh byte 32h + l */
+		KQ_UNROLL
+		for (int d = 0; d < 16; d++) {
+			const int kl = 4 * d < 32 ? 0 : 1, l = (4 * d) % 32, e = 8 * h + l / 4;
+			const __m512i hlo = kl == 0 ? _mm512_slli_epi32(qh[e], 4) : _mm512_slli_epi32(qh[e], 2);
+			const __m512i hhi = kl == 0 ? qh[e] : _mm512_srli_epi32(qh[e], 2);
+			/* 0xE4: per bit, c ? a : b with c = 0x0F */
+			b->q[32 * h + 8 * kl + l / 4] =
+				_mm512_ternarylogic_epi32(r[d], _mm512_and_si512(hlo, m30), m0f, 0xE4);
+			b->q[32 * h + 8 * (kl + 2) + l / 4] = _mm512_ternarylogic_epi32(
+				_mm512_srli_epi32(r[d], 4), _mm512_and_si512(hhi, m30), m0f, 0xE4);
+		}
+	}
+	/* scales: 16 bytes per row -> s[c] lane r = scales 4c..4c+3 of row r */
+	const size_t so = off + offsetof(struct kern_block_q6_K, scales);
+	__m512i z[4];
+	KQ_UNROLL
+	for (int k = 0; k < 4; k++) {
+		__m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rp[k] + so)));
+		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[4 + k] + so)), 1);
+		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[8 + k] + so)), 2);
+		z[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[12 + k] + so)), 3);
+	}
+	const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+	const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+	const __m512i s[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
+			      _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
+	const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
+	KQ_UNROLL
+	for (int g = 0; g < 16; g++)
+		b->sc[g] = _mm512_and_si512(
+			_mm512_srai_epi32(_mm512_slli_epi32(s[g / 4], 24 - 8 * (g % 4)), 24), lo16);
+	KQ_UNROLL
+	for (int p = 0; p < 8; p++) {
+		const __m512i x = _mm512_or_si512(b->sc[2 * p], _mm512_slli_epi32(b->sc[2 * p + 1], 16));
+		b->nsc[p] = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(x, 5));
+	}
+	kern_f16 dd[16];
+	KQ_UNROLL
+	for (int k = 0; k < 16; k++)
+		memcpy(&dd[k], rp[k] + off + offsetof(struct kern_block_q6_K, d), 2);
+	b->d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dd));
+}
+
+KQ_INLINE void q6t_tile(int64_t nb, const char *const rp[16], const char *x, size_t x_row, const int n_t,
+			__m512 acc[Q4T_T])
+{
+	struct q6t_block b;
+	for (int64_t i = 0; i < nb; i++) {
+		q6t_prepare(rp, i, &b);
+		KQ_UNROLL
+		for (int p = 0; p < Q4T_T; p += 8) {
+			if (p >= n_t)
+				break;
+			const int np = n_t - p;
+			const struct kern_block_q8_K *yb[8];
+			__m512i s[8];
+			KQ_UNROLL
+			for (int t = 0; t < 8; t++) {
+				yb[t] = (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) + i;
+				s[t] = _mm512_setzero_si512();
+			}
+			KQ_UNROLL
+			for (int g = 0; g < 16; g++) {
+				const __m512i w0 = b.q[4 * g], w1 = b.q[4 * g + 1], w2 = b.q[4 * g + 2], w3 = b.q[4 * g + 3];
+				KQ_UNROLL
+				for (int t = 0; t < 8; t++) {
+					if (t >= np)
+						break;
+					const int8_t *a = yb[t]->qs + 16 * g;
+					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w0, bcast32(a)), b.sc[g]);
+					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w1, bcast32(a + 4)), b.sc[g]);
+					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w2, bcast32(a + 8)), b.sc[g]);
+					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w3, bcast32(a + 12)), b.sc[g]);
+				}
+			}
+			KQ_UNROLL
+			for (int q = 0; q < 8; q++) {
+				const __m512i nsc = b.nsc[q];
+				KQ_UNROLL
+				for (int t = 0; t < 8; t++) {
+					if (t >= np)
+						break;
+					s[t] = _mm512_dpwssd_epi32(s[t], nsc, bcast32(yb[t]->bsums + 2 * q));
+				}
+			}
+			KQ_UNROLL
+			for (int t = 0; t < 8; t++) {
+				if (t >= np)
+					break;
+				acc[p + t] = _mm512_fmadd_ps(_mm512_set1_ps(yb[t]->d),
+							     _mm512_mul_ps(b.d, _mm512_cvtepi32_ps(s[t])), acc[p + t]);
+			}
+		}
+	}
+}
+
+/* One token: 4 rows in lockstep through kq_dot1, then q6t_tile's lane
+ * float operations. */
+static void q6t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const void *x, float *y)
+{
+	const struct kern_block_q8_K *xb = x;
+	const size_t bs = sizeof(struct kern_block_q6_K);
+	for (int g = 0; 4 * g < n_r; g++) {
+		const char *rb[4];
+		KQ_UNROLL
+		for (int r = 0; r < 4; r++)
+			rb[r] = w + (size_t)(4 * g + r < n_r ? 4 * g + r : n_r - 1) * w_row;
+		__m128 acc = _mm_setzero_ps();
+		for (int64_t i = 0; i < nb; i++) {
+			const __m512i bz = _mm512_permutexvar_epi32(
+				ld(KQ_BZ), _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb[i].bsums)));
+			__m512i s[4];
+			kern_f16 dd[8] = {0};
+			KQ_UNROLL
+			for (int r = 0; r < 4; r++) {
+				const char *blk = rb[r] + (size_t)i * bs;
+				struct kq_row q;
+				kq_unpack(KQ_Q6_K, blk, &q);
+				const __m512i s1[2] = {perm_sw(Q6K_S1[0], q.sw), perm_sw(Q6K_S1[1], q.sw)};
+				s[r] = _mm512_add_epi32(kq_dot1(&q, s1, xb[i].qs),
+							_mm512_madd_epi16(perm_sw(Q6K_MZ, q.mw), bz));
+				memcpy(&dd[r], blk + offsetof(struct kern_block_q6_K, d), 2);
+			}
+			const __m512i s4 = reduce4(s[0], s[1], s[2], s[3]);
+			const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s4), _mm512_extracti64x4_epi64(s4, 1));
+			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+			const __m128 d4 = _mm_cvtph_ps(_mm_loadu_si128((const __m128i *)dd));
+			acc = _mm_fmadd_ps(_mm_set1_ps(xb[i].d), _mm_mul_ps(d4, _mm_cvtepi32_ps(si)), acc);
+		}
+		const int nr = n_r - 4 * g < 4 ? n_r - 4 * g : 4;
+		if (nr == 4)
+			_mm_storeu_ps(y + 4 * g, acc);
+		else
+			store_n(y + 4 * g, 1, acc, nr);
+	}
+}
+
+static void tile_q6_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
+			   int n_t, float *y, int64_t y_stride)
 {
 	const int64_t nb = n / KERN_QK_K;
-	if (n_t == 1)
-		kq_rows4(kind, nb, w, w_row, n_r, x, y);
-	else if (n_r == KQ_R && n_t == KQ_T)
-		kq_tile(kind, nb, w, w_row, KQ_R, x, x_row, KQ_T, y, y_stride);
+	if (n_t == 1) {
+		q6t_decode(nb, w, w_row, n_r, x, y);
+		return;
+	}
+	const char *rp[16];
+	KQ_UNROLL
+	for (int r = 0; r < 16; r++)
+		rp[r] = (const char *)w + (size_t)(r < n_r ? r : n_r - 1) * w_row;
+	__m512 acc[Q4T_T];
+	KQ_UNROLL
+	for (int t = 0; t < Q4T_T; t++)
+		acc[t] = _mm512_setzero_ps();
+	if (n_t == Q4T_T)
+		q6t_tile(nb, rp, x, x_row, Q4T_T, acc);
 	else
-		kq_tile(kind, nb, w, w_row, n_r, x, x_row, n_t, y, y_stride);
+		q6t_tile(nb, rp, x, x_row, n_t, acc);
+	const __mmask16 k = (__mmask16)((1u << n_r) - 1);
+	for (int t = 0; t < n_t; t++)
+		_mm512_mask_storeu_ps(y + t * y_stride, k, acc[t]);
 }
 
-
-
-static void tile_q6_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-		      int n_t, float *y, int64_t y_stride)
-{
-	kq_tile_any(KQ_Q6_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
-}
+/* ---------------- entry points ---------------- */
 
 int kern_tiles_kq_avx512(struct kern_dispatch *d)
 {
 	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T};
 	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K_rows, Q4T_R, Q4T_T};
-	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K, KQ_R, KQ_T};
+	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K_rows, Q4T_R, Q4T_T};
 	return 3;
 }
 
