@@ -361,9 +361,9 @@ static void worker_unload(struct mesh_stage_worker *w)
 static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan *p, int idx)
 {
 	const struct mesh_stage_plan_stage *me = &p->stages[idx];
-	bool same = w->model && w->plan.stages[w->index].layer_begin == me->layer_begin &&
-	            w->plan.stages[w->index].layer_end == me->layer_end &&
-	            w->plan.n_ctx == p->n_ctx && w->plan.n_seq == p->n_seq &&
+	bool same_range = w->model && w->plan.stages[w->index].layer_begin == me->layer_begin &&
+	                  w->plan.stages[w->index].layer_end == me->layer_end;
+	bool same = same_range && w->plan.n_ctx == p->n_ctx && w->plan.n_seq == p->n_seq &&
 	            w->plan.n_batch == p->n_batch && w->plan.kv_dtype == p->kv_dtype;
 	if (same) {
 		/* a new epoch over the same range: sequences start over */
@@ -371,20 +371,32 @@ static int worker_load(struct mesh_stage_worker *w, const struct mesh_stage_plan
 			model_kv_truncate(w->ctx, (int)s, 0);
 		return 0;
 	}
+	/* the same range with other cache sizes (a plan sent again with the
+	 * engine's setup): the weights stay, the context is made anew */
+	struct model *keep = same_range ? w->model : NULL;
+	if (keep)
+		w->model = NULL;
 	worker_unload(w);
-	if (p->n_seq > 4096 || p->n_ctx > (1u << 24) || p->n_batch > MESH_STAGE_MAX_TOKENS)
+	if (p->n_seq > 4096 || p->n_ctx > (1u << 24) || p->n_batch > MESH_STAGE_MAX_TOKENS) {
+		model_free(keep);
 		return ml_error(ML_ERR_RANGE,
 		                "the plan asks for %u sequences of %u positions and batches of %u "
 		                "(limits 4096, %u, %u)",
 		                p->n_seq, p->n_ctx, p->n_batch, 1u << 24, MESH_STAGE_MAX_TOKENS);
-	/* the host computes the logits: a last stage maps the final norm only */
-	struct model_params mp = {.path = w->path,
-	                          .layer_begin = (int)me->layer_begin,
-	                          .layer_end = (int)me->layer_end,
-	                          .no_output_head = true};
-	int rc = model_load(&w->model, &mp);
-	if (rc < 0)
-		return rc;
+	}
+	int rc = 0;
+	if (keep) {
+		w->model = keep;
+	} else {
+		/* the host computes the logits: a last stage maps the final norm only */
+		struct model_params mp = {.path = w->path,
+		                          .layer_begin = (int)me->layer_begin,
+		                          .layer_end = (int)me->layer_end,
+		                          .no_output_head = true};
+		rc = model_load(&w->model, &mp);
+		if (rc < 0)
+			return rc;
+	}
 	const struct model_hparams *hp = model_hparams(w->model);
 	if ((uint32_t)hp->n_layer != p->n_layer) {
 		rc = ml_error(ML_ERR_INVALID, "the plan has %u layers, %s has %d", p->n_layer,
