@@ -141,8 +141,9 @@ struct mesh_stage_link_stats {
 };
 
 /* A link that runs the plan's stages 1.. over the mesh. start() sends the
- * PLAN to every stage and waits for all acks (a refusal fails eng_init()
- * with the stage's reason). Free with its free() (or link_owned): off the
+ * PLAN to every stage (unless mesh_stage_link_send_plan() sent it before)
+ * and waits for all acks (a refusal fails eng_init() with the stage's
+ * reason). Free with its free() (or link_owned): off the
  * loop thread it detaches its streams on the loop and waits for that; on
  * the loop thread it detaches them at once. Shutting down from a loop
  * callback: mesh_stage_link_abort() first, so an engine thread blocked in
