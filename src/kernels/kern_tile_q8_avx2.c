@@ -155,17 +155,20 @@ static inline __attribute__((always_inline)) void tile_body(const enum ta_kind k
 	 * reloaded, not re-rounded) */
 	__m256 part[TA_G][TA_T];
 
-	for (int64_t b0 = 0; b0 < nb; b0 += TA_CHUNK) {
-		const int nc = (int)(nb - b0 < TA_CHUNK ? nb - b0 : TA_CHUNK);
+	/* one token tables whole rows of up to 8192 columns at once, so each
+	 * row group streams its rows from start to end */
+	const int cs = nt == 1 ? TA_T * TA_CHUNK : TA_CHUNK;
+	for (int64_t b0 = 0; b0 < nb; b0 += cs) {
+		const int nc = (int)(nb - b0 < cs ? nb - b0 : cs);
 		/* the tokens' scales and sums for this chunk, shared by the row groups */
-		float dx[TA_T][TA_CHUNK];
-		int32_t corr[TA_T][TA_CHUNK];
+		float dx[TA_T * TA_CHUNK]; /* [t * cs + j] */
+		int32_t corr[TA_T * TA_CHUNK];
 		for (int t = 0; t < nt; t++) {
 			const struct kern_block_q8_0 *xb =
 			    (const struct kern_block_q8_0 *)xp[t] + b0;
 			for (int j = 0; j < nc; j++) {
-				dx[t][j] = _cvtsh_ss(xb[j].d);
-				corr[t][j] = kind == TA_Q4_0 ? -8 * q8_sum(xb[j].qs) : 0;
+				dx[t * cs + j] = _cvtsh_ss(xb[j].d);
+				corr[t * cs + j] = kind == TA_Q4_0 ? -8 * q8_sum(xb[j].qs) : 0;
 			}
 		}
 		for (int g = 0; g < n_g; g++) {
@@ -222,11 +225,12 @@ static inline __attribute__((always_inline)) void tile_body(const enum ta_kind k
 							    p, _mm256_maddubs_epi16(
 							           a[k], _mm256_set1_epi32(load_i32(
 							                     xq + 4 * k))));
-						s = _mm256_add_epi32(_mm256_madd_epi16(p, ones),
-						                     _mm256_set1_epi32(corr[t][j]));
+						s = _mm256_add_epi32(
+						    _mm256_madd_epi16(p, ones),
+						    _mm256_set1_epi32(corr[t * cs + j]));
 					}
 					const __m256 d =
-					    _mm256_mul_ps(dw, _mm256_set1_ps(dx[t][j]));
+					    _mm256_mul_ps(dw, _mm256_set1_ps(dx[t * cs + j]));
 					acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[t]);
 				}
 			}
