@@ -9,6 +9,7 @@
 #define KERN_IMPL_H
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "kernels/kern.h"
@@ -139,8 +140,11 @@ typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t w_row, int n_r, co
 			     size_t x_row, int n_t, float *y, int64_t y_stride);
 
 struct kern_tile {
-	kern_tile_fn fn; /* NULL: kern_matmul() uses vec_dot / vec_dot_x4 */
-	int r, t;        /* largest n_r, n_t it takes */
+	kern_tile_fn fn;    /* NULL: kern_matmul() uses vec_dot / vec_dot_x4 */
+	int r, t;           /* largest n_r, n_t it takes */
+	bool self_prefetch; /* with n_t = 1 it prefetches its weight stream itself,
+			     * interleaved with the work (kern_matmul then does not:
+			     * a whole tile's rows in one burst stalls a large tile) */
 };
 
 struct kern_dispatch {

@@ -72,7 +72,8 @@ static void matmul_tiles(struct kern_tile tl, const char *wb, size_t w_row, int6
 		const char *pf = wb + (size_t)lo * w_row, *end = wb + (size_t)hi * w_row;
 		for (int64_t r = lo; r < hi; r += tl.r) {
 			const int n_r = (int)min_i64(tl.r, hi - r);
-			prefetch_to(&pf, wb + (size_t)(r + n_r) * w_row + MM_PREFETCH_AHEAD, end);
+			if (!tl.self_prefetch)
+				prefetch_to(&pf, wb + (size_t)(r + n_r) * w_row + MM_PREFETCH_AHEAD, end);
 			tl.fn(n_cols, wb + (size_t)r * w_row, w_row, n_r, xb, x_row, 1, y + r, y_stride);
 		}
 		return;

@@ -300,9 +300,9 @@ TILE_TABLE(TILE_BF16, bf16)
 
 int kern_tiles_f16_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, BIG_T};
-	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, BIG_T};
-	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, BIG_T};
+	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, BIG_T, false};
+	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, BIG_T, false};
+	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, BIG_T, false};
 	return 3;
 }
 

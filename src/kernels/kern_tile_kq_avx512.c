@@ -688,9 +688,9 @@ static void tile_q6_K_rows(int64_t n, const void *w, size_t w_row, int n_r, cons
 
 int kern_tiles_kq_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T};
-	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K_rows, Q4T_R, Q4T_T};
-	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K_rows, Q4T_R, Q4T_T};
+	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T, false};
+	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K_rows, Q4T_R, Q4T_T, false};
+	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K_rows, Q4T_R, Q4T_T, false};
 	return 3;
 }
 

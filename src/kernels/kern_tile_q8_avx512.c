@@ -288,8 +288,8 @@ TILE_FN(tile_q4_0_q8_0, TQ_Q4_0)
 
 int kern_tiles_q8_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TQ_G * TQ_R, TQ_T};
-	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TQ_G * TQ_R, TQ_T};
+	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TQ_G * TQ_R, TQ_T, true};
+	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TQ_G * TQ_R, TQ_T, true};
 	return 2;
 }
 

@@ -936,12 +936,13 @@ static void test_model_memory(void **state)
 	assert_true((loaded - before) / 1e3 < best_size / 1e6 * 0.5 + 1);
 	/* Everything resident stays within file + KV + scratch + slack. */
 	assert_true((after - before) / 1e3 < best_size / 1e6 + kv_mb + 16);
+	const size_t n_vocab = (size_t)hp->n_vocab;
 	model_ctx_free(c);
 	model_free(m);
 
 	/* Resident weights: read at load (RSS grows by about the weights, no
 	 * more), same logits as the mapping. */
-	float *lr = malloc((size_t)hp->n_vocab * sizeof(float));
+	float *lr = malloc(n_vocab * sizeof(float));
 	before = vm_rss_kb();
 	mp.mmap = false;
 	assert_int_equal(model_load(&m, &mp), 0);
@@ -952,7 +953,7 @@ static void test_model_memory(void **state)
 	assert_true((loaded - before) / 1e3 < wmb + 8);
 	assert_int_equal(model_ctx_init(&c, m, pool, 1, N_CTX, N_CTX), 0);
 	assert_int_equal(run_ids(c, ids, 64, 0, 0, false, lr), 0);
-	assert_memory_equal(lg, lr, (size_t)model_hparams(m)->n_vocab * sizeof(float));
+	assert_memory_equal(lg, lr, n_vocab * sizeof(float));
 	free(lr);
 	free(lg);
 	model_ctx_free(c);
