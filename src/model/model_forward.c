@@ -542,6 +542,9 @@ int model_forward(struct model_ctx *c, const struct model_batch *b, float *out)
 
 	if ((rc = check_batch(c, b)) < 0)
 		return rc;
+	if (out != NULL && model_is_last(m) && m->output.data == NULL)
+		return ml_error(ML_ERR_INVALID, "%s: logits asked of a model loaded without its output head",
+				__func__);
 	if (n == 0)
 		return 0;
 
