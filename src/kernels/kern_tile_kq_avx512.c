@@ -403,6 +403,22 @@ KQ_INLINE void q4t_tile(enum kq_kind kind, int64_t nb, const char *const rp[16],
 	}
 }
 
+/* Decode streams the weights once. kern_matmul() prefetches up to 4 KiB
+ * past a tile before calling it, so the next 16-row tile (18 KB for 2048
+ * columns of Q4_K) would otherwise be requested in one burst at its start;
+ * asking for the same block of the row one tile ahead as each block is read
+ * spreads those requests over the walk (Q4_K rows of 2048 / 5632 columns
+ * from memory, 1 thread: 8.7 -> 10.0 / 8.4 -> 11.4 GB/s). Prefetches do not
+ * fault, so the last tile may point past the matrix. */
+KQ_INLINE void kq_prefetch_next_tile(const char *blk, size_t bs, size_t w_row)
+{
+	const char *p = blk + Q4T_R * w_row;
+	KQ_UNROLL
+	for (size_t o = 0; o < bs; o += 64)
+		_mm_prefetch(p + o, _MM_HINT_T0);
+	_mm_prefetch(p + bs - 1, _MM_HINT_T0);
+}
+
 /* One token (decode): the same per-lane float operations as q4t_tile, but
  * 4 rows at a time in lockstep (4 weight streams, as the hardware
  * prefetcher likes) with each row's exact integers from kq_dot1. */
@@ -425,6 +441,7 @@ static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, 
 			KQ_UNROLL
 			for (int r = 0; r < 4; r++) {
 				const char *blk = rb[r] + (size_t)i * bs;
+				kq_prefetch_next_tile(blk, bs, w_row);
 				struct kq_row q;
 				kq_unpack(kind, blk, &q);
 				const __m512i s1[2] = {perm_sw(Q4K_S1[0], q.sw), perm_sw(Q4K_S1[1], q.sw)};
@@ -638,6 +655,7 @@ static void q6t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 			KQ_UNROLL
 			for (int r = 0; r < 4; r++) {
 				const char *blk = rb[r] + (size_t)i * bs;
+				kq_prefetch_next_tile(blk, bs, w_row);
 				struct kq_row q;
 				kq_unpack(KQ_Q6_K, blk, &q);
 				const __m512i s1[2] = {perm_sw(Q6K_S1[0], q.sw), perm_sw(Q6K_S1[1], q.sw)};
