@@ -59,6 +59,21 @@ KQ_INLINE void store_n(float *y, int64_t stride, __m128 v, int n)
 		y[k * stride] = f[k];
 }
 
+/* Decode streams the weights once; asking for each block's counterpart 16
+ * rows ahead as it is read spreads the requests for the next tiles over the
+ * walk instead of leaving them to kern_matmul()'s burst at each tile (see
+ * kern_tile_kq_avx512.c). Prefetches do not fault past the matrix. */
+#define KQ_PF_ROWS 16
+
+KQ_INLINE void kq_prefetch_ahead(const char *blk, size_t bs, size_t w_row)
+{
+	const char *p = blk + KQ_PF_ROWS * w_row;
+	KQ_UNROLL
+	for (size_t o = 0; o < bs; o += 64)
+		_mm_prefetch(p + o, _MM_HINT_T0);
+	_mm_prefetch(p + bs - 1, _MM_HINT_T0);
+}
+
 /* One weight row's super-block: what the chunks need besides the quants. */
 struct kq_row {
 	int16_t sc[16];  /* Q4_K/Q5_K: scale of chunk c in sc[c]; Q6_K: the 16 group scales */
@@ -236,6 +251,7 @@ KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_r
 		KQ_UNROLL
 		for (int r = 0; r < 4; r++) {
 			struct kq_row q;
+			kq_prefetch_ahead(rb[r] + (size_t)i * bs, bs, w_row);
 			kq_prepare(kind, rb[r] + (size_t)i * bs, &q);
 			__m256i sr[4], mr[4];
 			kq_dots(kind, &q, a, 1, sr, mr);
@@ -460,6 +476,7 @@ static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 			KQ_UNROLL
 			for (int r = 0; r < 4; r++) {
 				struct kq_row q;
+				kq_prefetch_ahead(rb[r] + (size_t)i * bs, bs, w_row);
 				kq_prepare(KQ_Q4_K, rb[r] + (size_t)i * bs, &q);
 				__m256i sr[4], mr[4];
 				kq_dots(KQ_Q4_K, &q, a, 1, sr, mr);
