@@ -40,13 +40,11 @@
 #define TQ_R 16 /* weight rows per group: the 16 int32 lanes */
 #define TQ_G 4  /* row groups per tile (they share the staged tokens) */
 #define TQ_T 32 /* tokens per tile (accumulators partly spill; still pays) */
-/* How many rows ahead a one-token tile prefetches. kern_matmul's one-token
- * loop also prefetches each whole tile (64 rows, 139 KiB at 2048 columns)
- * just before calling it; a tile ahead (64) keeps that burst in L2 (Q8_0,
- * 1 thread: 11.1 / 12.6 GB/s at 2048 / 5632 columns; 32 or 128 ahead are
- * slower). Without that burst a shorter distance may stream better (16-row
- * tiles one group ahead: 12.4 / 14.1 GB/s). */
-#define TQ_PF_ROWS (TQ_G * TQ_R)
+/* How many rows ahead a one-token tile prefetches (kern_matmul leaves the
+ * prefetching to these tiles: kern_tile.self_prefetch). Two row groups
+ * ahead: 1B Q8_0 model, 1 thread, tg32 11.8 t/s against 11.7 (16 rows),
+ * 11.3 (64) and 10.7 (128). */
+#define TQ_PF_ROWS (2 * TQ_R)
 #define TQ_CHUNK 16 /* block columns whose tokens are staged at once (16 KiB) */
 
 enum tq_kind { TQ_Q8_0, TQ_Q4_0 };
