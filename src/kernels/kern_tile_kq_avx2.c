@@ -40,8 +40,10 @@ enum kq_kind { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K };
 /* lane 4l + k of the result = sum of the four int32 of 128-bit lane l of s_k */
 KQ_INLINE __m256i reduce4(__m256i s0, __m256i s1, __m256i s2, __m256i s3)
 {
-	const __m256i a = _mm256_add_epi32(_mm256_unpacklo_epi32(s0, s1), _mm256_unpackhi_epi32(s0, s1));
-	const __m256i b = _mm256_add_epi32(_mm256_unpacklo_epi32(s2, s3), _mm256_unpackhi_epi32(s2, s3));
+	const __m256i a =
+	    _mm256_add_epi32(_mm256_unpacklo_epi32(s0, s1), _mm256_unpackhi_epi32(s0, s1));
+	const __m256i b =
+	    _mm256_add_epi32(_mm256_unpacklo_epi32(s2, s3), _mm256_unpackhi_epi32(s2, s3));
 	return _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
 }
 
@@ -76,38 +78,39 @@ KQ_INLINE void kq_prefetch_ahead(const char *blk, size_t bs, size_t w_row)
 
 /* One weight row's super-block: what the chunks need besides the quants. */
 struct kq_row {
-	int16_t sc[16];  /* Q4_K/Q5_K: scale of chunk c in sc[c]; Q6_K: the 16 group scales */
-	__m256i mw;      /* Q4_K/Q5_K: min j in words 2j, 2j+1; Q6_K: -32 * scale j in word j */
+	int16_t sc[16]; /* Q4_K/Q5_K: scale of chunk c in sc[c]; Q6_K: the 16 group scales */
+	__m256i mw;     /* Q4_K/Q5_K: min j in words 2j, 2j+1; Q6_K: -32 * scale j in word j */
 	const void *blk;
 };
 
 KQ_INLINE size_t kq_block_size(enum kq_kind k)
 {
-	return k == KQ_Q4_K ? sizeof(struct kern_block_q4_K)
+	return k == KQ_Q4_K   ? sizeof(struct kern_block_q4_K)
 	       : k == KQ_Q5_K ? sizeof(struct kern_block_q5_K)
-			      : sizeof(struct kern_block_q6_K);
+	                      : sizeof(struct kern_block_q6_K);
 }
 
 KQ_INLINE void kq_prepare(enum kq_kind kind, const void *blk, struct kq_row *w)
 {
 	w->blk = blk;
 	if (kind == KQ_Q6_K) {
-		const __m256i sw = _mm256_cvtepi8_epi16(
-			_mm_loadu_si128((const __m128i *)((const struct kern_block_q6_K *)blk)->scales));
+		const __m256i sw = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+		    (const __m128i *)((const struct kern_block_q6_K *)blk)->scales));
 		_mm256_storeu_si256((__m256i *)w->sc, sw);
 		w->mw = _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sw, 5));
 		return;
 	}
 	const uint8_t *s = kind == KQ_Q4_K ? ((const struct kern_block_q4_K *)blk)->scales
-					   : ((const struct kern_block_q5_K *)blk)->scales;
+	                                   : ((const struct kern_block_q5_K *)blk)->scales;
 	uint64_t a;
 	uint32_t b;
 	memcpy(&a, s, 8);
 	memcpy(&b, s + 8, 4);
-	const uint64_t m6 = 0x3f3f3f3f3f3f3f3full, m4 = 0x0f0f0f0f0f0f0f0full, m2 = 0x0303030303030303ull;
-	const uint64_t lo = a & m6;                                         /* sc0-3, mn0-3 */
+	const uint64_t m6 = 0x3f3f3f3f3f3f3f3full, m4 = 0x0f0f0f0f0f0f0f0full,
+	               m2 = 0x0303030303030303ull;
+	const uint64_t lo = a & m6; /* sc0-3, mn0-3 */
 	const uint64_t bb = (uint64_t)b | ((uint64_t)(b >> 4) << 32);
-	const uint64_t hi = (bb & m4) | (((a >> 6) & m2) << 4);             /* sc4-7, mn4-7 */
+	const uint64_t hi = (bb & m4) | (((a >> 6) & m2) << 4); /* sc4-7, mn4-7 */
 	const uint64_t sc = (lo & 0xffffffffull) | (hi << 32);
 	const uint64_t mn = (lo >> 32) | (hi & 0xffffffff00000000ull);
 	_mm_storeu_si128((__m128i *)w->sc, _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
@@ -122,23 +125,28 @@ KQ_INLINE __m256i kq_chunk(enum kq_kind kind, const struct kq_row *w, int c)
 	if (kind == KQ_Q6_K) {
 		const struct kern_block_q6_K *b = w->blk;
 		const int h = c / 4, k = c % 4;
-		const __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k & 1)));
+		const __m256i l =
+		    _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k & 1)));
 		const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-		const __m256i lo = k < 2 ? _mm256_and_si256(l, m0f) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m0f);
-		const __m256i hb = k == 0 ? _mm256_slli_epi16(qh, 4)
-				   : k == 1 ? _mm256_slli_epi16(qh, 2)
-				   : k == 2 ? qh
-					    : _mm256_srli_epi16(qh, 2);
+		const __m256i lo = k < 2 ? _mm256_and_si256(l, m0f)
+		                         : _mm256_and_si256(_mm256_srli_epi16(l, 4), m0f);
+		const __m256i hb = k == 0   ? _mm256_slli_epi16(qh, 4)
+		                   : k == 1 ? _mm256_slli_epi16(qh, 2)
+		                   : k == 2 ? qh
+		                            : _mm256_srli_epi16(qh, 2);
 		return _mm256_or_si256(lo, _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
 	}
 	const uint8_t *qs = kind == KQ_Q4_K ? ((const struct kern_block_q4_K *)w->blk)->qs
-					    : ((const struct kern_block_q5_K *)w->blk)->qs;
+	                                    : ((const struct kern_block_q5_K *)w->blk)->qs;
 	const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * (c / 2)));
-	__m256i q = c % 2 == 0 ? _mm256_and_si256(v, m0f) : _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
+	__m256i q =
+	    c % 2 == 0 ? _mm256_and_si256(v, m0f) : _mm256_and_si256(_mm256_srli_epi16(v, 4), m0f);
 	if (kind == KQ_Q5_K) {
 		/* 5th bit of quant 32c + l is bit c of qh[l] */
-		const __m256i qh = _mm256_loadu_si256((const __m256i *)((const struct kern_block_q5_K *)w->blk)->qh);
-		const __m256i hb = c <= 4 ? _mm256_slli_epi16(qh, 4 - c) : _mm256_srli_epi16(qh, c - 4);
+		const __m256i qh = _mm256_loadu_si256(
+		    (const __m256i *)((const struct kern_block_q5_K *)w->blk)->qh);
+		const __m256i hb =
+		    c <= 4 ? _mm256_slli_epi16(qh, 4 - c) : _mm256_srli_epi16(qh, c - 4);
 		q = _mm256_or_si256(q, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
 	}
 	return q;
@@ -148,14 +156,15 @@ KQ_INLINE __m256i kq_chunk(enum kq_kind kind, const struct kq_row *w, int c)
 KQ_INLINE __m256i kq_chunk_scales(enum kq_kind kind, const struct kq_row *w, int c)
 {
 	if (kind == KQ_Q6_K)
-		return _mm256_setr_m128i(_mm_set1_epi16(w->sc[2 * c]), _mm_set1_epi16(w->sc[2 * c + 1]));
+		return _mm256_setr_m128i(_mm_set1_epi16(w->sc[2 * c]),
+		                         _mm_set1_epi16(w->sc[2 * c + 1]));
 	return _mm256_set1_epi16(w->sc[c]);
 }
 
 KQ_INLINE float kq_d(enum kq_kind kind, const void *blk)
 {
 	return kind == KQ_Q6_K ? _cvtsh_ss(((const struct kern_block_q6_K *)blk)->d)
-			       : _cvtsh_ss(*(const kern_f16 *)blk);
+	                       : _cvtsh_ss(*(const kern_f16 *)blk);
 }
 
 KQ_INLINE float kq_dmin(const void *blk)
@@ -165,15 +174,16 @@ KQ_INLINE float kq_dmin(const void *blk)
 
 /* s[k] = exact integer dot of row |w| with token block a[k] for k < nt
  * (Q6_K including its correction), m[k] the mins integer (Q4_K/Q5_K). */
-KQ_INLINE void kq_dots(enum kq_kind kind, const struct kq_row *w, const struct kern_block_q8_K *const a[4],
-		       int nt, __m256i s[4], __m256i m[4])
+KQ_INLINE void kq_dots(enum kq_kind kind, const struct kq_row *w,
+                       const struct kern_block_q8_K *const a[4], int nt, __m256i s[4], __m256i m[4])
 {
 	KQ_UNROLL
 	for (int k = 0; k < 4; k++) {
 		s[k] = _mm256_setzero_si256();
 		m[k] = _mm256_setzero_si256();
 		if (k < nt) {
-			const __m256i mk = _mm256_madd_epi16(w->mw, _mm256_loadu_si256((const __m256i *)a[k]->bsums));
+			const __m256i mk = _mm256_madd_epi16(
+			    w->mw, _mm256_loadu_si256((const __m256i *)a[k]->bsums));
 			if (kind == KQ_Q6_K)
 				s[k] = mk;
 			else
@@ -187,7 +197,8 @@ KQ_INLINE void kq_dots(enum kq_kind kind, const struct kq_row *w, const struct k
 		KQ_UNROLL
 		for (int k = 0; k < 4; k++)
 			if (k < nt) {
-				const __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)(a[k]->qs + 32 * c)));
+				const __m256i p = _mm256_maddubs_epi16(
+				    q, _mm256_loadu_si256((const __m256i *)(a[k]->qs + 32 * c)));
 				s[k] = _mm256_add_epi32(s[k], _mm256_madd_epi16(p, sc));
 			}
 	}
@@ -195,13 +206,14 @@ KQ_INLINE void kq_dots(enum kq_kind kind, const struct kq_row *w, const struct k
 
 /* Rows [0, n_r) x tokens [0, n_t), n_t >= 2. */
 KQ_INLINE void kq_tile(enum kq_kind kind, int64_t nb, const char *w, size_t w_row, const int n_r,
-		       const char *x, size_t x_row, const int n_t, float *y, int64_t y_stride)
+                       const char *x, size_t x_row, const int n_t, float *y, int64_t y_stride)
 {
 	const size_t bs = kq_block_size(kind);
 	const struct kern_block_q8_K *tb[KQ_T];
 	KQ_UNROLL
 	for (int t = 0; t < KQ_T; t++)
-		tb[t] = (const struct kern_block_q8_K *)(x + (size_t)(t < n_t ? t : n_t - 1) * x_row);
+		tb[t] =
+		    (const struct kern_block_q8_K *)(x + (size_t)(t < n_t ? t : n_t - 1) * x_row);
 	__m256 acc[KQ_R];
 	KQ_UNROLL
 	for (int r = 0; r < KQ_R; r++)
@@ -220,11 +232,14 @@ KQ_INLINE void kq_tile(enum kq_kind kind, int64_t nb, const char *w, size_t w_ro
 			__m256i s[4], m[4];
 			kq_dots(kind, &q, yb, n_t, s, m);
 			const __m256 dv = _mm256_mul_ps(_mm256_set1_ps(kq_d(kind, q.blk)), ydv);
-			acc[r] = _mm256_fmadd_ps(dv, _mm256_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc[r]);
+			acc[r] = _mm256_fmadd_ps(
+			    dv, _mm256_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc[r]);
 			if (kind != KQ_Q6_K) {
-				const __m256 dmv = _mm256_mul_ps(_mm256_set1_ps(kq_dmin(q.blk)), ydv);
-				acc[r] = _mm256_fnmadd_ps(dmv, _mm256_cvtepi32_ps(reduce4(m[0], m[1], m[2], m[3])),
-							  acc[r]);
+				const __m256 dmv =
+				    _mm256_mul_ps(_mm256_set1_ps(kq_dmin(q.blk)), ydv);
+				acc[r] = _mm256_fnmadd_ps(
+				    dmv, _mm256_cvtepi32_ps(reduce4(m[0], m[1], m[2], m[3])),
+				    acc[r]);
 			}
 		}
 	}
@@ -235,7 +250,7 @@ KQ_INLINE void kq_tile(enum kq_kind kind, int64_t nb, const char *w, size_t w_ro
 
 /* Up to 4 rows (missing ones repeat the last, never stored) x 1 token. */
 KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_row, int n_r,
-			const void *x, float *y)
+                        const void *x, float *y)
 {
 	const size_t bs = kq_block_size(kind);
 	const char *rb[4];
@@ -262,12 +277,13 @@ KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_r
 		}
 		const __m128 yd = _mm_set1_ps(xb[i].d);
 		const __m128 d4 = _mm_mul_ps(_mm_loadu_ps(d), yd);
-		acc = _mm256_fmadd_ps(_mm256_setr_m128(d4, d4), _mm256_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])),
-				      acc);
+		acc = _mm256_fmadd_ps(_mm256_setr_m128(d4, d4),
+		                      _mm256_cvtepi32_ps(reduce4(s[0], s[1], s[2], s[3])), acc);
 		if (kind != KQ_Q6_K) {
 			const __m128 dm4 = _mm_mul_ps(_mm_loadu_ps(dmin), yd);
 			acc = _mm256_fnmadd_ps(_mm256_setr_m128(dm4, dm4),
-					       _mm256_cvtepi32_ps(reduce4(m[0], m[1], m[2], m[3])), acc);
+			                       _mm256_cvtepi32_ps(reduce4(m[0], m[1], m[2], m[3])),
+			                       acc);
 		}
 	}
 	const __m128 r4 = hsum2(acc);
@@ -278,7 +294,7 @@ KQ_INLINE void kq_rows4(enum kq_kind kind, int64_t nb, const char *w, size_t w_r
 }
 
 KQ_INLINE void kq_tile_any(enum kq_kind kind, int64_t n, const void *w, size_t w_row, int n_r,
-			   const void *x, size_t x_row, int n_t, float *y, int64_t y_stride)
+                           const void *x, size_t x_row, int n_t, float *y, int64_t y_stride)
 {
 	const int64_t nb = n / KERN_QK_K;
 	if (n_t == 1)
@@ -364,7 +380,8 @@ KQ_INLINE void q4t_prepare(const char *const rp[8], int64_t i, struct q4t_block 
 		KQ_UNROLL
 		for (int k = 0; k < 8; k++)
 			r[k] = _mm256_loadu_si256(
-				(const __m256i *)(rp[k] + off + offsetof(struct kern_block_q4_K, qs) + 32 * h));
+			    (const __m256i *)(rp[k] + off + offsetof(struct kern_block_q4_K, qs) +
+			                      32 * h));
 		transpose8(r);
 		/* qs dword D = 8h + d: low nibbles are quants 64(D/8) + 4(D%8),
 		 * activation dword 16(D/8) + D%8; high nibbles 32 quants on */
@@ -380,18 +397,21 @@ KQ_INLINE void q4t_prepare(const char *const rp[8], int64_t i, struct q4t_block 
 	KQ_UNROLL
 	for (int k = 0; k < 4; k++)
 		z[k] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)(rp[k] + off)),
-					 _mm_loadu_si128((const __m128i *)(rp[4 + k] + off)));
-	const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
-	const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+		                         _mm_loadu_si128((const __m128i *)(rp[4 + k] + off)));
+	const __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]),
+	              t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+	const __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]),
+	              t3 = _mm256_unpackhi_epi32(z[2], z[3]);
 	const __m256i s0 = _mm256_unpacklo_epi64(t0, t2), s1 = _mm256_unpackhi_epi64(t0, t2);
 	const __m256i s2 = _mm256_unpacklo_epi64(t1, t3), s3 = _mm256_unpackhi_epi64(t1, t3);
 	b->d = f16_lo_words(s0);
 	b->dmin = f16_lo_words(_mm256_srli_epi32(s0, 16));
 	const __m256i m3f = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30);
 	const __m256i sc03 = _mm256_and_si256(s1, m3f), mn03 = _mm256_and_si256(s2, m3f);
-	const __m256i sc47 = _mm256_or_si256(_mm256_and_si256(s3, m0f), _mm256_and_si256(_mm256_srli_epi32(s1, 2), m30));
+	const __m256i sc47 = _mm256_or_si256(_mm256_and_si256(s3, m0f),
+	                                     _mm256_and_si256(_mm256_srli_epi32(s1, 2), m30));
 	const __m256i mn47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(s3, 4), m0f),
-					     _mm256_and_si256(_mm256_srli_epi32(s2, 2), m30));
+	                                     _mm256_and_si256(_mm256_srli_epi32(s2, 2), m30));
 	KQ_UNROLL
 	for (int j = 0; j < 4; j++) {
 		b->sc[j] = _mm256_shuffle_epi8(sc03, q4t_pick(j));
@@ -409,8 +429,8 @@ KQ_INLINE __m256i bcast32(const void *p)
 }
 
 /* Rows rp[0..7] x tokens [0, n_t) (n_t <= Q4T_T), all super-blocks. */
-KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[8], const char *x, size_t x_row, const int n_t,
-			__m256 acc[Q4T_T])
+KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[8], const char *x, size_t x_row,
+                        const int n_t, __m256 acc[Q4T_T])
 {
 	struct q4t_block b;
 	for (int64_t i = 0; i < nb; i++) {
@@ -424,22 +444,29 @@ KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[8], const char *x, size
 			__m256i s[Q4T_P];
 			KQ_UNROLL
 			for (int t = 0; t < Q4T_P; t++) {
-				yb[t] = (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) + i;
+				yb[t] =
+				    (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) +
+				    i;
 				s[t] = _mm256_setzero_si256();
 			}
 			KQ_UNROLL
 			for (int h = 0; h < 16; h++) {
-				const __m256i w0 = b.q[4 * h], w1 = b.q[4 * h + 1], w2 = b.q[4 * h + 2], w3 = b.q[4 * h + 3];
+				const __m256i w0 = b.q[4 * h], w1 = b.q[4 * h + 1],
+				              w2 = b.q[4 * h + 2], w3 = b.q[4 * h + 3];
 				KQ_UNROLL
 				for (int t = 0; t < Q4T_P; t++) {
 					if (t >= np)
 						break;
 					const int8_t *a = yb[t]->qs + 16 * h;
 					__m256i c = _mm256_maddubs_epi16(w0, bcast32(a));
-					c = _mm256_add_epi16(c, _mm256_maddubs_epi16(w1, bcast32(a + 4)));
-					c = _mm256_add_epi16(c, _mm256_maddubs_epi16(w2, bcast32(a + 8)));
-					c = _mm256_add_epi16(c, _mm256_maddubs_epi16(w3, bcast32(a + 12)));
-					s[t] = _mm256_add_epi32(s[t], _mm256_madd_epi16(c, b.sc[h / 2]));
+					c = _mm256_add_epi16(
+					    c, _mm256_maddubs_epi16(w1, bcast32(a + 4)));
+					c = _mm256_add_epi16(
+					    c, _mm256_maddubs_epi16(w2, bcast32(a + 8)));
+					c = _mm256_add_epi16(
+					    c, _mm256_maddubs_epi16(w3, bcast32(a + 12)));
+					s[t] = _mm256_add_epi32(s[t],
+					                        _mm256_madd_epi16(c, b.sc[h / 2]));
 				}
 			}
 			KQ_UNROLL
@@ -449,10 +476,14 @@ KQ_INLINE void q4t_tile(int64_t nb, const char *const rp[8], const char *x, size
 				__m256i m = _mm256_setzero_si256();
 				KQ_UNROLL
 				for (int j = 0; j < 8; j++)
-					m = _mm256_add_epi32(m, _mm256_madd_epi16(b.mn[j], bcast32(yb[t]->bsums + 2 * j)));
-				const __m256 f = _mm256_fnmadd_ps(b.dmin, _mm256_cvtepi32_ps(m),
-								  _mm256_mul_ps(b.d, _mm256_cvtepi32_ps(s[t])));
-				acc[p + t] = _mm256_fmadd_ps(_mm256_set1_ps(yb[t]->d), f, acc[p + t]);
+					m = _mm256_add_epi32(
+					    m, _mm256_madd_epi16(b.mn[j],
+					                         bcast32(yb[t]->bsums + 2 * j)));
+				const __m256 f =
+				    _mm256_fnmadd_ps(b.dmin, _mm256_cvtepi32_ps(m),
+				                     _mm256_mul_ps(b.d, _mm256_cvtepi32_ps(s[t])));
+				acc[p + t] =
+				    _mm256_fmadd_ps(_mm256_set1_ps(yb[t]->d), f, acc[p + t]);
 			}
 		}
 	}
@@ -484,13 +515,18 @@ static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 				m[r] = mr[0];
 				memcpy(&dd[r], q.blk, 4);
 			}
-			const __m256i s4 = reduce4(s[0], s[1], s[2], s[3]), m4 = reduce4(m[0], m[1], m[2], m[3]);
-			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
-			const __m128i mi = _mm_add_epi32(_mm256_castsi256_si128(m4), _mm256_extracti128_si256(m4, 1));
+			const __m256i s4 = reduce4(s[0], s[1], s[2], s[3]),
+			              m4 = reduce4(m[0], m[1], m[2], m[3]);
+			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s4),
+			                                 _mm256_extracti128_si256(s4, 1));
+			const __m128i mi = _mm_add_epi32(_mm256_castsi256_si128(m4),
+			                                 _mm256_extracti128_si256(m4, 1));
 			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dd));
-			const __m256 dp = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
-			const __m128 f = _mm_fnmadd_ps(_mm256_extractf128_ps(dp, 1), _mm_cvtepi32_ps(mi),
-						       _mm_mul_ps(_mm256_castps256_ps128(dp), _mm_cvtepi32_ps(si)));
+			const __m256 dp =
+			    _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+			const __m128 f = _mm_fnmadd_ps(
+			    _mm256_extractf128_ps(dp, 1), _mm_cvtepi32_ps(mi),
+			    _mm_mul_ps(_mm256_castps256_ps128(dp), _mm_cvtepi32_ps(si)));
 			acc = _mm_fmadd_ps(_mm_set1_ps(xb[i].d), f, acc);
 		}
 		const int nr = n_r - 4 * g < 4 ? n_r - 4 * g : 4;
@@ -501,8 +537,8 @@ static void q4t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 	}
 }
 
-static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-			   int n_t, float *y, int64_t y_stride)
+static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x,
+                           size_t x_row, int n_t, float *y, int64_t y_stride)
 {
 	const int64_t nb = n / KERN_QK_K;
 	if (n_t == 1) {
@@ -527,15 +563,14 @@ static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, cons
 		_mm256_maskstore_ps(y + t * y_stride, k, acc[t]);
 }
 
-
 static void tile_q5_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-		      int n_t, float *y, int64_t y_stride)
+                      int n_t, float *y, int64_t y_stride)
 {
 	kq_tile_any(KQ_Q5_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }
 
 static void tile_q6_K(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-		      int n_t, float *y, int64_t y_stride)
+                      int n_t, float *y, int64_t y_stride)
 {
 	kq_tile_any(KQ_Q6_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }

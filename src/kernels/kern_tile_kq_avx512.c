@@ -50,22 +50,24 @@ enum kq_kind { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K };
 
 /* Scales for packs(chunk 0, chunk 1) and packs(chunk 2, chunk 3). */
 static const int16_t Q4K_S1[2][32] = {
-	{0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3},
-	{8, 8, 8, 8, 10, 10, 10, 10, 8, 8, 8, 8, 10, 10, 10, 10,
-	 9, 9, 9, 9, 11, 11, 11, 11, 9, 9, 9, 9, 11, 11, 11, 11},
+    {0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2,
+     1, 1, 1, 1, 3, 3, 3, 3, 1, 1, 1, 1, 3, 3, 3, 3},
+    {8, 8, 8, 8, 10, 10, 10, 10, 8, 8, 8, 8, 10, 10, 10, 10,
+     9, 9, 9, 9, 11, 11, 11, 11, 9, 9, 9, 9, 11, 11, 11, 11},
 };
 static const int16_t Q6K_S1[2][32] = {
-	{0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5, 2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7},
-	{8, 8, 8, 8, 12, 12, 12, 12, 9, 9, 9, 9, 13, 13, 13, 13,
-	 10, 10, 10, 10, 14, 14, 14, 14, 11, 11, 11, 11, 15, 15, 15, 15},
+    {0, 0, 0, 0, 4, 4, 4, 4, 1, 1, 1, 1, 5, 5, 5, 5,
+     2, 2, 2, 2, 6, 6, 6, 6, 3, 3, 3, 3, 7, 7, 7, 7},
+    {8,  8,  8,  8,  12, 12, 12, 12, 9,  9,  9,  9,  13, 13, 13, 13,
+     10, 10, 10, 10, 14, 14, 14, 14, 11, 11, 11, 11, 15, 15, 15, 15},
 };
 /* Min (Q4_K/Q5_K) or -32 * scale (Q6_K) words against the token's block
  * sums in KQ_BZ layout: 128-bit lane l collects groups 2l, 2l+1 (sub-block
  * l) and 8+2l, 9+2l (sub-block 4+l); summed over lanes, a row's total. */
 static const int16_t Q4K_MZ[32] = {4, 4, 12, 12, 16, 16, 16, 16, 5, 5, 13, 13, 16, 16, 16, 16,
-				   6, 6, 14, 14, 16, 16, 16, 16, 7, 7, 15, 15, 16, 16, 16, 16};
-static const int16_t Q6K_MZ[32] = {0, 1, 8, 9, 16, 16, 16, 16, 2, 3, 10, 11, 16, 16, 16, 16,
-				   4, 5, 12, 13, 16, 16, 16, 16, 6, 7, 14, 15, 16, 16, 16, 16};
+                                   6, 6, 14, 14, 16, 16, 16, 16, 7, 7, 15, 15, 16, 16, 16, 16};
+static const int16_t Q6K_MZ[32] = {0, 1, 8,  9,  16, 16, 16, 16, 2, 3, 10, 11, 16, 16, 16, 16,
+                                   4, 5, 12, 13, 16, 16, 16, 16, 6, 7, 14, 15, 16, 16, 16, 16};
 /* Token block sums as dwords (pairs of 16-quant sums): 128-bit lane l =
  * pair l, pair 4 + l, (unused). */
 static const int32_t KQ_BZ[16] = {0, 4, 0, 0, 1, 5, 1, 1, 2, 6, 2, 2, 3, 7, 3, 3};
@@ -90,8 +92,10 @@ KQ_INLINE __m512i ld(const void *p)
 /* lane 4l + k of the result = sum of the four int32 of 128-bit lane l of s_k */
 KQ_INLINE __m512i reduce4(__m512i s0, __m512i s1, __m512i s2, __m512i s3)
 {
-	const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
-	const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
+	const __m512i a =
+	    _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
+	const __m512i b =
+	    _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
 	return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
 }
 
@@ -112,11 +116,13 @@ KQ_INLINE __m512i k4_words(const uint8_t *s)
 	uint32_t b;
 	memcpy(&a, s, 8);
 	memcpy(&b, s + 8, 4);
-	const uint64_t m6 = 0x3f3f3f3f3f3f3f3full, m4 = 0x0f0f0f0f0f0f0f0full, m2 = 0x0303030303030303ull;
+	const uint64_t m6 = 0x3f3f3f3f3f3f3f3full, m4 = 0x0f0f0f0f0f0f0f0full,
+	               m2 = 0x0303030303030303ull;
 	const uint64_t lo = a & m6;
 	const uint64_t bb = (uint64_t)b | ((uint64_t)(b >> 4) << 32);
 	const uint64_t hi = (bb & m4) | (((a >> 6) & m2) << 4);
-	return _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_set_epi64x((long long)hi, (long long)lo)));
+	return _mm512_zextsi256_si512(
+	    _mm256_cvtepu8_epi16(_mm_set_epi64x((long long)hi, (long long)lo)));
 }
 
 /* One weight row's super-block, unpacked. */
@@ -128,9 +134,9 @@ struct kq_row {
 
 KQ_INLINE size_t kq_block_size(enum kq_kind k)
 {
-	return k == KQ_Q4_K ? sizeof(struct kern_block_q4_K)
+	return k == KQ_Q4_K   ? sizeof(struct kern_block_q4_K)
 	       : k == KQ_Q5_K ? sizeof(struct kern_block_q5_K)
-			      : sizeof(struct kern_block_q6_K);
+	                      : sizeof(struct kern_block_q6_K);
 }
 
 KQ_INLINE void kq_unpack(enum kq_kind kind, const void *blk, struct kq_row *w)
@@ -145,19 +151,21 @@ KQ_INLINE void kq_unpack(enum kq_kind kind, const void *blk, struct kq_row *w)
 			const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
 			/* 2-bit highs of quants 0..31 in bits 0-1 and 4-5 of bytes
 			 * 0..31, of quants 32..63 in bytes 32..63 */
-			const __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+			const __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh),
+			                                      _mm256_srli_epi16(qh, 2), 1);
 			/* 0xE4: per bit, c ? a : b with c = 0x0F */
-			w->q[2 * h] = _mm512_ternarylogic_epi32(l, _mm512_and_si512(_mm512_slli_epi16(hz, 4), m30),
-								m0f, 0xE4);
-			w->q[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l, 4),
-								    _mm512_and_si512(hz, m30), m0f, 0xE4);
+			w->q[2 * h] = _mm512_ternarylogic_epi32(
+			    l, _mm512_and_si512(_mm512_slli_epi16(hz, 4), m30), m0f, 0xE4);
+			w->q[2 * h + 1] = _mm512_ternarylogic_epi32(
+			    _mm512_srli_epi16(l, 4), _mm512_and_si512(hz, m30), m0f, 0xE4);
 		}
-		w->sw = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
+		w->sw = _mm512_zextsi256_si512(
+		    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)));
 		w->mw = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(w->sw, 5));
 		return;
 	}
 	const uint8_t *qs = kind == KQ_Q4_K ? ((const struct kern_block_q4_K *)blk)->qs
-					    : ((const struct kern_block_q5_K *)blk)->qs;
+	                                    : ((const struct kern_block_q5_K *)blk)->qs;
 	KQ_UNROLL
 	for (int h = 0; h < 2; h++) {
 		const __m512i v = ld(qs + 64 * h);
@@ -166,10 +174,12 @@ KQ_INLINE void kq_unpack(enum kq_kind kind, const void *blk, struct kq_row *w)
 		w->q[2 * h + 1] = _mm512_and_si512(_mm512_shuffle_i64x2(v, s, 0xEE), m0f);
 	}
 	if (kind == KQ_Q5_K) {
-		/* 5th bit of quant 64c + l (l < 32) is bit 2c of qh[l], of 64c + 32 + l bit 2c + 1 */
+		/* 5th bit of quant 64c + l (l < 32) is bit 2c of qh[l], of 64c + 32 + l bit 2c + 1
+		 */
 		const struct kern_block_q5_K *b = blk;
 		const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
-		const __m512i hz = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+		const __m512i hz =
+		    _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
 		const __m512i m10 = _mm512_set1_epi8(0x10);
 		w->q[0] = _mm512_or_si512(w->q[0], _mm512_and_si512(_mm512_slli_epi16(hz, 4), m10));
 		w->q[1] = _mm512_or_si512(w->q[1], _mm512_and_si512(_mm512_slli_epi16(hz, 2), m10));
@@ -177,7 +187,7 @@ KQ_INLINE void kq_unpack(enum kq_kind kind, const void *blk, struct kq_row *w)
 		w->q[3] = _mm512_or_si512(w->q[3], _mm512_and_si512(_mm512_srli_epi16(hz, 2), m10));
 	}
 	w->sw = k4_words(kind == KQ_Q4_K ? ((const struct kern_block_q4_K *)blk)->scales
-					 : ((const struct kern_block_q5_K *)blk)->scales);
+	                                 : ((const struct kern_block_q5_K *)blk)->scales);
 	w->mw = w->sw;
 }
 
@@ -265,11 +275,13 @@ KQ_INLINE __m512i q4t_pick(int j, int dup)
 	return _mm512_loadu_si512(v);
 }
 
-KQ_INLINE void q4t_prepare(enum kq_kind kind, const char *const rp[16], int64_t i, struct q4t_block *b)
+KQ_INLINE void q4t_prepare(enum kq_kind kind, const char *const rp[16], int64_t i,
+                           struct q4t_block *b)
 {
 	const __m512i m0f = _mm512_set1_epi8(0x0F);
 	const size_t off = (size_t)i * kq_block_size(kind);
-	const size_t qs_off = kind == KQ_Q4_K ? offsetof(struct kern_block_q4_K, qs) : offsetof(struct kern_block_q5_K, qs);
+	const size_t qs_off = kind == KQ_Q4_K ? offsetof(struct kern_block_q4_K, qs)
+	                                      : offsetof(struct kern_block_q5_K, qs);
 	KQ_UNROLL
 	for (int h = 0; h < 2; h++) {
 		__m512i r[16];
@@ -293,14 +305,16 @@ KQ_INLINE void q4t_prepare(enum kq_kind kind, const char *const rp[16], int64_t 
 		KQ_UNROLL
 		for (int k = 0; k < 16; k++)
 			r[k] = _mm512_zextsi256_si512(_mm256_loadu_si256(
-				(const __m256i *)(rp[k] + off + offsetof(struct kern_block_q5_K, qh))));
+			    (const __m256i *)(rp[k] + off + offsetof(struct kern_block_q5_K, qh))));
 		transpose16(r);
 		const __m512i m10 = _mm512_set1_epi8(0x10);
 		KQ_UNROLL
 		for (int m = 0; m < 64; m++) {
 			const int c = m / 8;
-			const __m512i hb = c <= 4 ? _mm512_slli_epi32(r[m % 8], 4 - c) : _mm512_srli_epi32(r[m % 8], c - 4);
-			b->q[m] = _mm512_ternarylogic_epi32(b->q[m], hb, m10, 0xF8); /* a | (b & c) */
+			const __m512i hb = c <= 4 ? _mm512_slli_epi32(r[m % 8], 4 - c)
+			                          : _mm512_srli_epi32(r[m % 8], c - 4);
+			b->q[m] =
+			    _mm512_ternarylogic_epi32(b->q[m], hb, m10, 0xF8); /* a | (b & c) */
 		}
 	}
 	/* d, dmin, scales: 16 bytes per row -> s[c] lane r = dword c of row r */
@@ -310,10 +324,13 @@ KQ_INLINE void q4t_prepare(enum kq_kind kind, const char *const rp[16], int64_t 
 		__m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rp[k] + off)));
 		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[4 + k] + off)), 1);
 		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[8 + k] + off)), 2);
-		z[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[12 + k] + off)), 3);
+		z[k] =
+		    _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[12 + k] + off)), 3);
 	}
-	const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-	const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+	const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]),
+	              t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+	const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]),
+	              t3 = _mm512_unpackhi_epi32(z[2], z[3]);
 	const __m512i s0 = _mm512_unpacklo_epi64(t0, t2), s1 = _mm512_unpackhi_epi64(t0, t2);
 	const __m512i s2 = _mm512_unpacklo_epi64(t1, t3), s3 = _mm512_unpackhi_epi64(t1, t3);
 	b->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(s0));
@@ -321,9 +338,10 @@ KQ_INLINE void q4t_prepare(enum kq_kind kind, const char *const rp[16], int64_t 
 	const __m512i m3f = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
 	const __m512i sc03 = _mm512_and_si512(s1, m3f), mn03 = _mm512_and_si512(s2, m3f);
 	/* 0xE4: per bit, c ? a : b with c = 0x0F */
-	const __m512i sc47 = _mm512_ternarylogic_epi32(s3, _mm512_and_si512(_mm512_srli_epi32(s1, 2), m30), m0f, 0xE4);
-	const __m512i mn47 = _mm512_ternarylogic_epi32(_mm512_srli_epi32(s3, 4),
-						       _mm512_and_si512(_mm512_srli_epi32(s2, 2), m30), m0f, 0xE4);
+	const __m512i sc47 = _mm512_ternarylogic_epi32(
+	    s3, _mm512_and_si512(_mm512_srli_epi32(s1, 2), m30), m0f, 0xE4);
+	const __m512i mn47 = _mm512_ternarylogic_epi32(
+	    _mm512_srli_epi32(s3, 4), _mm512_and_si512(_mm512_srli_epi32(s2, 2), m30), m0f, 0xE4);
 	KQ_UNROLL
 	for (int j = 0; j < 4; j++) {
 		b->sc[j] = _mm512_shuffle_epi8(sc03, q4t_pick(j, 0));
@@ -341,8 +359,8 @@ KQ_INLINE __m512i bcast32(const void *p)
 }
 
 /* Rows rp[0..15] x tokens [0, n_t) (n_t <= Q4T_T), all super-blocks. */
-KQ_INLINE void q4t_tile(enum kq_kind kind, int64_t nb, const char *const rp[16], const char *x, size_t x_row, const int n_t,
-			__m512 acc[Q4T_T])
+KQ_INLINE void q4t_tile(enum kq_kind kind, int64_t nb, const char *const rp[16], const char *x,
+                        size_t x_row, const int n_t, __m512 acc[Q4T_T])
 {
 	struct q4t_block b;
 	for (int64_t i = 0; i < nb; i++) {
@@ -356,24 +374,29 @@ KQ_INLINE void q4t_tile(enum kq_kind kind, int64_t nb, const char *const rp[16],
 			__m512i s[8], m[8];
 			KQ_UNROLL
 			for (int t = 0; t < 8; t++) {
-				yb[t] = (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) + i;
+				yb[t] =
+				    (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) +
+				    i;
 				s[t] = _mm512_setzero_si512();
 				m[t] = _mm512_setzero_si512();
 			}
 			KQ_UNROLL
 			for (int h = 0; h < 16; h++) {
-				const __m512i w0 = b.q[4 * h], w1 = b.q[4 * h + 1], w2 = b.q[4 * h + 2], w3 = b.q[4 * h + 3];
+				const __m512i w0 = b.q[4 * h], w1 = b.q[4 * h + 1],
+				              w2 = b.q[4 * h + 2], w3 = b.q[4 * h + 3];
 				KQ_UNROLL
 				for (int t = 0; t < 8; t++) {
 					if (t >= np)
 						break;
 					const int8_t *a = yb[t]->qs + 16 * h;
-					__m512i c = _mm512_dpbusd_epi32(zero_idiom(), w0, bcast32(a));
+					__m512i c =
+					    _mm512_dpbusd_epi32(zero_idiom(), w0, bcast32(a));
 					c = _mm512_dpbusd_epi32(c, w1, bcast32(a + 4));
 					if (kind == KQ_Q5_K) {
 						/* 8 quants up to 31: 8 * 31 * 127 < 32767 */
 						s[t] = _mm512_dpwssd_epi32(s[t], c, b.sc[h / 2]);
-						c = _mm512_dpbusd_epi32(zero_idiom(), w2, bcast32(a + 8));
+						c = _mm512_dpbusd_epi32(zero_idiom(), w2,
+						                        bcast32(a + 8));
 					} else {
 						c = _mm512_dpbusd_epi32(c, w2, bcast32(a + 8));
 					}
@@ -388,16 +411,19 @@ KQ_INLINE void q4t_tile(enum kq_kind kind, int64_t nb, const char *const rp[16],
 				for (int t = 0; t < 8; t++) {
 					if (t >= np)
 						break;
-					m[t] = _mm512_dpwssd_epi32(m[t], mn, bcast32(yb[t]->bsums + 2 * j));
+					m[t] = _mm512_dpwssd_epi32(m[t], mn,
+					                           bcast32(yb[t]->bsums + 2 * j));
 				}
 			}
 			KQ_UNROLL
 			for (int t = 0; t < 8; t++) {
 				if (t >= np)
 					break;
-				const __m512 f = _mm512_fnmadd_ps(b.dmin, _mm512_cvtepi32_ps(m[t]),
-								  _mm512_mul_ps(b.d, _mm512_cvtepi32_ps(s[t])));
-				acc[p + t] = _mm512_fmadd_ps(_mm512_set1_ps(yb[t]->d), f, acc[p + t]);
+				const __m512 f =
+				    _mm512_fnmadd_ps(b.dmin, _mm512_cvtepi32_ps(m[t]),
+				                     _mm512_mul_ps(b.d, _mm512_cvtepi32_ps(s[t])));
+				acc[p + t] =
+				    _mm512_fmadd_ps(_mm512_set1_ps(yb[t]->d), f, acc[p + t]);
 			}
 		}
 	}
@@ -422,8 +448,9 @@ KQ_INLINE void kq_prefetch_next_tile(const char *blk, size_t bs, size_t w_row)
 /* One token (decode): the same per-lane float operations as q4t_tile, but
  * 4 rows at a time in lockstep (4 weight streams, as the hardware
  * prefetcher likes) with each row's exact integers from kq_dot1. */
-static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, int64_t nb, const char *w,
-									size_t w_row, int n_r, const void *x, float *y)
+static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, int64_t nb,
+                                                             const char *w, size_t w_row, int n_r,
+                                                             const void *x, float *y)
 {
 	const struct kern_block_q8_K *xb = x;
 	const size_t bs = kq_block_size(kind);
@@ -435,7 +462,8 @@ static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, 
 		__m128 acc = _mm_setzero_ps();
 		for (int64_t i = 0; i < nb; i++) {
 			const __m512i bz = _mm512_permutexvar_epi32(
-				ld(KQ_BZ), _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb[i].bsums)));
+			    ld(KQ_BZ), _mm512_castsi256_si512(
+			                   _mm256_loadu_si256((const __m256i *)xb[i].bsums)));
 			__m512i s[4], m[4];
 			uint32_t dd[4];
 			KQ_UNROLL
@@ -444,22 +472,30 @@ static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, 
 				kq_prefetch_next_tile(blk, bs, w_row);
 				struct kq_row q;
 				kq_unpack(kind, blk, &q);
-				const __m512i s1[2] = {perm_sw(Q4K_S1[0], q.sw), perm_sw(Q4K_S1[1], q.sw)};
+				const __m512i s1[2] = {perm_sw(Q4K_S1[0], q.sw),
+				                       perm_sw(Q4K_S1[1], q.sw)};
 				s[r] = kq_dot1(&q, s1, xb[i].qs);
 				m[r] = _mm512_madd_epi16(perm_sw(Q4K_MZ, q.mw), bz);
 				memcpy(&dd[r], blk, 4);
 			}
 			/* lane r = row r's integers */
-			const __m512i s4 = reduce4(s[0], s[1], s[2], s[3]), m4 = reduce4(m[0], m[1], m[2], m[3]);
-			const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s4), _mm512_extracti64x4_epi64(s4, 1));
-			const __m256i m8 = _mm256_add_epi32(_mm512_castsi512_si256(m4), _mm512_extracti64x4_epi64(m4, 1));
-			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
-			const __m128i mi = _mm_add_epi32(_mm256_castsi256_si128(m8), _mm256_extracti128_si256(m8, 1));
+			const __m512i s4 = reduce4(s[0], s[1], s[2], s[3]),
+			              m4 = reduce4(m[0], m[1], m[2], m[3]);
+			const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s4),
+			                                    _mm512_extracti64x4_epi64(s4, 1));
+			const __m256i m8 = _mm256_add_epi32(_mm512_castsi512_si256(m4),
+			                                    _mm512_extracti64x4_epi64(m4, 1));
+			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s8),
+			                                 _mm256_extracti128_si256(s8, 1));
+			const __m128i mi = _mm_add_epi32(_mm256_castsi256_si128(m8),
+			                                 _mm256_extracti128_si256(m8, 1));
 			/* d0 dmin0 d1 dmin1 ... -> [d0..d3], [dmin0..dmin3] */
 			const __m256 dm = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)dd));
-			const __m256 dp = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
-			const __m128 f = _mm_fnmadd_ps(_mm256_extractf128_ps(dp, 1), _mm_cvtepi32_ps(mi),
-						       _mm_mul_ps(_mm256_castps256_ps128(dp), _mm_cvtepi32_ps(si)));
+			const __m256 dp =
+			    _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+			const __m128 f = _mm_fnmadd_ps(
+			    _mm256_extractf128_ps(dp, 1), _mm_cvtepi32_ps(mi),
+			    _mm_mul_ps(_mm256_castps256_ps128(dp), _mm_cvtepi32_ps(si)));
 			acc = _mm_fmadd_ps(_mm_set1_ps(xb[i].d), f, acc);
 		}
 		const int nr = n_r - 4 * g < 4 ? n_r - 4 * g : 4;
@@ -470,8 +506,8 @@ static inline __attribute__((always_inline)) void q4t_decode(enum kq_kind kind, 
 	}
 }
 
-KQ_INLINE void q4t_rows_any(enum kq_kind kind, int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-			   int n_t, float *y, int64_t y_stride)
+KQ_INLINE void q4t_rows_any(enum kq_kind kind, int64_t n, const void *w, size_t w_row, int n_r,
+                            const void *x, size_t x_row, int n_t, float *y, int64_t y_stride)
 {
 	const int64_t nb = n / KERN_QK_K;
 	const char *rp[16];
@@ -495,14 +531,14 @@ KQ_INLINE void q4t_rows_any(enum kq_kind kind, int64_t n, const void *w, size_t 
 		_mm512_mask_storeu_ps(y + t * y_stride, k, acc[t]);
 }
 
-static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-			   int n_t, float *y, int64_t y_stride)
+static void tile_q4_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x,
+                           size_t x_row, int n_t, float *y, int64_t y_stride)
 {
 	q4t_rows_any(KQ_Q4_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }
 
-static void tile_q5_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-			   int n_t, float *y, int64_t y_stride)
+static void tile_q5_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x,
+                           size_t x_row, int n_t, float *y, int64_t y_stride)
 {
 	q4t_rows_any(KQ_Q5_K, n, w, w_row, n_r, x, x_row, n_t, y, y_stride);
 }
@@ -542,13 +578,14 @@ KQ_INLINE void q6t_prepare(const char *const rp[16], int64_t i, struct q6t_block
 		KQ_UNROLL
 		for (int d = 0; d < 16; d++) {
 			const int kl = 4 * d < 32 ? 0 : 1, l = (4 * d) % 32, e = 8 * h + l / 4;
-			const __m512i hlo = kl == 0 ? _mm512_slli_epi32(qh[e], 4) : _mm512_slli_epi32(qh[e], 2);
+			const __m512i hlo =
+			    kl == 0 ? _mm512_slli_epi32(qh[e], 4) : _mm512_slli_epi32(qh[e], 2);
 			const __m512i hhi = kl == 0 ? qh[e] : _mm512_srli_epi32(qh[e], 2);
 			/* 0xE4: per bit, c ? a : b with c = 0x0F */
 			b->q[32 * h + 8 * kl + l / 4] =
-				_mm512_ternarylogic_epi32(r[d], _mm512_and_si512(hlo, m30), m0f, 0xE4);
+			    _mm512_ternarylogic_epi32(r[d], _mm512_and_si512(hlo, m30), m0f, 0xE4);
 			b->q[32 * h + 8 * (kl + 2) + l / 4] = _mm512_ternarylogic_epi32(
-				_mm512_srli_epi32(r[d], 4), _mm512_and_si512(hhi, m30), m0f, 0xE4);
+			    _mm512_srli_epi32(r[d], 4), _mm512_and_si512(hhi, m30), m0f, 0xE4);
 		}
 	}
 	/* scales: 16 bytes per row -> s[c] lane r = scales 4c..4c+3 of row r */
@@ -559,20 +596,24 @@ KQ_INLINE void q6t_prepare(const char *const rp[16], int64_t i, struct q6t_block
 		__m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(rp[k] + so)));
 		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[4 + k] + so)), 1);
 		v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[8 + k] + so)), 2);
-		z[k] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[12 + k] + so)), 3);
+		z[k] =
+		    _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(rp[12 + k] + so)), 3);
 	}
-	const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]), t1 = _mm512_unpackhi_epi32(z[0], z[1]);
-	const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]), t3 = _mm512_unpackhi_epi32(z[2], z[3]);
+	const __m512i t0 = _mm512_unpacklo_epi32(z[0], z[1]),
+	              t1 = _mm512_unpackhi_epi32(z[0], z[1]);
+	const __m512i t2 = _mm512_unpacklo_epi32(z[2], z[3]),
+	              t3 = _mm512_unpackhi_epi32(z[2], z[3]);
 	const __m512i s[4] = {_mm512_unpacklo_epi64(t0, t2), _mm512_unpackhi_epi64(t0, t2),
-			      _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
+	                      _mm512_unpacklo_epi64(t1, t3), _mm512_unpackhi_epi64(t1, t3)};
 	const __m512i lo16 = _mm512_set1_epi32(0xFFFF);
 	KQ_UNROLL
 	for (int g = 0; g < 16; g++)
 		b->sc[g] = _mm512_and_si512(
-			_mm512_srai_epi32(_mm512_slli_epi32(s[g / 4], 24 - 8 * (g % 4)), 24), lo16);
+		    _mm512_srai_epi32(_mm512_slli_epi32(s[g / 4], 24 - 8 * (g % 4)), 24), lo16);
 	KQ_UNROLL
 	for (int p = 0; p < 8; p++) {
-		const __m512i x = _mm512_or_si512(b->sc[2 * p], _mm512_slli_epi32(b->sc[2 * p + 1], 16));
+		const __m512i x =
+		    _mm512_or_si512(b->sc[2 * p], _mm512_slli_epi32(b->sc[2 * p + 1], 16));
 		b->nsc[p] = _mm512_sub_epi16(_mm512_setzero_si512(), _mm512_slli_epi16(x, 5));
 	}
 	kern_f16 dd[16];
@@ -582,8 +623,8 @@ KQ_INLINE void q6t_prepare(const char *const rp[16], int64_t i, struct q6t_block
 	b->d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dd));
 }
 
-KQ_INLINE void q6t_tile(int64_t nb, const char *const rp[16], const char *x, size_t x_row, const int n_t,
-			__m512 acc[Q4T_T])
+KQ_INLINE void q6t_tile(int64_t nb, const char *const rp[16], const char *x, size_t x_row,
+                        const int n_t, __m512 acc[Q4T_T])
 {
 	struct q6t_block b;
 	for (int64_t i = 0; i < nb; i++) {
@@ -597,21 +638,35 @@ KQ_INLINE void q6t_tile(int64_t nb, const char *const rp[16], const char *x, siz
 			__m512i s[8];
 			KQ_UNROLL
 			for (int t = 0; t < 8; t++) {
-				yb[t] = (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) + i;
+				yb[t] =
+				    (const struct kern_block_q8_K *)(x + (size_t)(p + t) * x_row) +
+				    i;
 				s[t] = _mm512_setzero_si512();
 			}
 			KQ_UNROLL
 			for (int g = 0; g < 16; g++) {
-				const __m512i w0 = b.q[4 * g], w1 = b.q[4 * g + 1], w2 = b.q[4 * g + 2], w3 = b.q[4 * g + 3];
+				const __m512i w0 = b.q[4 * g], w1 = b.q[4 * g + 1],
+				              w2 = b.q[4 * g + 2], w3 = b.q[4 * g + 3];
 				KQ_UNROLL
 				for (int t = 0; t < 8; t++) {
 					if (t >= np)
 						break;
 					const int8_t *a = yb[t]->qs + 16 * g;
-					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w0, bcast32(a)), b.sc[g]);
-					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w1, bcast32(a + 4)), b.sc[g]);
-					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w2, bcast32(a + 8)), b.sc[g]);
-					s[t] = _mm512_dpwssd_epi32(s[t], _mm512_dpbusd_epi32(zero_idiom(), w3, bcast32(a + 12)), b.sc[g]);
+					s[t] = _mm512_dpwssd_epi32(
+					    s[t], _mm512_dpbusd_epi32(zero_idiom(), w0, bcast32(a)),
+					    b.sc[g]);
+					s[t] = _mm512_dpwssd_epi32(
+					    s[t],
+					    _mm512_dpbusd_epi32(zero_idiom(), w1, bcast32(a + 4)),
+					    b.sc[g]);
+					s[t] = _mm512_dpwssd_epi32(
+					    s[t],
+					    _mm512_dpbusd_epi32(zero_idiom(), w2, bcast32(a + 8)),
+					    b.sc[g]);
+					s[t] = _mm512_dpwssd_epi32(
+					    s[t],
+					    _mm512_dpbusd_epi32(zero_idiom(), w3, bcast32(a + 12)),
+					    b.sc[g]);
 				}
 			}
 			KQ_UNROLL
@@ -621,15 +676,17 @@ KQ_INLINE void q6t_tile(int64_t nb, const char *const rp[16], const char *x, siz
 				for (int t = 0; t < 8; t++) {
 					if (t >= np)
 						break;
-					s[t] = _mm512_dpwssd_epi32(s[t], nsc, bcast32(yb[t]->bsums + 2 * q));
+					s[t] = _mm512_dpwssd_epi32(s[t], nsc,
+					                           bcast32(yb[t]->bsums + 2 * q));
 				}
 			}
 			KQ_UNROLL
 			for (int t = 0; t < 8; t++) {
 				if (t >= np)
 					break;
-				acc[p + t] = _mm512_fmadd_ps(_mm512_set1_ps(yb[t]->d),
-							     _mm512_mul_ps(b.d, _mm512_cvtepi32_ps(s[t])), acc[p + t]);
+				acc[p + t] = _mm512_fmadd_ps(
+				    _mm512_set1_ps(yb[t]->d),
+				    _mm512_mul_ps(b.d, _mm512_cvtepi32_ps(s[t])), acc[p + t]);
 			}
 		}
 	}
@@ -649,7 +706,8 @@ static void q6t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 		__m128 acc = _mm_setzero_ps();
 		for (int64_t i = 0; i < nb; i++) {
 			const __m512i bz = _mm512_permutexvar_epi32(
-				ld(KQ_BZ), _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)xb[i].bsums)));
+			    ld(KQ_BZ), _mm512_castsi256_si512(
+			                   _mm256_loadu_si256((const __m256i *)xb[i].bsums)));
 			__m512i s[4];
 			kern_f16 dd[8] = {0};
 			KQ_UNROLL
@@ -658,16 +716,21 @@ static void q6t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 				kq_prefetch_next_tile(blk, bs, w_row);
 				struct kq_row q;
 				kq_unpack(KQ_Q6_K, blk, &q);
-				const __m512i s1[2] = {perm_sw(Q6K_S1[0], q.sw), perm_sw(Q6K_S1[1], q.sw)};
-				s[r] = _mm512_add_epi32(kq_dot1(&q, s1, xb[i].qs),
-							_mm512_madd_epi16(perm_sw(Q6K_MZ, q.mw), bz));
+				const __m512i s1[2] = {perm_sw(Q6K_S1[0], q.sw),
+				                       perm_sw(Q6K_S1[1], q.sw)};
+				s[r] =
+				    _mm512_add_epi32(kq_dot1(&q, s1, xb[i].qs),
+				                     _mm512_madd_epi16(perm_sw(Q6K_MZ, q.mw), bz));
 				memcpy(&dd[r], blk + offsetof(struct kern_block_q6_K, d), 2);
 			}
 			const __m512i s4 = reduce4(s[0], s[1], s[2], s[3]);
-			const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s4), _mm512_extracti64x4_epi64(s4, 1));
-			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+			const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(s4),
+			                                    _mm512_extracti64x4_epi64(s4, 1));
+			const __m128i si = _mm_add_epi32(_mm256_castsi256_si128(s8),
+			                                 _mm256_extracti128_si256(s8, 1));
 			const __m128 d4 = _mm_cvtph_ps(_mm_loadu_si128((const __m128i *)dd));
-			acc = _mm_fmadd_ps(_mm_set1_ps(xb[i].d), _mm_mul_ps(d4, _mm_cvtepi32_ps(si)), acc);
+			acc = _mm_fmadd_ps(_mm_set1_ps(xb[i].d),
+			                   _mm_mul_ps(d4, _mm_cvtepi32_ps(si)), acc);
 		}
 		const int nr = n_r - 4 * g < 4 ? n_r - 4 * g : 4;
 		if (nr == 4)
@@ -677,8 +740,8 @@ static void q6t_decode(int64_t nb, const char *w, size_t w_row, int n_r, const v
 	}
 }
 
-static void tile_q6_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x, size_t x_row,
-			   int n_t, float *y, int64_t y_stride)
+static void tile_q6_K_rows(int64_t n, const void *w, size_t w_row, int n_r, const void *x,
+                           size_t x_row, int n_t, float *y, int64_t y_stride)
 {
 	const int64_t nb = n / KERN_QK_K;
 	if (n_t == 1) {

@@ -37,7 +37,7 @@ struct tile_case {
 };
 
 static void case_init(struct tile_case *c, enum ml_dtype wt, int64_t n_rows, int64_t n_cols,
-		      int64_t n_tok, struct ml_rng *rng)
+                      int64_t n_tok, struct ml_rng *rng)
 {
 	const struct kern_type_traits *tr = kern_type_traits(wt);
 	c->wt = wt;
@@ -90,12 +90,15 @@ static void case_extreme(struct tile_case *c, struct ml_rng *rng)
 		}
 	for (int64_t t = 0; t < c->n_tok; t++)
 		for (int64_t b = 0; b < nb; b++) {
-			struct kern_block_q8_K *y = (struct kern_block_q8_K *)(c->xq + t * c->x_row) + b;
+			struct kern_block_q8_K *y =
+			    (struct kern_block_q8_K *)(c->xq + t * c->x_row) + b;
 			y->d = 0.01f;
 			for (int g = 0; g < KERN_QK_K / 16; g++) {
 				int sum = 0;
 				for (int k = 0; k < 16; k++) {
-					const int v = (t + b) % 3 == 0 ? 127 : ml_rng_next(rng) % 2 ? 127 : -127;
+					const int v = (t + b) % 3 == 0       ? 127
+					              : ml_rng_next(rng) % 2 ? 127
+					                                     : -127;
 					y->qs[16 * g + k] = (int8_t)v;
 					sum += v;
 				}
@@ -126,8 +129,8 @@ static void run_tiles(const struct tile_case *c, struct kern_tile tl, int n_r, i
 		for (int64_t r = 0; r < c->n_rows; r += n_r) {
 			const int nr = (int)(c->n_rows - r < n_r ? c->n_rows - r : n_r);
 			const int nt = (int)(c->n_tok - t < n_t ? c->n_tok - t : n_t);
-			tl.fn(c->n_cols, c->w + r * c->w_row, c->w_row, nr, c->xq + t * c->x_row, c->x_row,
-			      nt, y + t * c->n_rows + r, c->n_rows);
+			tl.fn(c->n_cols, c->w + r * c->w_row, c->w_row, nr, c->xq + t * c->x_row,
+			      c->x_row, nt, y + t * c->n_rows + r, c->n_rows);
 		}
 }
 
@@ -164,18 +167,22 @@ static void check_isa(const char *isa)
 			for (int64_t t = 0; t < c.n_tok; t++)
 				for (int64_t r = 0; r < c.n_rows; r++) {
 					float ref;
-					gen->vec_dot(c.n_cols, &ref, c.w + r * c.w_row, c.xq + t * c.x_row);
+					gen->vec_dot(c.n_cols, &ref, c.w + r * c.w_row,
+					             c.xq + t * c.x_row);
 					gen->to_f32(c.w + r * c.w_row, wd, c.n_cols);
-					kern_type_traits_generic(ML_DTYPE_Q8_K)->to_f32(c.xq + t * c.x_row, xd,
-											c.n_cols);
+					kern_type_traits_generic(ML_DTYPE_Q8_K)
+					    ->to_f32(c.xq + t * c.x_row, xd, c.n_cols);
 					double mag = 0;
 					for (int64_t i = 0; i < c.n_cols; i++)
 						mag += fabs((double)wd[i] * xd[i]);
 					const float got = full[t * c.n_rows + r];
-					if (!(fabs((double)got - ref) <= TILE_REL_TOL * mag + 1e-30))
-						fail_msg("%s %s cols=%lld: y[%lld][%lld]=%.9g generic %.9g", isa,
-							 ml_dtype_name(wt), (long long)c.n_cols, (long long)t,
-							 (long long)r, got, ref);
+					if (!(fabs((double)got - ref) <=
+					      TILE_REL_TOL * mag + 1e-30))
+						fail_msg("%s %s cols=%lld: y[%lld][%lld]=%.9g "
+						         "generic %.9g",
+						         isa, ml_dtype_name(wt),
+						         (long long)c.n_cols, (long long)t,
+						         (long long)r, got, ref);
 				}
 			for (int nr = 1; nr <= tl.r; nr++)
 				for (int nt = 1; nt <= tl.t; nt++) {
@@ -183,9 +190,10 @@ static void check_isa(const char *isa)
 						part[i] = NAN;
 					run_tiles(&c, tl, nr, nt, part);
 					if (memcmp(part, full, n_out * sizeof(float)) != 0)
-						fail_msg("%s %s cols=%lld: tile %dx%d differs from %dx%d", isa,
-							 ml_dtype_name(wt), (long long)c.n_cols, nr, nt, tl.r,
-							 tl.t);
+						fail_msg("%s %s cols=%lld: tile %dx%d differs from "
+						         "%dx%d",
+						         isa, ml_dtype_name(wt),
+						         (long long)c.n_cols, nr, nt, tl.r, tl.t);
 				}
 			free(full);
 			free(part);
@@ -219,7 +227,7 @@ static void mm_fn(void *arg, int ith, int nth)
 {
 	struct mm_job *j = arg;
 	kern_matmul(j->c->wt, j->c->w, j->c->n_rows, j->c->n_cols, j->xq, j->n_tok, j->y,
-		    j->c->n_rows, ith, nth);
+	            j->c->n_rows, ith, nth);
 }
 
 /* kern_matmul with the dispatched tile: every token's outputs are the same
@@ -246,7 +254,7 @@ static void test_tile_kq_matmul_invariant(void **state)
 				run_tiles(&one, tl, tl.r, 1, ref + t * c.n_rows);
 			} else {
 				kern_matmul(wt, c.w, c.n_rows, c.n_cols, c.xq + t * c.x_row, 1,
-					    ref + t * c.n_rows, c.n_rows, 0, 1);
+				            ref + t * c.n_rows, c.n_rows, 0, 1);
 			}
 		}
 		for (int nth = 1; nth <= 3; nth++) {
@@ -254,13 +262,17 @@ static void test_tile_kq_matmul_invariant(void **state)
 			assert_int_equal(ml_pool_init(&pool, nth), 0);
 			for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++)
 				for (int64_t t0 = 0; t0 < c.n_tok; t0 += batches[bi]) {
-					const int64_t nb = c.n_tok - t0 < batches[bi] ? c.n_tok - t0 : batches[bi];
+					const int64_t nb =
+					    c.n_tok - t0 < batches[bi] ? c.n_tok - t0 : batches[bi];
 					struct mm_job job = {&c, nb, c.xq + t0 * c.x_row, y};
 					ml_pool_run(pool, mm_fn, &job);
-					if (memcmp(y, ref + t0 * c.n_rows, nb * c.n_rows * sizeof(float)) != 0)
-						fail_msg("%s: tokens %lld..%lld differ (batch %lld, %d threads)",
-							 ml_dtype_name(wt), (long long)t0,
-							 (long long)(t0 + nb - 1), (long long)batches[bi], nth);
+					if (memcmp(y, ref + t0 * c.n_rows,
+					           nb * c.n_rows * sizeof(float)) != 0)
+						fail_msg("%s: tokens %lld..%lld differ (batch "
+						         "%lld, %d threads)",
+						         ml_dtype_name(wt), (long long)t0,
+						         (long long)(t0 + nb - 1),
+						         (long long)batches[bi], nth);
 				}
 			ml_pool_free(pool);
 		}
@@ -274,9 +286,9 @@ int main(void)
 {
 	kern_init();
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_tile_kq_avx2),
-		cmocka_unit_test(test_tile_kq_avx512),
-		cmocka_unit_test(test_tile_kq_matmul_invariant),
+	    cmocka_unit_test(test_tile_kq_avx2),
+	    cmocka_unit_test(test_tile_kq_avx512),
+	    cmocka_unit_test(test_tile_kq_matmul_invariant),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
