@@ -25,6 +25,7 @@ for t in $(ls "$BUILD"/tests/*/test_* 2>/dev/null | grep -v '\.[od]$'); do
 	case "$t" in *"$filter"*) ;; *) continue ;; esac
 	name=${t#"$BUILD"/tests/}
 	log="$log_dir/${name//\//_}.log"
+	t0=$SECONDS
 	"$t" >"$log" 2>&1
 	rc=$?
 	p=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log" | awk '{s+=$4} END {print s+0}')
@@ -32,17 +33,18 @@ for t in $(ls "$BUILD"/tests/*/test_* 2>/dev/null | grep -v '\.[od]$'); do
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi # crashed or exited early
 	passed=$((passed + p))
 	failed=$((failed + f))
-	if [ "$f" -ne 0 ]; then failures+=("$name (see $log)"); echo "FAIL $name"; tail -20 "$log"; else echo "ok   $name ($p)"; fi
+	if [ "$f" -ne 0 ]; then failures+=("$name (see $log)"); echo "FAIL $name"; tail -20 "$log"; else echo "ok   $name ($p) $((SECONDS - t0))s"; fi
 done
 
 for t in tests/*/test_*.sh; do
 	[ -f "$t" ] || continue
 	case "$t" in *"$filter"*) ;; *) continue ;; esac
 	log="$log_dir/$(basename "$t").log"
+	t0=$SECONDS
 	BUILD=$BUILD bash "$t" >"$log" 2>&1
 	rc=$?
 	record "$t (see $log)" $rc
-	if [ $rc -eq 0 ]; then echo "ok   $t"; else echo "FAIL $t"; tail -20 "$log"; fi
+	if [ $rc -eq 0 ]; then echo "ok   $t $((SECONDS - t0))s"; else echo "FAIL $t"; tail -20 "$log"; fi
 done
 
 if [ -n "$FUZZ_BUILD" ]; then
