@@ -91,7 +91,7 @@ struct kern_tile kern_tile_of(enum ml_dtype t)
 {
 	kern_init();
 	if ((unsigned)t >= ML_DTYPE_COUNT)
-		return (struct kern_tile){NULL, 0, 0, false};
+		return (struct kern_tile){NULL, 0, 0};
 	return g_dispatch.tile[t];
 }
 

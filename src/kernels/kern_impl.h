@@ -9,7 +9,6 @@
 #define KERN_IMPL_H
 
 #include <assert.h>
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "kernels/kern.h"
@@ -139,12 +138,13 @@ typedef void (*kern_vec_dot_x4_fn)(int64_t n, float *s, const void *x, const voi
 typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t w_row, int n_r, const void *x,
 			     size_t x_row, int n_t, float *y, int64_t y_stride);
 
+/* With n_t = 1 (decode) a tile kernel prefetches its own weight stream,
+ * interleaved with the work: rows of a few KiB are too short for the
+ * hardware prefetcher, which stops at every 4 KiB page, and prefetching a
+ * whole tile's rows in one burst from outside stalls a large tile. */
 struct kern_tile {
-	kern_tile_fn fn;    /* NULL: kern_matmul() uses vec_dot / vec_dot_x4 */
-	int r, t;           /* largest n_r, n_t it takes */
-	bool self_prefetch; /* with n_t = 1 it prefetches its weight stream itself,
-			     * interleaved with the work (kern_matmul then does not:
-			     * a whole tile's rows in one burst stalls a large tile) */
+	kern_tile_fn fn; /* NULL: kern_matmul() uses vec_dot / vec_dot_x4 */
+	int r, t;        /* largest n_r, n_t it takes */
 };
 
 struct kern_dispatch {

@@ -68,14 +68,10 @@ static void matmul_tiles(struct kern_tile tl, const char *wb, size_t w_row, int6
 			 int64_t n_cols, const char *xb, size_t x_row, int64_t n_tok, float *y,
 			 int64_t y_stride)
 {
-	if (n_tok == 1) {
-		const char *pf = wb + (size_t)lo * w_row, *end = wb + (size_t)hi * w_row;
-		for (int64_t r = lo; r < hi; r += tl.r) {
-			const int n_r = (int)min_i64(tl.r, hi - r);
-			if (!tl.self_prefetch)
-				prefetch_to(&pf, wb + (size_t)(r + n_r) * w_row + MM_PREFETCH_AHEAD, end);
-			tl.fn(n_cols, wb + (size_t)r * w_row, w_row, n_r, xb, x_row, 1, y + r, y_stride);
-		}
+	if (n_tok == 1) { /* the tile kernel prefetches its rows itself */
+		for (int64_t r = lo; r < hi; r += tl.r)
+			tl.fn(n_cols, wb + (size_t)r * w_row, w_row, (int)min_i64(tl.r, hi - r), xb, x_row, 1,
+			      y + r, y_stride);
 		return;
 	}
 	int64_t rb = (int64_t)(MM_ROW_BLOCK_BYTES / w_row);

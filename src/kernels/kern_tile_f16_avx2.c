@@ -111,7 +111,7 @@ static ALWAYS_INLINE void tile_rt(enum tile_kind kind, int R, int T, int64_t n, 
 		_Pragma("GCC unroll 8")
 		for (int r = 0; r < R; r++) {
 			/* one token streams the rows once: keep a KiB of each in
-			 * flight (kern_tile.self_prefetch) */
+			 * flight */
 			if (T == 1 && ((size_t)i * es) % 64 == 0)
 				_mm_prefetch(w + r * w_row + (size_t)i * es + TILE_PF_BYTES, _MM_HINT_T0);
 			const __m256 wv = load8(kind, w + r * w_row + (size_t)i * es);
@@ -310,9 +310,9 @@ TILE_TABLE(TILE_BF16, bf16)
 
 int kern_tiles_f16_avx2(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, BIG_T, true};
-	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, BIG_T, true};
-	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, BIG_T, true};
+	d->tile[ML_DTYPE_F32] = (struct kern_tile){tile_f32, TILE_R, BIG_T};
+	d->tile[ML_DTYPE_F16] = (struct kern_tile){tile_f16, TILE_R, BIG_T};
+	d->tile[ML_DTYPE_BF16] = (struct kern_tile){tile_bf16, TILE_R, BIG_T};
 	return 3;
 }
 

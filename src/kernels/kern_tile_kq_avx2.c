@@ -63,8 +63,8 @@ KQ_INLINE void store_n(float *y, int64_t stride, __m128 v, int n)
 
 /* Decode streams the weights once; asking for each block's counterpart 16
  * rows ahead as it is read spreads the requests for the next tiles over the
- * walk instead of kern_matmul()'s burst at each tile (the tiles are
- * registered with self_prefetch; see kern_tile_kq_avx512.c). Prefetches do
+ * walk instead of a burst at each tile (kern_matmul leaves one-token
+ * prefetching to the tiles; see kern_tile_kq_avx512.c). Prefetches do
  * not fault past the matrix. */
 #define KQ_PF_ROWS 16
 
@@ -578,9 +578,9 @@ static void tile_q6_K(int64_t n, const void *w, size_t w_row, int n_r, const voi
 
 int kern_tiles_kq_avx2(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T, true};
-	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K, KQ_R, KQ_T, true};
-	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K, KQ_R, KQ_T, true};
+	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T};
+	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K, KQ_R, KQ_T};
+	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K, KQ_R, KQ_T};
 	return 3;
 }
 

@@ -434,7 +434,7 @@ KQ_INLINE void q4t_tile(enum kq_kind kind, int64_t nb, const char *const rp[16],
  * walk, where kern_matmul()'s prefetch of a whole tile before calling it
  * comes in one burst (Q4_K rows of 2048 / 5632 columns from memory, 1
  * thread: 8.7 -> 10.0 / 8.4 -> 11.4 GB/s; and then 2-10% more with that
- * burst off: the tiles are registered with self_prefetch). Prefetches do not
+ * burst gone: kern_matmul leaves one-token prefetching to the tiles). Prefetches do not
  * fault, so the last tile may point past the matrix. */
 KQ_INLINE void kq_prefetch_next_tile(const char *blk, size_t bs, size_t w_row)
 {
@@ -769,9 +769,9 @@ static void tile_q6_K_rows(int64_t n, const void *w, size_t w_row, int n_r, cons
 
 int kern_tiles_kq_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T, true};
-	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K_rows, Q4T_R, Q4T_T, true};
-	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K_rows, Q4T_R, Q4T_T, true};
+	d->tile[ML_DTYPE_Q4_K] = (struct kern_tile){tile_q4_K_rows, Q4T_R, Q4T_T};
+	d->tile[ML_DTYPE_Q5_K] = (struct kern_tile){tile_q5_K_rows, Q4T_R, Q4T_T};
+	d->tile[ML_DTYPE_Q6_K] = (struct kern_tile){tile_q6_K_rows, Q4T_R, Q4T_T};
 	return 3;
 }
 

@@ -284,8 +284,8 @@ TILE_FN(tile_q4_0_q8_0, TA_Q4_0)
 
 int kern_tiles_q8_avx2(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TA_G_OF(TA_Q8_0) * TA_R, TA_T, true};
-	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TA_G_OF(TA_Q4_0) * TA_R, TA_T, true};
+	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TA_G_OF(TA_Q8_0) * TA_R, TA_T};
+	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TA_G_OF(TA_Q4_0) * TA_R, TA_T};
 	return 2;
 }
 

@@ -41,7 +41,7 @@
 #define TQ_G 4  /* row groups per tile (they share the staged tokens) */
 #define TQ_T 32 /* tokens per tile (accumulators partly spill; still pays) */
 /* How many rows ahead a one-token tile prefetches (kern_matmul leaves the
- * prefetching to these tiles: kern_tile.self_prefetch). Two row groups
+ * prefetching to tile kernels, see struct kern_tile). Two row groups
  * ahead: 1B Q8_0 model, 1 thread, tg32 11.8 t/s against 11.7 (16 rows),
  * 11.3 (64) and 10.7 (128). */
 #define TQ_PF_ROWS (2 * TQ_R)
@@ -286,8 +286,8 @@ TILE_FN(tile_q4_0_q8_0, TQ_Q4_0)
 
 int kern_tiles_q8_avx512(struct kern_dispatch *d)
 {
-	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TQ_G * TQ_R, TQ_T, true};
-	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TQ_G * TQ_R, TQ_T, true};
+	d->tile[ML_DTYPE_Q8_0] = (struct kern_tile){tile_q8_0_q8_0, TQ_G * TQ_R, TQ_T};
+	d->tile[ML_DTYPE_Q4_0] = (struct kern_tile){tile_q4_0_q8_0, TQ_G * TQ_R, TQ_T};
 	return 2;
 }
 
