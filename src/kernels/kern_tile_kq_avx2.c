@@ -34,6 +34,11 @@
 #define KQ_INLINE static inline __attribute__((always_inline))
 /* -O2 leaves small constant loops rolled, which puts register arrays on the stack */
 #define KQ_UNROLL _Pragma("GCC unroll 8")
+#ifdef __clang__
+/* clang takes the unroll pragma as a hint and warns where it keeps a loop
+ * with an early exit rolled */
+#pragma clang diagnostic ignored "-Wpass-failed"
+#endif
 
 enum kq_kind { KQ_Q4_K, KQ_Q5_K, KQ_Q6_K };
 
