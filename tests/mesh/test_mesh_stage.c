@@ -293,6 +293,15 @@ static void run_all(struct eng *e, struct coll *out)
 	}
 }
 
+/* Releases what run_all() initialized in |c|. */
+static void colls_destroy(struct coll *c)
+{
+	for (int i = 0; i < N_REQ; i++) {
+		pthread_mutex_destroy(&c[i].mu);
+		pthread_cond_destroy(&c[i].cv);
+	}
+}
+
 /* The KV type of the engines below (solo and split alike). */
 static enum model_kv_type test_kv = MODEL_KV_F16;
 
@@ -432,12 +441,8 @@ static void split_equals_solo(const char *path, int n_stages, const int *bounds,
 	eng_free(e);
 	loop_end();
 	mesh_down();
-	for (int i = 0; i < N_REQ; i++) {
-		pthread_mutex_destroy(&ref[i].mu);
-		pthread_cond_destroy(&ref[i].cv);
-		pthread_mutex_destroy(&got[i].mu);
-		pthread_cond_destroy(&got[i].cv);
-	}
+	colls_destroy(ref);
+	colls_destroy(got);
 }
 
 static void test_mesh_stage_two_f32(void **state)
@@ -494,12 +499,8 @@ static void test_mesh_stage_kv_f32(void **state)
 	int b[2] = {2, 3};
 	split_equals_solo(Q8_MODEL, 3, b, 4);
 	test_kv = MODEL_KV_F16;
-	for (int i = 0; i < N_REQ; i++) {
-		pthread_mutex_destroy(&r16[i].mu);
-		pthread_cond_destroy(&r16[i].cv);
-		pthread_mutex_destroy(&r32[i].mu);
-		pthread_cond_destroy(&r32[i].cv);
-	}
+	colls_destroy(r16);
+	colls_destroy(r32);
 }
 
 /* The same workers take a new plan (epoch 2, other layer ranges: they drop
@@ -598,12 +599,8 @@ static void test_mesh_stage_replan(void **state)
 	eng_free(e);
 	loop_end();
 	mesh_down();
-	for (int i = 0; i < N_REQ; i++) {
-		pthread_mutex_destroy(&ref[i].mu);
-		pthread_cond_destroy(&ref[i].cv);
-		pthread_mutex_destroy(&got[i].mu);
-		pthread_cond_destroy(&got[i].cv);
-	}
+	colls_destroy(ref);
+	colls_destroy(got);
 }
 
 /* Election: node 2 is the new host and gives node 1 a plan while the old
@@ -705,14 +702,9 @@ static void test_mesh_stage_stale_host(void **state)
 	eng_free(e_new);
 	loop_end();
 	mesh_down();
-	for (int i = 0; i < N_REQ; i++) {
-		pthread_mutex_destroy(&ref[i].mu);
-		pthread_cond_destroy(&ref[i].cv);
-		pthread_mutex_destroy(&got[i].mu);
-		pthread_cond_destroy(&got[i].cv);
-		pthread_mutex_destroy(&old[i].mu);
-		pthread_cond_destroy(&old[i].cv);
-	}
+	colls_destroy(ref);
+	colls_destroy(got);
+	colls_destroy(old);
 }
 
 /* The PLAN sent before the engine loads its layers
@@ -773,12 +765,8 @@ static void test_mesh_stage_plan_early(void **state)
 	}
 	loop_end();
 	mesh_down();
-	for (int i = 0; i < N_REQ; i++) {
-		pthread_mutex_destroy(&ref[i].mu);
-		pthread_cond_destroy(&ref[i].cv);
-		pthread_mutex_destroy(&got[i].mu);
-		pthread_cond_destroy(&got[i].cv);
-	}
+	colls_destroy(ref);
+	colls_destroy(got);
 }
 
 static void kill_node2(void *u)
@@ -889,12 +877,8 @@ static void test_mesh_stage_dead_stage(void **state)
 	eng_free(e);
 	loop_end();
 	mesh_down();
-	for (int i = 0; i < N_REQ; i++) {
-		pthread_mutex_destroy(&ref[i].mu);
-		pthread_cond_destroy(&ref[i].cv);
-		pthread_mutex_destroy(&got[i].mu);
-		pthread_cond_destroy(&got[i].cv);
-	}
+	colls_destroy(ref);
+	colls_destroy(got);
 }
 
 /* A worker whose file is another model refuses the plan, naming both
