@@ -68,12 +68,8 @@ static void matmul_tiles(struct kern_tile tl, const char *wb, size_t w_row, int6
 			 int64_t n_cols, const char *xb, size_t x_row, int64_t n_tok, float *y,
 			 int64_t y_stride)
 {
-	if (n_tok == 1) { /* the tile kernel prefetches its rows itself */
-		for (int64_t r = lo; r < hi; r += tl.r)
-			tl.fn(n_cols, wb + (size_t)r * w_row, w_row, (int)min_i64(tl.r, hi - r), xb, x_row, 1,
-			      y + r, y_stride);
-		return;
-	}
+	/* one token: the same loops call the tiles over the rows in order (the
+	 * tile kernel prefetches its rows itself, see struct kern_tile) */
 	int64_t rb = (int64_t)(MM_ROW_BLOCK_BYTES / w_row);
 	rb = rb < tl.r ? tl.r : rb / tl.r * tl.r;
 	int64_t tb = (int64_t)(MM_TOK_BLOCK_BYTES / x_row);

@@ -317,6 +317,16 @@ static struct eng_params engine_params(const char *path)
 	return p;
 }
 
+/* The solo engine's tokens for the test requests on |path|, into |out|. */
+static void run_solo(const char *path, struct coll *out)
+{
+	struct eng_params sp = engine_params(path);
+	struct eng *solo = NULL;
+	assert_int_equal(eng_init(&solo, &sp), 0);
+	run_all(solo, out);
+	eng_free(solo);
+}
+
 /* The plan: node 0 is the host with [0, bounds[0]), node i runs
  * [bounds[i-1], bounds[i]). */
 static void make_plan(struct mesh_stage_plan *plan, int n_stages, const int *bounds, int n_layer,
@@ -485,16 +495,9 @@ static void test_mesh_stage_kv_f32(void **state)
 {
 	(void)state;
 	static struct coll r16[N_REQ], r32[N_REQ];
-	struct eng_params sp = engine_params(Q8_MODEL);
-	struct eng *solo = NULL;
-	assert_int_equal(eng_init(&solo, &sp), 0);
-	run_all(solo, r16);
-	eng_free(solo);
+	run_solo(Q8_MODEL, r16);
 	test_kv = MODEL_KV_F32;
-	sp = engine_params(Q8_MODEL);
-	assert_int_equal(eng_init(&solo, &sp), 0);
-	run_all(solo, r32);
-	eng_free(solo);
+	run_solo(Q8_MODEL, r32);
 	assert_false(same_tokens(r16, r32));
 	int b[2] = {2, 3};
 	split_equals_solo(Q8_MODEL, 3, b, 4);
@@ -509,12 +512,8 @@ static void test_mesh_stage_kv_f32(void **state)
 static void test_mesh_stage_replan(void **state)
 {
 	(void)state;
-	struct eng_params sp = engine_params(F32_MODEL);
-	struct eng *solo = NULL;
-	assert_int_equal(eng_init(&solo, &sp), 0);
 	static struct coll ref[N_REQ], got[N_REQ];
-	run_all(solo, ref);
-	eng_free(solo);
+	run_solo(F32_MODEL, ref);
 
 	const char *paths[3] = {F32_MODEL, F32_MODEL, F32_MODEL};
 	mesh_up(3, paths);
@@ -612,12 +611,8 @@ static void test_mesh_stage_replan(void **state)
 static void test_mesh_stage_stale_host(void **state)
 {
 	(void)state;
-	struct eng_params sp = engine_params(F32_MODEL);
-	struct eng *solo = NULL;
-	assert_int_equal(eng_init(&solo, &sp), 0);
 	static struct coll ref[N_REQ], got[N_REQ], old[N_REQ];
-	run_all(solo, ref);
-	eng_free(solo);
+	run_solo(F32_MODEL, ref);
 
 	const char *paths[3] = {F32_MODEL, F32_MODEL, F32_MODEL};
 	mesh_up(3, paths);
@@ -715,12 +710,8 @@ static void test_mesh_stage_stale_host(void **state)
 static void test_mesh_stage_plan_early(void **state)
 {
 	(void)state;
-	struct eng_params sp = engine_params(F32_MODEL);
-	struct eng *solo = NULL;
-	assert_int_equal(eng_init(&solo, &sp), 0);
 	static struct coll ref[N_REQ], got[N_REQ];
-	run_all(solo, ref);
-	eng_free(solo);
+	run_solo(F32_MODEL, ref);
 
 	const char *paths[2] = {F32_MODEL, F32_MODEL};
 	mesh_up(2, paths);
@@ -796,12 +787,8 @@ static void wait_link(struct eng *e, bool down)
 static void test_mesh_stage_dead_stage(void **state)
 {
 	(void)state;
-	struct eng_params sp = engine_params(F32_MODEL);
-	struct eng *solo = NULL;
-	assert_int_equal(eng_init(&solo, &sp), 0);
 	static struct coll ref[N_REQ], got[N_REQ];
-	run_all(solo, ref);
-	eng_free(solo);
+	run_solo(F32_MODEL, ref);
 
 	const char *paths[3] = {F32_MODEL, F32_MODEL, F32_MODEL};
 	mesh_up(3, paths);
